@@ -1,0 +1,61 @@
+# stepstream developer commands. Needs only Python >= 3.11 on PATH; everything else is
+# installed into .venv by the targets below.
+
+# The interpreter that creates the venv: python3.11 if present, else python3.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+# Written after a successful install; pip runs again only when pyproject.toml is newer.
+INSTALLED := $(VENV)/.installed
+PIP_FLAGS := --quiet --disable-pip-version-check --progress-bar off
+
+.DEFAULT_GOAL := help
+.PHONY: help venv install up test lint fmt bench clean
+
+help:
+	@echo "make up     install, then run redis + worker + web + flower in the foreground"
+	@echo "make test   install, lint, then run the whole test suite"
+	@echo "make lint   ruff check, ruff format --check, mypy"
+	@echo "make fmt    ruff format and ruff check --fix"
+	@echo "make bench  run the benchmarks (one JSON object per line)"
+	@echo "make clean  remove .venv and caches (keeps .stepstream/ data)"
+
+venv: $(VENV_PYTHON)
+
+$(VENV_PYTHON):
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "error: no python3.11 or python3 on PATH; install Python >= 3.11" >&2; exit 1; \
+	fi
+	@"$(PYTHON)" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "error: $(PYTHON) is Python $$("$(PYTHON)" -c 'import platform; print(platform.python_version())'); stepstream needs >= 3.11 (try: make PYTHON=/path/to/python3.11)" >&2; \
+		exit 1; }
+	"$(PYTHON)" -m venv $(VENV)
+	$(VENV_PYTHON) -m pip install $(PIP_FLAGS) --upgrade pip
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml | $(VENV_PYTHON)
+	$(VENV_PYTHON) -m pip install $(PIP_FLAGS) -e '.[test]'
+	@touch $@
+
+up: install
+	$(VENV_PYTHON) -m devtools.up
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install lint
+	$(VENV)/bin/pytest -q
+
+fmt: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install
+	$(VENV_PYTHON) -m bench
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

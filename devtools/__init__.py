@@ -1,0 +1,1 @@
+"""Developer tooling: an embedded Redis server and the ``make up`` supervisor."""

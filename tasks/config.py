@@ -1,0 +1,71 @@
+"""Settings, read from the environment once at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every `STEPSTREAM_*` variable of SPEC §9, with its default."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    scenarios_dir: Path = Path("scenarios")
+    api_token: str | None = None
+    event_maxlen: int = 100_000
+    run_ttl_s: int = 604_800
+    max_body_bytes: int = 1_048_576
+    heartbeat_s: float = 10.0
+    expected_workers: tuple[str, ...] = field(default_factory=tuple)
+    max_resumes: int = 2
+    shutdown_grace_s: float = 30.0
+    step_timeout_s: float = 300.0
+    #: Largest step output accepted, as bytes of JSON.
+    max_output_bytes: int = 1_048_576
+    #: Outputs larger than this are left out of `step_finished` events.
+    event_output_bytes: int = 16_384
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        redis_url = env.get("STEPSTREAM_REDIS_URL") or cls.redis_url
+        expected = env.get("STEPSTREAM_EXPECTED_WORKERS", "")
+        return cls(
+            redis_url=redis_url,
+            broker_url=env.get("STEPSTREAM_BROKER_URL") or redis_url,
+            scenarios_dir=Path(env.get("STEPSTREAM_SCENARIOS_DIR") or "scenarios"),
+            api_token=env.get("STEPSTREAM_API_TOKEN") or None,
+            event_maxlen=_int(env, "STEPSTREAM_EVENT_MAXLEN", cls.event_maxlen),
+            run_ttl_s=_int(env, "STEPSTREAM_RUN_TTL_S", cls.run_ttl_s),
+            max_body_bytes=_int(env, "STEPSTREAM_MAX_BODY_BYTES", cls.max_body_bytes),
+            heartbeat_s=_float(env, "STEPSTREAM_HEARTBEAT_S", cls.heartbeat_s),
+            expected_workers=tuple(w.strip() for w in expected.split(",") if w.strip()),
+            max_resumes=_int(env, "STEPSTREAM_MAX_RESUMES", cls.max_resumes),
+            shutdown_grace_s=_float(env, "STEPSTREAM_SHUTDOWN_GRACE_S", cls.shutdown_grace_s),
+            step_timeout_s=_float(env, "STEPSTREAM_STEP_TIMEOUT_S", cls.step_timeout_s),
+            max_output_bytes=_int(env, "STEPSTREAM_MAX_OUTPUT_BYTES", cls.max_output_bytes),
+        )

@@ -1,0 +1,106 @@
+"""Running one step attempt: resolve its input, call its tool, judge its output.
+
+This module knows nothing of Celery; `runner.py` wires it to tasks and the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from .errors import ReferenceResolutionError, StepstreamError, ToolFailure, UnknownTool
+from .references import resolve
+from .store import RunStore
+from .tools import ToolContext, ToolRegistry
+
+log = logging.getLogger(__name__)
+
+#: How long `ctx.cancelled` trusts its last read of the run, so that a tool polling it
+#: in a tight loop does not turn into a Redis load test.
+CANCEL_CHECK_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended: succeeded with an output, or failed with a message."""
+
+    succeeded: bool
+    message: str
+    output_json: str = ""
+
+
+class StepContext:
+    """The `ctx` a tool receives: progress and logs become events of the run."""
+
+    def __init__(self, store: RunStore, run_id: str, step: str, attempt: int) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.step = step
+        self.attempt = attempt
+        self._cancelled = False
+        self._checked_at = 0.0
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        fraction = min(1.0, max(0.0, float(fraction)))
+        self.store.step_event(
+            self.run_id, self.step, self.attempt, "step_progress",
+            {"progress": fraction, "message": str(message)}, progress=fraction,
+        )
+
+    def log(self, message: str) -> None:
+        self.store.step_event(
+            self.run_id, self.step, self.attempt, "step_log", {"message": str(message)}
+        )
+
+    @property
+    def cancelled(self) -> bool:
+        now = time.monotonic()
+        if not self._cancelled and now - self._checked_at >= CANCEL_CHECK_INTERVAL_S:
+            self._checked_at = now
+            self._cancelled = self.store.cancel_requested(self.run_id)
+        return self._cancelled
+
+
+def execute(
+    tools: ToolRegistry,
+    definition: dict[str, Any],
+    run_input: Any,
+    outputs: dict[str, Any],
+    ctx: ToolContext,
+    *,
+    timeout_s: float,
+    max_output_bytes: int,
+) -> Outcome:
+    """Run the attempt to its end; every failure becomes a failed Outcome, never a raise."""
+    try:
+        tool = tools.get(definition["tool"])
+        tool_input = resolve(definition.get("input", {}), run_input, outputs)
+        errors = tool.input_errors(tool_input)
+        if errors:
+            detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
+            return Outcome(False, f"invalid input for tool {tool.name}: {detail}")
+        output = tool.func(ctx, **tool_input)
+    except SoftTimeLimitExceeded:
+        return Outcome(False, f"timed out after {timeout_s:g} s")
+    except (ToolFailure, ReferenceResolutionError, UnknownTool) as exc:
+        return Outcome(False, exc.message)
+    except StepstreamError as exc:
+        return Outcome(False, exc.message)
+    except Exception as exc:
+        log.exception("step %s of run %s crashed", ctx.step, ctx.run_id)
+        return Outcome(False, f"{type(exc).__name__}: {exc}")
+    try:
+        output_json = json.dumps(output, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        return Outcome(False, f"output is not JSON: {exc}")
+    if len(output_json) > max_output_bytes:
+        return Outcome(
+            False,
+            f"output is {len(output_json)} bytes of JSON, over the limit of {max_output_bytes}",
+        )
+    return Outcome(True, "", output_json)

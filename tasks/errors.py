@@ -1,0 +1,65 @@
+"""The project's exceptions: one root, with branches the HTTP API maps to statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StepstreamError(Exception):
+    """Root of every error stepstream raises on purpose."""
+
+    #: Machine-readable error code, used in API error bodies.
+    code = "error"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ScenarioError(StepstreamError):
+    """A scenario file or definition is invalid."""
+
+    code = "invalid_scenario"
+
+
+class UnknownTool(StepstreamError):
+    """A tool name is not registered."""
+
+    code = "unknown_tool"
+
+
+class ReferenceResolutionError(StepstreamError):
+    """A `{from: ...}` reference points at something that does not exist."""
+
+    code = "bad_reference"
+
+
+class ToolFailure(StepstreamError):
+    """A tool gave up: the step fails with this message (not logged as a crash)."""
+
+    code = "tool_failed"
+
+
+class NotFound(StepstreamError):
+    code = "not_found"
+
+
+class Conflict(StepstreamError):
+    code = "conflict"
+
+
+class InvalidRequest(StepstreamError):
+    code = "bad_request"
+
+
+class InvalidInput(StepstreamError):
+    """The run input fails the scenario's `input_schema`."""
+
+    code = "invalid_input"
+
+
+class Unavailable(StepstreamError):
+    """Redis or the broker cannot be reached; nothing was changed."""
+
+    code = "unavailable"

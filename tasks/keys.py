@@ -1,0 +1,48 @@
+"""Every Redis key stepstream uses, built in one place.
+
+A run's keys share the hash tag `{<run_id>}` so that they live in one Redis Cluster
+slot and the Lua scripts that touch them stay legal there.
+"""
+
+from __future__ import annotations
+
+PREFIX = "stepstream"
+
+
+def run(run_id: str) -> str:
+    """Hash: the run's fields (status, input, timestamps, seq, last_event_id ...)."""
+    return f"{PREFIX}:run:{{{run_id}}}"
+
+
+def run_steps(run_id: str) -> str:
+    """Hash: per step, its state as JSON, its definition and its output."""
+    return f"{PREFIX}:run:{{{run_id}}}:steps"
+
+
+def run_events(run_id: str) -> str:
+    """Stream: the run's events, one field `data` holding the event JSON."""
+    return f"{PREFIX}:run:{{{run_id}}}:events"
+
+
+def run_keys(run_id: str) -> list[str]:
+    """The keys every run script receives, in the order the scripts expect."""
+    return [run(run_id), run_steps(run_id), run_events(run_id)]
+
+
+def all_events() -> str:
+    """Stream: events of every run, best effort, for dashboards."""
+    return f"{PREFIX}:events"
+
+
+def runs_index() -> str:
+    """Sorted set: run ids scored by creation time in ms."""
+    return f"{PREFIX}:runs"
+
+
+def workers() -> str:
+    """Hash: worker name -> heartbeat JSON."""
+    return f"{PREFIX}:workers"
+
+
+def idempotency(key: str) -> str:
+    return f"{PREFIX}:idem:{key}"

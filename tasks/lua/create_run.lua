@@ -1,0 +1,25 @@
+-- Create a run in `queued` state and append `run_queued`.
+-- ARGV[1] run_id            ARGV[2] scenario_id      ARGV[3] input JSON
+-- ARGV[4] step order (csv)  ARGV[5] stream MAXLEN    ARGV[6] TTL of a finished run (s)
+-- ARGV[7] run_queued fields fragment
+-- ARGV[8..] step hash fields and values, flat
+-- Returns {created_at, EMITTED} or an error when the run already exists.
+if redis.call('EXISTS', RUN) == 1 then
+  return redis.error_reply('run exists')
+end
+local order = split_csv(ARGV[4])
+redis.call('HSET', RUN, 'run_id', ARGV[1], 'scenario_id', ARGV[2], 'status', 'queued',
+  'input', ARGV[3], 'order', ARGV[4], 'maxlen', ARGV[5], 'ttl_s', ARGV[6],
+  'created_at', NOW_ISO, 'seq', 0, 'remaining', #order, 'message', '')
+-- unpack() is bounded by the Lua C stack: write the step fields in slices.
+local batch = {}
+for i = 8, #ARGV do
+  batch[#batch + 1] = ARGV[i]
+  if #batch == 2000 then
+    redis.call('HSET', STEPS, unpack(batch))
+    batch = {}
+  end
+end
+if #batch > 0 then redis.call('HSET', STEPS, unpack(batch)) end
+emit('run_queued', ARGV[7])
+return {NOW_ISO, EMITTED}

@@ -1,0 +1,107 @@
+-- Shared by every run script: prepended to each one when the scripts are loaded.
+--
+-- Every run script receives the same three keys, all with the run's hash tag:
+--   KEYS[1]  stepstream:run:{<id>}          hash: run fields
+--   KEYS[2]  stepstream:run:{<id>}:steps    hash: "<step>.<field>" per step
+--   KEYS[3]  stepstream:run:{<id>}:events   stream: the run's events
+--
+-- Event JSON is assembled here from fragments that the Python side encoded, so user
+-- data (inputs, outputs, messages) never passes through cjson, whose number precision
+-- and empty-table handling would alter it.
+
+local RUN, STEPS, EVENTS = KEYS[1], KEYS[2], KEYS[3]
+
+local function iso_time(sec, usec)
+  -- Howard Hinnant's civil_from_days: Redis Lua has no os.date.
+  local days = math.floor(sec / 86400)
+  local rem = sec - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', y, m, d,
+    math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, usec)
+end
+
+local NOW = redis.call('TIME')
+local NOW_US = tonumber(NOW[1]) * 1000000 + tonumber(NOW[2])
+local NOW_ISO = iso_time(tonumber(NOW[1]), tonumber(NOW[2]))
+
+--- Events appended by this call, as {id, json, id, json, ...}, returned to the caller.
+local EMITTED = {}
+
+local function str(s)
+  return cjson.encode(s)
+end
+
+--- Append one event: bump seq, XADD, and record last_event_id in the same call.
+local function emit(etype, fields)
+  local run_id = redis.call('HGET', RUN, 'run_id')
+  local seq = redis.call('HINCRBY', RUN, 'seq', 1)
+  local body = '{"schema_version":1,"type":"' .. etype .. '","run_id":"' .. run_id
+    .. '","seq":' .. seq .. ',"ts":"' .. NOW_ISO .. '"'
+  if fields ~= '' then body = body .. ',' .. fields end
+  body = body .. '}'
+  local maxlen = redis.call('HGET', RUN, 'maxlen') or '100000'
+  local id = redis.call('XADD', EVENTS, 'MAXLEN', '~', maxlen, '*', 'data', body)
+  redis.call('HSET', RUN, 'last_event_id', id)
+  EMITTED[#EMITTED + 1] = id
+  EMITTED[#EMITTED + 1] = body
+  return id
+end
+
+local function step_get(step, field)
+  return redis.call('HGET', STEPS, step .. '.' .. field)
+end
+
+local function step_set(step, ...)
+  local args = {...}
+  local flat = {}
+  for i = 1, #args, 2 do
+    flat[#flat + 1] = step .. '.' .. args[i]
+    flat[#flat + 1] = args[i + 1]
+  end
+  redis.call('HSET', STEPS, unpack(flat))
+end
+
+local function split_csv(s)
+  local out = {}
+  if s then
+    for item in string.gmatch(s, '[^,]+') do out[#out + 1] = item end
+  end
+  return out
+end
+
+local function is_terminal(status)
+  return status == 'succeeded' or status == 'failed' or status == 'cancelled'
+end
+
+--- Mark a step ready to run as `attempt`; returns the dispatch entry for the caller.
+local function make_ready(step, attempt, ready)
+  step_set(step, 'status', 'ready', 'attempt', attempt)
+  ready[#ready + 1] = step
+  ready[#ready + 1] = tostring(attempt)
+  ready[#ready + 1] = step_get(step, 'timeout_s')
+  ready[#ready + 1] = '0'
+end
+
+--- Record run_finished once, and let the run's keys expire.
+local function finish_run(status, reason, message)
+  redis.call('HSET', RUN, 'status', status, 'finished_at', NOW_ISO, 'message', message,
+    'reason', reason)
+  local fields = '"status":"' .. status .. '","finished_at":"' .. NOW_ISO .. '","message":'
+    .. str(message)
+  if reason ~= '' then fields = fields .. ',"reason":"' .. reason .. '"' end
+  emit('run_finished', fields)
+  local ttl = redis.call('HGET', RUN, 'ttl_s')
+  for _, key in ipairs({RUN, STEPS, EVENTS}) do
+    redis.call('EXPIRE', key, ttl)
+  end
+end

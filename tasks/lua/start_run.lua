@@ -1,0 +1,32 @@
+-- Move a queued run to `running`, append `run_started` and make its roots ready.
+-- ARGV[1] worker name
+-- Returns {outcome, EMITTED, ready} where outcome is "started", "running" (already
+-- started: roots not yet started are returned again so that a redelivered message
+-- completes a dispatch that a crash interrupted), "finished" or "missing";
+-- ready is {step, attempt, timeout_s, delay_s, ...}.
+local status = redis.call('HGET', RUN, 'status')
+if not status then return {'missing', {}, {}} end
+if is_terminal(status) then return {'finished', {}, {}} end
+local ready = {}
+local order = split_csv(redis.call('HGET', RUN, 'order'))
+if status == 'queued' then
+  redis.call('HSET', RUN, 'status', 'running', 'started_at', NOW_ISO, 'worker', ARGV[1])
+  local scenario_id = redis.call('HGET', RUN, 'scenario_id')
+  emit('run_started', '"scenario_id":' .. str(scenario_id) .. ',"worker":' .. str(ARGV[1]))
+  for _, step in ipairs(order) do
+    if step_get(step, 'status') == 'pending' and step_get(step, 'waiting') == '0' then
+      make_ready(step, 1, ready)
+    end
+  end
+  return {'started', EMITTED, ready}
+end
+for _, step in ipairs(order) do
+  if step_get(step, 'root') == '1' and step_get(step, 'status') == 'ready'
+      and step_get(step, 'attempt') == '1' then
+    ready[#ready + 1] = step
+    ready[#ready + 1] = step_get(step, 'attempt')
+    ready[#ready + 1] = step_get(step, 'timeout_s')
+    ready[#ready + 1] = '0'
+  end
+end
+return {'running', EMITTED, ready}

@@ -1,0 +1,20 @@
+-- Fencing: start attempt ARGV[2] of step ARGV[1] only if that attempt is `ready`.
+-- ARGV[1] step   ARGV[2] attempt   ARGV[3] worker name
+-- Returns {"started", EMITTED, definition JSON, run input JSON, {ref, output, ...}}
+-- or {"stale", status, attempt} when the attempt was already taken or the run ended.
+local step, attempt = ARGV[1], ARGV[2]
+local run_status = redis.call('HGET', RUN, 'status')
+local status = step_get(step, 'status')
+if run_status ~= 'running' or status ~= 'ready' or step_get(step, 'attempt') ~= attempt then
+  return {'stale', status or '', step_get(step, 'attempt') or ''}
+end
+step_set(step, 'status', 'running', 'started_at', NOW_ISO, 'started_us', NOW_US,
+  'worker', ARGV[3], 'progress', '0', 'message', '')
+emit('step_started', '"step":"' .. step .. '","attempt":' .. attempt .. ',"tool":'
+  .. str(step_get(step, 'tool')))
+local outputs = {}
+for _, ref in ipairs(split_csv(step_get(step, 'refs'))) do
+  outputs[#outputs + 1] = ref
+  outputs[#outputs + 1] = step_get(ref, 'output') or 'null'
+end
+return {'started', EMITTED, step_get(step, 'def'), redis.call('HGET', RUN, 'input'), outputs}

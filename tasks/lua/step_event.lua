@@ -1,0 +1,14 @@
+-- Append step_progress or step_log for a running attempt (fenced like finish_step).
+-- ARGV[1] step   ARGV[2] attempt   ARGV[3] event type   ARGV[4] fields fragment
+-- ARGV[5] progress fraction ("" for a log line)   ARGV[6] progress message
+-- Returns EMITTED, empty when the attempt is no longer running.
+local step, attempt = ARGV[1], ARGV[2]
+if redis.call('HGET', RUN, 'status') ~= 'running' or step_get(step, 'status') ~= 'running'
+    or step_get(step, 'attempt') ~= attempt then
+  return {}
+end
+if ARGV[5] ~= '' then
+  step_set(step, 'progress', ARGV[5], 'message', ARGV[6])
+end
+emit(ARGV[3], ARGV[4])
+return EMITTED

@@ -1,0 +1,395 @@
+"""The run store: run and step state in Redis, changed only through the run scripts.
+
+Each state change and the event that reports it are one Lua call (`lua/*.lua`), so a
+snapshot and the stream never disagree. Reads that must be consistent with each other
+(the run hash and its steps) are taken in one MULTI.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, cast
+
+import redis
+
+from . import keys
+from .config import Settings
+from .dag import dependants
+from .events import Event
+from .scenario import Scenario
+
+SUMMARY_FIELDS = (
+    "run_id",
+    "scenario_id",
+    "status",
+    "input",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "message",
+)
+STEP_FIELDS = ("status", "attempt", "started_at", "finished_at", "duration_ms", "progress",
+               "message", "tool", "output")
+TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class ReadyStep:
+    """A step attempt that a script marked ready: the caller dispatches it."""
+
+    step: str
+    attempt: int
+    timeout_s: float
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class StepStart:
+    """What a worker needs to run an attempt it has just been granted."""
+
+    definition: dict[str, Any]
+    run_input: Any
+    outputs: dict[str, Any]
+    events: list[Event]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The result of a script that moves a run forward."""
+
+    outcome: str
+    events: list[Event]
+    ready: list[ReadyStep]
+    run_status: str = ""
+
+
+def _load_script(name: str) -> str:
+    lua = resources.files("tasks") / "lua"
+    return (lua / "prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def _events(flat: list[str]) -> list[Event]:
+    out = []
+    for i in range(0, len(flat), 2):
+        event = Event.decode(flat[i], flat[i + 1])
+        if event is not None:
+            out.append(event)
+    return out
+
+
+def _ready(flat: list[str]) -> list[ReadyStep]:
+    return [
+        ReadyStep(flat[i], int(flat[i + 1]), float(flat[i + 2]), float(flat[i + 3]))
+        for i in range(0, len(flat), 4)
+    ]
+
+
+def _json(raw: str | None) -> Any:
+    return None if raw is None or raw == "" else json.loads(raw)
+
+
+def _num(raw: str | None) -> float | None:
+    return None if raw is None or raw == "" else float(raw)
+
+
+def step_status(status: str, attempt: int) -> str:
+    """The public status of a step: `ready` is internal (dispatched, not started)."""
+    if status == "ready":
+        return "pending" if attempt <= 1 else "running"
+    return status
+
+
+class RunStore:
+    """Reads and changes runs. One instance per process; thread-safe like redis-py."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self._scripts = {
+            name: client.register_script(_load_script(name))
+            for name in (
+                "create_run", "start_run", "start_step", "step_event", "finish_step",
+                "continuation",
+            )
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RunStore:
+        client = redis.Redis.from_url(
+            settings.redis_url, decode_responses=True, health_check_interval=30
+        )
+        return cls(client, settings)
+
+    def _run(self, script: str, run_id: str, *args: Any) -> Any:
+        return self._scripts[script](keys=keys.run_keys(run_id), args=list(args))
+
+    def _publish_all(self, events: list[Event]) -> None:
+        """Copy events to the all-runs stream; best effort, it is for dashboards only."""
+        if not events:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for event in events:
+                pipe.xadd(keys.all_events(), {"data": json.dumps(event.to_dict())},
+                          maxlen=self.settings.event_maxlen, approximate=True)
+            pipe.execute()
+        except redis.RedisError:
+            pass
+
+    # -- writes ---------------------------------------------------------------------
+
+    def create_run(self, run_id: str, scenario: Scenario, run_input: Any) -> str:
+        """Store a queued run carrying its own copy of the scenario; returns created_at."""
+        needs = {step.name: step.needs for step in scenario.steps}
+        nexts = dependants(needs)
+        fields: list[Any] = []
+        for step in scenario.steps:
+            timeout = step.timeout_s or self.settings.step_timeout_s
+            for field, value in (
+                ("status", "pending"),
+                ("attempt", 0),
+                ("waiting", len(step.needs)),
+                ("tool", step.tool),
+                ("on_error", step.on_error),
+                ("next", ",".join(nexts[step.name])),
+                ("refs", ",".join(sorted(step.referenced_steps()))),
+                ("timeout_s", timeout),
+                ("def", json.dumps(step.model_dump(mode="json"))),
+                ("progress", 0),
+                ("message", ""),
+                ("root", 1 if not step.needs else 0),
+            ):
+                fields += [f"{step.name}.{field}", value]
+        input_json = json.dumps(run_input)
+        queued = f'"scenario_id":{json.dumps(scenario.scenario_id)},"input":{input_json}'
+        created_at, emitted = self._run(
+            "create_run",
+            run_id,
+            run_id,
+            scenario.scenario_id,
+            input_json,
+            ",".join(step.name for step in scenario.steps),
+            self.settings.event_maxlen,
+            self.settings.run_ttl_s,
+            queued,
+            *fields,
+        )
+        self.redis.zadd(keys.runs_index(), {run_id: _ms_from_events(emitted)})
+        self._publish_all(_events(emitted))
+        return cast(str, created_at)
+
+    def delete_run(self, run_id: str) -> None:
+        """Undo a run that could not be enqueued, so nothing is left half-created."""
+        pipe = self.redis.pipeline()
+        pipe.delete(*keys.run_keys(run_id))
+        pipe.zrem(keys.runs_index(), run_id)
+        pipe.execute()
+
+    def start_run(self, run_id: str, worker: str) -> Transition:
+        outcome, emitted, ready = self._run("start_run", run_id, worker)
+        events = _events(emitted)
+        self._publish_all(events)
+        return Transition(outcome, events, _ready(ready))
+
+    def start_step(self, run_id: str, step: str, attempt: int, worker: str) -> StepStart | None:
+        """Take attempt `attempt` of `step`; None if it is not ready (already taken)."""
+        reply = self._run("start_step", run_id, step, attempt, worker)
+        if reply[0] != "started":
+            return None
+        _, emitted, definition, run_input, outputs = reply
+        events = _events(emitted)
+        self._publish_all(events)
+        return StepStart(
+            definition=json.loads(definition),
+            run_input=json.loads(run_input),
+            outputs={outputs[i]: json.loads(outputs[i + 1]) for i in range(0, len(outputs), 2)},
+            events=events,
+        )
+
+    def step_event(
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        event_type: str,
+        fields: Mapping[str, Any],
+        progress: float | None = None,
+    ) -> list[Event]:
+        """Append step_progress or step_log; nothing if the attempt is no longer running."""
+        fragment = json.dumps({"step": step, "attempt": attempt, **fields})[1:-1]
+        message = str(fields.get("message", ""))
+        emitted = self._run(
+            "step_event", run_id, step, attempt, event_type, fragment,
+            "" if progress is None else repr(progress), message,
+        )
+        events = _events(emitted)
+        self._publish_all(events)
+        return events
+
+    def finish_step(
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        *,
+        succeeded: bool,
+        message: str,
+        output_json: str,
+        retry_delay_s: float | None,
+    ) -> Transition:
+        """Record an attempt's result; returns the steps it made ready."""
+        if not succeeded:
+            output_json = ""
+        if len(output_json) > self.settings.event_output_bytes:
+            fragment = '"output_truncated":true'
+        else:
+            fragment = '"output":' + (output_json or "null")
+        outcome, emitted, ready, run_status = self._run(
+            "finish_step", run_id, step, attempt,
+            "succeeded" if succeeded else "failed", message, output_json, fragment,
+            "" if retry_delay_s is None else repr(float(retry_delay_s)),
+        )
+        events = _events(emitted)
+        self._publish_all(events)
+        return Transition(outcome, events, _ready(ready), run_status)
+
+    def continuation(self, run_id: str, step: str, attempt: int) -> list[ReadyStep]:
+        """What a duplicate of this attempt's message must still dispatch (see the script)."""
+        return _ready(self._run("continuation", run_id, step, attempt))
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return self.redis.hget(keys.run(run_id), "cancel_requested") is not None
+
+    # -- reads ----------------------------------------------------------------------
+
+    def exists(self, run_id: str) -> bool:
+        return bool(self.redis.exists(keys.run(run_id)))
+
+    def run_status(self, run_id: str) -> str | None:
+        return cast("str | None", self.redis.hget(keys.run(run_id), "status"))
+
+    def summary(self, run_id: str) -> dict[str, Any] | None:
+        values = self.redis.hmget(keys.run(run_id), SUMMARY_FIELDS)
+        return _summary(dict(zip(SUMMARY_FIELDS, values, strict=True)))
+
+    def snapshot(self, run_id: str) -> dict[str, Any] | None:
+        """The run with its steps, consistent with the stream up to `last_event_id`."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(keys.run(run_id))
+        pipe.hgetall(keys.run_steps(run_id))
+        run, steps = pipe.execute()
+        summary = _summary(run)
+        if summary is None:
+            return None
+        summary["worker"] = run.get("worker")
+        summary["reason"] = run.get("reason") or None
+        summary["last_event_id"] = run.get("last_event_id")
+        summary["steps"] = [_step(name, steps) for name in run["order"].split(",")]
+        return summary
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        scenario_id: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first; returns the page and the `before` cursor of the next one."""
+        runs: list[dict[str, Any]] = []
+        for summary in self._walk_index(before):
+            if status and summary["status"] != status:
+                continue
+            if scenario_id and summary["scenario_id"] != scenario_id:
+                continue
+            runs.append(summary)
+            if len(runs) == limit + 1:
+                break
+        if len(runs) > limit:
+            return runs[:limit], runs[limit - 1]["run_id"]
+        return runs, None
+
+    def index_score(self, run_id: str) -> float | None:
+        return cast("float | None", self.redis.zscore(keys.runs_index(), run_id))
+
+    def _walk_index(self, before: str | None, page: int = 200) -> Iterator[dict[str, Any]]:
+        index = keys.runs_index()
+        max_score: float | str = "+inf"
+        skip_until: str | None = None
+        if before is not None:
+            score = self.index_score(before)
+            if score is None:
+                return
+            max_score, skip_until = score, before
+        offset = 0
+        while True:
+            members = self.redis.zrevrangebyscore(
+                index, max_score, "-inf", start=offset, num=page, withscores=True
+            )
+            if not members:
+                return
+            offset += len(members)
+            pipe = self.redis.pipeline(transaction=False)
+            for run_id, _ in members:
+                pipe.hmget(keys.run(run_id), SUMMARY_FIELDS)
+            for (run_id, _score), values in zip(members, pipe.execute(), strict=True):
+                if skip_until is not None:
+                    if run_id == skip_until:
+                        skip_until = None
+                    continue
+                summary = _summary(dict(zip(SUMMARY_FIELDS, values, strict=True)))
+                if summary is None:
+                    # The run expired: forget it in the index too.
+                    self.redis.zrem(index, run_id)
+                    offset -= 1
+                    continue
+                yield summary
+
+    def read_events(self, run_id: str, after: str, count: int) -> list[Event]:
+        """Events strictly after stream id `after` ("0" for the beginning)."""
+        start = "-" if after in ("0", "0-0") else f"({after}"
+        entries = self.redis.xrange(keys.run_events(run_id), min=start, max="+", count=count)
+        return [e for e in (Event.decode(i, f.get("data", "")) for i, f in entries) if e]
+
+
+def _ms_from_events(emitted: list[str]) -> int:
+    return int(emitted[0].split("-")[0])
+
+
+def _summary(run: Mapping[str, str | None]) -> dict[str, Any] | None:
+    if not run.get("run_id"):
+        return None
+    return {
+        "run_id": run["run_id"],
+        "scenario_id": run.get("scenario_id"),
+        "status": run.get("status"),
+        "input": _json(run.get("input")),
+        "created_at": run.get("created_at"),
+        "started_at": run.get("started_at"),
+        "finished_at": run.get("finished_at"),
+        "message": run.get("message") or "",
+    }
+
+
+def _step(name: str, fields: Mapping[str, str]) -> dict[str, Any]:
+    def get(field: str) -> str | None:
+        return fields.get(f"{name}.{field}")
+
+    attempt = int(get("attempt") or 0)
+    duration = _num(get("duration_ms"))
+    status = step_status(get("status") or "pending", attempt)
+    return {
+        "name": name,
+        "tool": get("tool"),
+        "status": status,
+        "attempt": attempt,
+        "started_at": get("started_at") if status != "pending" else None,
+        "finished_at": get("finished_at"),
+        "duration_ms": duration if status != "skipped" else None,
+        "progress": _num(get("progress")) or 0.0,
+        "message": get("message") or "",
+        "output": _json(get("output")),
+    }

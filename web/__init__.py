@@ -1,0 +1,87 @@
+"""The web front end: `web:create_app` builds the Flask application."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from flask import Flask, Response, g, request
+
+from tasks.config import Settings
+from tasks.store import RunStore
+from tasks.tools import default_registry
+from worker.celery_app import create_celery_app
+
+from . import api, errors, openapi, probes, streaming
+from .auth import RedactTokens, check_token
+from .catalog import Catalog
+from .metrics import Metrics
+from .services import Services, services
+
+#: Routes whose time is not a request's latency but a stream's lifetime.
+STREAMING = frozenset({"api.run_events", "stream.run_ws"})
+
+
+def create_app(settings: Settings | None = None, **config: Any) -> Flask:
+    """Build the app; settings come from the environment unless given."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+        SOCK_SERVER_OPTIONS=streaming.ws_options(),
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config.update(config)
+
+    tools = default_registry()
+    store = RunStore.from_settings(settings)
+    blocking = redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=streaming.SSE_KEEPALIVE_S + 20,
+        health_check_interval=30,
+    )
+    app.extensions["stepstream"] = Services(
+        settings=settings,
+        store=store,
+        blocking_redis=blocking,
+        tools=tools,
+        catalog=Catalog(settings.scenarios_dir, tools),
+        celery=create_celery_app(settings),
+        metrics=Metrics(),
+    )
+    for name in ("werkzeug", "gunicorn.access"):
+        logging.getLogger(name).addFilter(RedactTokens())
+
+    errors.register(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(streaming.ws_bp)
+    streaming.sock.init_app(app)
+    app.register_blueprint(probes.bp)
+    app.register_blueprint(openapi.bp)
+
+    @app.before_request
+    def _before() -> None:
+        g.started = time.perf_counter()
+        token = settings.api_token
+        if token and request.path.startswith("/api"):
+            check_token(token)
+
+    @app.after_request
+    def _after(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics = services().metrics
+        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        if request.endpoint not in STREAMING and "started" in g:
+            metrics.latency.labels(route).observe(time.perf_counter() - g.started)
+        return response
+
+    for scenario_error in app.extensions["stepstream"].catalog.errors:
+        app.logger.warning("scenario %s skipped: %s", scenario_error.path, scenario_error.reason)
+    return app
+
+
+__all__ = ["create_app"]

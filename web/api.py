@@ -1,0 +1,225 @@
+"""The REST API under `/api`: runs, scenarios and tools."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, jsonify, request
+from jsonschema import Draft202012Validator
+from kombu.exceptions import OperationalError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tasks import keys
+from tasks.errors import Conflict, InvalidInput, InvalidRequest, NotFound, Unavailable
+from tasks.events import is_stream_id
+from tasks.runner import RUN_SCENARIO
+from tasks.scenario import Scenario
+
+from .services import services
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+MAX_LIMIT = 200
+#: The same Idempotency-Key is remembered this long.
+IDEMPOTENCY_TTL_S = 24 * 3600
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+class RunRequest(BaseModel):
+    """Body of `POST /api/runs`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    scenario_id: str = Field(min_length=1, max_length=64)
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+def json_body() -> Any:
+    raw = request.get_data(cache=True)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+
+
+def json_pointer(path: Any) -> str:
+    """A jsonschema error path as a JSONPath-like string: `$.items[0].url`."""
+    out = "$"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def input_errors(scenario: Scenario, run_input: dict[str, Any]) -> list[dict[str, str]]:
+    validator = Draft202012Validator(scenario.input_schema)
+    errors = sorted(validator.iter_errors(run_input), key=lambda e: list(map(str, e.path)))
+    return [{"path": json_pointer(e.absolute_path), "message": e.message} for e in errors]
+
+
+def with_defaults(scenario: Scenario, run_input: dict[str, Any]) -> dict[str, Any]:
+    """Fill the top-level `default`s of the input schema, as a form would."""
+    filled = dict(run_input)
+    for name, prop in (scenario.input_schema.get("properties") or {}).items():
+        if name not in filled and isinstance(prop, dict) and "default" in prop:
+            filled[name] = prop["default"]
+    return filled
+
+
+def parse_run_request() -> RunRequest:
+    body = json_body()
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object with scenario_id and input")
+    try:
+        return RunRequest.model_validate(body)
+    except ValidationError as exc:
+        details = [
+            {"path": json_pointer(e["loc"]), "message": e["msg"]}
+            for e in exc.errors(include_url=False)
+        ]
+        raise InvalidRequest("invalid request body", details) from None
+
+
+@bp.post("/runs")
+def create_run() -> tuple[Response, int, dict[str, str]]:
+    svc = services()
+    req = parse_run_request()
+    scenario = svc.catalog.get(req.scenario_id)
+    if scenario is None:
+        raise NotFound(f"unknown scenario {req.scenario_id!r}")
+    run_input = with_defaults(scenario, req.input)
+    errors = input_errors(scenario, run_input)
+    if errors:
+        raise InvalidInput("input does not match the scenario's input_schema", errors)
+
+    run_id = str(uuid.uuid4())
+    idem = request.headers.get("Idempotency-Key")
+    if idem is not None:
+        previous = claim_idempotency_key(idem, run_id)
+        if previous is not None:
+            summary = svc.store.summary(previous)
+            if summary is None:
+                raise Conflict("a request with this Idempotency-Key is still being processed")
+            return jsonify(summary), 200, {"Location": f"/api/runs/{previous}"}
+    try:
+        svc.store.create_run(run_id, scenario, run_input)
+        svc.celery.send_task(RUN_SCENARIO, args=[run_id])
+    except (redis.RedisError, OperationalError, OSError) as exc:
+        undo_run(run_id, idem)
+        raise Unavailable(f"could not enqueue the run: {exc}") from None
+    svc.metrics.runs_submitted.labels(scenario.scenario_id).inc()
+    summary = svc.store.summary(run_id)
+    return jsonify(summary), 202, {"Location": f"/api/runs/{run_id}"}
+
+
+def claim_idempotency_key(key: str, run_id: str) -> str | None:
+    """Claim `key` for this request; returns the earlier run id when it was claimed."""
+    if not IDEMPOTENCY_KEY.match(key):
+        raise InvalidRequest("Idempotency-Key must be 1-200 printable ASCII characters")
+    store = services().store
+    digest = hashlib.sha256(request.get_data(cache=True)).hexdigest()
+    value = f"{digest}:{run_id}"
+    if store.redis.set(keys.idempotency(key), value, nx=True, ex=IDEMPOTENCY_TTL_S):
+        return None
+    existing = store.redis.get(keys.idempotency(key))
+    if existing is None:  # expired between the two calls: claim it again
+        return claim_idempotency_key(key, run_id)
+    previous_digest, _, previous_run = str(existing).partition(":")
+    if previous_digest != digest:
+        raise Conflict("Idempotency-Key was already used with a different body")
+    return previous_run
+
+
+def undo_run(run_id: str, idem: str | None) -> None:
+    store = services().store
+    try:
+        store.delete_run(run_id)
+        if idem is not None:
+            store.redis.delete(keys.idempotency(idem))
+    except redis.RedisError:
+        pass  # Redis itself is down: nothing was created there either.
+
+
+@bp.get("/runs")
+def list_runs() -> Response:
+    args = request.args
+    status = args.get("status") or None
+    if status is not None and status not in RUN_STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(RUN_STATUSES)}")
+    limit_raw = args.get("limit", "50")
+    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    before = args.get("before") or None
+    store = services().store
+    if before is not None and store.index_score(before) is None:
+        raise InvalidRequest("before must be the run_id of a listed run (see next_before)")
+    runs, next_before = store.list_runs(
+        status=status,
+        scenario_id=args.get("scenario_id") or None,
+        limit=int(limit_raw),
+        before=before,
+    )
+    return jsonify({"runs": runs, "next_before": next_before})
+
+
+@bp.get("/runs/<run_id>")
+def get_run(run_id: str) -> Response:
+    snapshot = services().store.snapshot(run_id)
+    if snapshot is None:
+        raise NotFound(f"unknown run {run_id!r}")
+    return jsonify(snapshot)
+
+
+def cursor_arg() -> str:
+    """The start point of a stream read: `after`, else `Last-Event-ID`, else the start."""
+    after = request.args.get("after")
+    if after is None:
+        after = request.headers.get("Last-Event-ID")
+    if after is None or after == "":
+        return "0"
+    if not is_stream_id(after):
+        raise InvalidRequest(f"bad cursor {after!r}: expected a stream id like 1700000000000-0")
+    return after
+
+
+def require_run(run_id: str) -> None:
+    if not services().store.exists(run_id):
+        raise NotFound(f"unknown run {run_id!r}")
+
+
+def events_page(run_id: str) -> Response:
+    after = cursor_arg()
+    limit_raw = request.args.get("limit", "100")
+    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
+        raise InvalidRequest("limit must be an integer from 1 to 1000")
+    require_run(run_id)
+    events = services().store.read_events(run_id, after, int(limit_raw))
+    return jsonify(
+        {
+            "events": [e.to_dict() for e in events],
+            "next_after": events[-1].id if events else None,
+        }
+    )
+
+
+@bp.get("/scenarios")
+def list_scenarios() -> Response:
+    return jsonify([s.summary() for s in services().catalog.list()])
+
+
+@bp.get("/scenarios/<scenario_id>")
+def get_scenario(scenario_id: str) -> Response:
+    scenario = services().catalog.get(scenario_id)
+    if scenario is None:
+        raise NotFound(f"unknown scenario {scenario_id!r}")
+    return jsonify(scenario.definition())
+
+
+@bp.get("/tools")
+def list_tools() -> Response:
+    return jsonify([t.summary() for t in services().tools.list()])

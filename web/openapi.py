@@ -1,0 +1,391 @@
+"""`GET /api/openapi.json`: the OpenAPI 3.1 description of the API as it behaves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from tasks.scenario import SCENARIO_ID_PATTERN
+
+from .api import MAX_LIMIT, RUN_STATUSES, RunRequest
+
+bp = Blueprint("openapi", __name__)
+
+NULLABLE_STR = {"type": ["string", "null"]}
+STEP_STATUSES = ["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+
+SCHEMAS: dict[str, Any] = {
+    "RunRequest": RunRequest.model_json_schema(),
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "details"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {},
+                },
+            }
+        },
+    },
+    "RunSummary": {
+        "type": "object",
+        "required": ["run_id", "scenario_id", "status", "input", "created_at", "started_at",
+                     "finished_at", "message"],
+        "properties": {
+            "run_id": {"type": "string", "format": "uuid"},
+            "scenario_id": {"type": "string"},
+            "status": {"enum": list(RUN_STATUSES)},
+            "input": {"type": "object"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": NULLABLE_STR,
+            "finished_at": NULLABLE_STR,
+            "message": {"type": "string"},
+        },
+    },
+    "StepSnapshot": {
+        "type": "object",
+        "required": ["name", "tool", "status", "attempt", "started_at", "finished_at",
+                     "duration_ms", "progress", "message", "output"],
+        "properties": {
+            "name": {"type": "string"},
+            "tool": {"type": "string"},
+            "status": {"enum": STEP_STATUSES},
+            "attempt": {"type": "integer", "minimum": 0},
+            "started_at": NULLABLE_STR,
+            "finished_at": NULLABLE_STR,
+            "duration_ms": {"type": ["number", "null"]},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "message": {"type": "string"},
+            "output": {},
+        },
+    },
+    "RunSnapshot": {
+        "allOf": [
+            {"$ref": "#/components/schemas/RunSummary"},
+            {
+                "type": "object",
+                "required": ["worker", "last_event_id", "steps"],
+                "properties": {
+                    "worker": NULLABLE_STR,
+                    "reason": NULLABLE_STR,
+                    "last_event_id": NULLABLE_STR,
+                    "steps": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/StepSnapshot"},
+                    },
+                },
+            },
+        ]
+    },
+    "RunList": {
+        "type": "object",
+        "required": ["runs", "next_before"],
+        "properties": {
+            "runs": {"type": "array", "items": {"$ref": "#/components/schemas/RunSummary"}},
+            "next_before": {
+                "type": ["string", "null"],
+                "description": "Pass as `before` to get the next page; null on the last.",
+            },
+        },
+    },
+    "Event": {
+        "type": "object",
+        "description": "A step lifecycle event (SPEC §5) with its stream `id`.",
+        "required": ["id", "schema_version", "type", "run_id", "seq", "ts"],
+        "properties": {
+            "id": {"type": "string", "pattern": r"^\d+-\d+$"},
+            "schema_version": {"const": 1},
+            "type": {"type": "string"},
+            "run_id": {"type": "string"},
+            "seq": {"type": "integer", "minimum": 1},
+            "ts": {"type": "string", "format": "date-time"},
+        },
+        "additionalProperties": True,
+    },
+    "EventPage": {
+        "type": "object",
+        "required": ["events", "next_after"],
+        "properties": {
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "next_after": NULLABLE_STR,
+        },
+    },
+    "ScenarioSummary": {
+        "type": "object",
+        "required": ["scenario_id", "name", "description", "input_schema", "step_count"],
+        "properties": {
+            "scenario_id": {"type": "string", "pattern": SCENARIO_ID_PATTERN},
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "input_schema": {"type": "object"},
+            "step_count": {"type": "integer", "minimum": 1},
+        },
+    },
+    "Scenario": {
+        "type": "object",
+        "required": ["schema_version", "scenario_id", "name", "description", "input_schema",
+                     "steps"],
+        "properties": {
+            "schema_version": {"const": "1"},
+            "scenario_id": {"type": "string"},
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "input_schema": {"type": "object"},
+            "steps": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "tool", "input", "needs"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "tool": {"type": "string"},
+                        "input": {"type": "object"},
+                        "needs": {"type": "array", "items": {"type": "string"}},
+                        "timeout_s": {"type": ["number", "null"]},
+                        "retry": {"type": "object"},
+                        "on_error": {"enum": ["fail", "continue"]},
+                    },
+                },
+            },
+        },
+    },
+    "Tool": {
+        "type": "object",
+        "required": ["name", "description", "input_schema"],
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "input_schema": {"type": "object"},
+        },
+    },
+    "Probe": {"type": "object", "required": ["status"], "properties": {"status": {}}},
+}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": json_content(ref("Error"))}
+
+
+RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+AFTER = {
+    "name": "after",
+    "in": "query",
+    "schema": {"type": "string"},
+    "description": "Start after this event id (`<ms>-<seq>`); `0` is the beginning.",
+}
+AUTH_ERRORS = {"401": error("Missing or wrong bearer token (when auth is on).")}
+
+PATHS: dict[str, Any] = {
+    "/api/runs": {
+        "post": {
+            "summary": "Start a run of a scenario",
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "schema": {"type": "string"},
+                    "description": "Same key and body within 24 h returns the first run (200).",
+                }
+            ],
+            "requestBody": {"required": True, "content": json_content(ref("RunRequest"))},
+            "responses": {
+                "202": {
+                    "description": "Run accepted and queued.",
+                    "headers": {"Location": {"schema": {"type": "string"}}},
+                    "content": json_content(ref("RunSummary")),
+                },
+                "200": {
+                    "description": "An earlier run with the same Idempotency-Key.",
+                    "content": json_content(ref("RunSummary")),
+                },
+                "400": error("Malformed JSON or fields."),
+                "404": error("Unknown scenario."),
+                "409": error("Idempotency-Key reused with a different body."),
+                "413": error("Body too large."),
+                "422": error("Input fails the scenario's input_schema; details list each error."),
+                "503": error("Redis or the broker is unavailable; nothing was created."),
+                **AUTH_ERRORS,
+            },
+        },
+        "get": {
+            "summary": "List runs, newest first",
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"enum": list(RUN_STATUSES)}},
+                {"name": "scenario_id", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                },
+                {"name": "before", "in": "query", "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {"description": "A page of runs.", "content": json_content(ref("RunList"))},
+                "400": error("Bad filter, limit or cursor."),
+                **AUTH_ERRORS,
+            },
+        },
+    },
+    "/api/runs/{run_id}": {
+        "get": {
+            "summary": "A run's snapshot",
+            "parameters": [RUN_ID],
+            "responses": {
+                "200": {"description": "Snapshot.", "content": json_content(ref("RunSnapshot"))},
+                "404": error("Unknown run."),
+                **AUTH_ERRORS,
+            },
+        }
+    },
+    "/api/runs/{run_id}/events": {
+        "get": {
+            "summary": "A run's events: an SSE stream, or a JSON page",
+            "description": (
+                "With `Accept: application/json`, a page of events after `after`. Otherwise "
+                "a `text/event-stream` that replays from `after` (or `Last-Event-ID`) and "
+                "tails the run until `run_finished`."
+            ),
+            "parameters": [
+                RUN_ID,
+                AFTER,
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "Events.",
+                    "content": {
+                        "application/json": {"schema": ref("EventPage")},
+                        "text/event-stream": {"schema": {"type": "string"}},
+                    },
+                },
+                "400": error("Bad cursor or limit."),
+                "404": error("Unknown run."),
+                **AUTH_ERRORS,
+            },
+        }
+    },
+    "/api/runs/{run_id}/ws": {
+        "get": {
+            "summary": "A run's events over WebSocket",
+            "description": (
+                "Upgrade to a WebSocket; one text frame per event, then close code 1000 "
+                "after `run_finished`."
+            ),
+            "parameters": [RUN_ID, AFTER],
+            "responses": {
+                "101": {"description": "Switching protocols."},
+                "400": error("Bad cursor."),
+                "404": error("Unknown run."),
+                **AUTH_ERRORS,
+            },
+        }
+    },
+    "/api/scenarios": {
+        "get": {
+            "summary": "The scenario catalog",
+            "responses": {
+                "200": {
+                    "description": "Scenarios.",
+                    "content": json_content({"type": "array", "items": ref("ScenarioSummary")}),
+                },
+                **AUTH_ERRORS,
+            },
+        }
+    },
+    "/api/scenarios/{scenario_id}": {
+        "get": {
+            "summary": "A scenario's full definition",
+            "parameters": [
+                {"name": "scenario_id", "in": "path", "required": True,
+                 "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": "Definition.", "content": json_content(ref("Scenario"))},
+                "404": error("Unknown scenario."),
+                **AUTH_ERRORS,
+            },
+        }
+    },
+    "/api/tools": {
+        "get": {
+            "summary": "Registered tools",
+            "responses": {
+                "200": {
+                    "description": "Tools.",
+                    "content": json_content({"type": "array", "items": ref("Tool")}),
+                },
+                **AUTH_ERRORS,
+            },
+        }
+    },
+    "/api/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "responses": {"200": {"description": "OpenAPI 3.1 document."}, **AUTH_ERRORS},
+        }
+    },
+    "/healthz": {
+        "get": {
+            "summary": "Liveness",
+            "security": [],
+            "responses": {"200": {"description": "Serving.", "content": json_content(ref("Probe"))}},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "summary": "Readiness: Redis answers and a worker is alive",
+            "security": [],
+            "responses": {
+                "200": {"description": "Ready.", "content": json_content(ref("Probe"))},
+                "503": {"description": "Not ready.", "content": json_content(ref("Probe"))},
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "security": [],
+            "responses": {
+                "200": {"description": "Text format.", "content": {"text/plain": {}}}
+            },
+        }
+    },
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "stepstream",
+        "version": "1",
+        "description": "Run scenarios on Celery workers and follow their events live.",
+    },
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+    "security": [{"bearer": []}, {}],
+}
+
+
+@bp.get("/api/openapi.json")
+def openapi_document() -> Response:
+    return jsonify(DOCUMENT)

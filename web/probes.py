@@ -1,0 +1,62 @@
+"""Liveness, readiness and metrics: open even when the API requires a token."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tasks import keys
+
+from .services import services
+
+bp = Blueprint("probes", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+def live_workers() -> int:
+    """Workers heard from within three heartbeat intervals."""
+    svc = services()
+    horizon = time.time() - 3 * svc.settings.heartbeat_s
+    rows = svc.store.redis.hvals(keys.workers())
+    alive = 0
+    for raw in rows:
+        try:
+            if float(json.loads(raw).get("last_heartbeat", 0)) >= horizon:
+                alive += 1
+        except (ValueError, TypeError, AttributeError):
+            continue
+    return alive
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    checks: dict[str, object] = {}
+    reason = None
+    try:
+        services().store.redis.ping()
+        checks["redis"] = "ok"
+        workers = live_workers()
+        checks["workers"] = workers
+        if workers == 0:
+            reason = "no live worker"
+    except redis.RedisError as exc:
+        checks["redis"] = f"unavailable: {exc}"
+        reason = "redis unavailable"
+    body = {"status": "ready" if reason is None else "not_ready", "checks": checks}
+    if reason is not None:
+        body["reason"] = reason
+    return jsonify(body), 200 if reason is None else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    data = generate_latest(services().metrics.registry)
+    return Response(data, mimetype=CONTENT_TYPE_LATEST)

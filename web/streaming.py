@@ -1,0 +1,121 @@
+"""A run's events, live: Server-Sent Events and WebSocket (SPEC §7).
+
+Both replay the stream from a cursor, then tail it, and end after `run_finished`.
+Errors (unknown run, bad cursor, auth) are answered before a WebSocket upgrade, as
+plain HTTP, so every client library can see them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import redis
+from flask import Blueprint, Response, request, stream_with_context
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed, Server
+
+from tasks.events import Event
+
+from .api import bp as api_bp
+from .api import cursor_arg, events_page, require_run
+from .follow import follow
+from .services import services
+
+log = logging.getLogger(__name__)
+
+#: A `: keepalive` comment this often while nothing else is sent (SPEC: at most 15 s).
+SSE_KEEPALIVE_S = 10.0
+#: WebSocket pings this often (SPEC: at most 25 s).
+WS_PING_S = 20.0
+#: How long one blocking read waits; a closed WebSocket is noticed within it.
+WS_WAIT_S = 5.0
+#: Close codes (RFC 6455 and SPEC §7).
+WS_NORMAL = 1000
+WS_GOING_AWAY = 1001
+WS_TRY_AGAIN = 1013
+
+sock = Sock()
+ws_bp = Blueprint("stream", __name__, url_prefix="/api")
+
+
+def sse_frames(run_id: str, after: str) -> Iterator[str]:
+    svc = services()
+    gauge = svc.metrics.subscribers.labels("sse")
+    sent = svc.metrics.events_sent.labels("sse")
+    gauge.inc()
+    try:
+        # A first byte lets proxies and clients know the stream is open.
+        yield ": stream open\n\n"
+        for event in follow_run(run_id, after, SSE_KEEPALIVE_S):
+            if event is None:
+                yield ": keepalive\n\n"
+                continue
+            yield f"id: {event.id}\nevent: {event.type}\ndata: {event.encode()}\n\n"
+            sent.inc()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Ending the response lets the client reconnect with Last-Event-ID.
+        log.warning("SSE stream of run %s ended: %s", run_id, exc)
+    finally:
+        gauge.dec()
+
+
+def follow_run(run_id: str, after: str, wait_s: float) -> Iterator[Event | None]:
+    svc = services()
+    return follow(svc.store.redis, svc.blocking_redis, run_id, after, wait_s)
+
+
+@api_bp.get("/runs/<run_id>/events")
+def run_events(run_id: str) -> Response:
+    wanted = request.accept_mimetypes.best_match(
+        ["text/event-stream", "application/json"], default="text/event-stream"
+    )
+    if wanted == "application/json":
+        return events_page(run_id)
+    after = cursor_arg()
+    require_run(run_id)
+    return Response(
+        stream_with_context(sse_frames(run_id, after)),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@ws_bp.before_request
+def ws_checks() -> None:
+    # Runs before flask-sock upgrades the connection, so refusals are plain HTTP.
+    run_id = (request.view_args or {}).get("run_id", "")
+    cursor_arg()
+    require_run(run_id)
+
+
+@sock.route("/runs/<run_id>/ws", bp=ws_bp)
+def run_ws(ws: Server, run_id: str) -> None:
+    svc = services()
+    after = cursor_arg()
+    gauge = svc.metrics.subscribers.labels("ws")
+    sent = svc.metrics.events_sent.labels("ws")
+    gauge.inc()
+    try:
+        for event in follow_run(run_id, after, WS_WAIT_S):
+            # Messages from the client mean nothing here; drop them so they cannot pile up.
+            while ws.receive(timeout=0) is not None:
+                pass
+            if not ws.connected:
+                return
+            if event is None:
+                continue
+            ws.send(event.encode())
+            sent.inc()
+        ws.close(reason=WS_NORMAL, message="run finished")
+    except ConnectionClosed:
+        pass
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("WebSocket stream of run %s ended: %s", run_id, exc)
+        ws.close(reason=WS_TRY_AGAIN, message="event store unavailable; reconnect with after")
+    finally:
+        gauge.dec()
+
+
+def ws_options() -> dict[str, object]:
+    return {"ping_interval": WS_PING_S, "max_message_size": 1 << 20}

@@ -1,0 +1,51 @@
+"""The Celery application and the settings that make steps safe to run on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from tasks.config import Settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    # A message must stay invisible to other workers longer than any step may run,
+    # or the Redis broker hands it out twice.
+    visibility_timeout = max(3600, int(settings.step_timeout_s * 2))
+    return {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": visibility_timeout},
+        # A publish to a dead broker must fail fast so the API can answer 503.
+        "broker_connection_timeout": 2,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # A step acknowledges its message only once recorded, and a worker that dies
+        # mid-step gets its message redelivered: the scripts' fencing makes that safe.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Flower shows every run and step task.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "include": ["tasks.runner"],
+    }
+
+
+def create_celery_app(settings: Settings | None = None) -> Celery:
+    """A Celery app; without settings, they are read from the environment when first used."""
+    app = Celery("stepstream")
+    if settings is not None:
+        app.conf.update(celery_config(settings))
+    else:
+        app.add_defaults(lambda: celery_config(Settings.from_env()))
+    return app

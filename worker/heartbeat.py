@@ -1,0 +1,83 @@
+"""Worker heartbeats: each worker node records itself in `stepstream:workers`.
+
+The heartbeat runs in the worker's main process, which sees every request it hands to
+the pool (`celery.worker.state`), so its counts cover all of the node's children.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import redis
+from celery.signals import worker_ready, worker_shutdown
+from celery.worker import state
+
+from tasks import keys
+from tasks.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """A daemon thread that writes this worker's row every `heartbeat_s` seconds."""
+
+    def __init__(self, hostname: str, settings: Settings) -> None:
+        self.hostname = hostname
+        self.settings = settings
+        self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stepstream-heartbeat",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.redis.hdel(keys.workers(), self.hostname)
+        except redis.RedisError:
+            pass
+
+    def row(self) -> dict[str, Any]:
+        active = {r.args[0] for r in list(state.active_requests) if r.args}
+        return {
+            "name": self.hostname,
+            "pid": os.getpid(),
+            "last_heartbeat": time.time(),
+            "active_runs": len(active),
+            "processed": sum(state.total_count.values()),
+        }
+
+    def beat(self) -> None:
+        self.redis.hset(keys.workers(), self.hostname, json.dumps(self.row()))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.beat()
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+            self._stop.wait(self.settings.heartbeat_s)
+
+
+_current: Heartbeat | None = None
+
+
+@worker_ready.connect
+def _start(sender: Any, **_: Any) -> None:
+    global _current
+    _current = Heartbeat(sender.hostname, Settings.from_env())
+    _current.start()
+
+
+@worker_shutdown.connect
+def _stop(**_: Any) -> None:
+    if _current is not None:
+        _current.stop()
