@@ -47,7 +47,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 test: install lint
-	$(VENV)/bin/pytest -q
+	$(VENV_PYTHON) -m pytest -q
 
 fmt: install
 	$(VENV)/bin/ruff format .

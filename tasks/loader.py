@@ -55,10 +55,7 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, Hashable) and key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -88,7 +85,9 @@ def _parse_text(path: Path, text: str) -> object:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = " ".join(part for part in (exc.context, exc.problem) if part)
+        what = exc.problem or "syntax error"
+        if exc.context:
+            what += f" ({exc.context})"
         raise _SyntaxError(f"invalid YAML{where}: {what}") from None
     except yaml.YAMLError as exc:
         raise _SyntaxError(f"invalid YAML: {exc}") from None
@@ -101,11 +100,26 @@ def _load_file(path: Path, known_tools: Container[str]) -> Scenario:
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"cannot read the file: {exc}") from None
     data = _parse_text(path, text)
-    if data is None:
-        raise ScenarioError("the file is empty")
+    if data is None and path.suffix != ".json":
+        raise ScenarioError("the file holds no scenario (it is empty or only comments)")
     if not isinstance(data, dict):
-        raise ScenarioError(f"the top level must be a mapping, not {type(data).__name__}")
+        raise ScenarioError(f"the top level must be a mapping, not {_kind(data)}")
     return parse_scenario(data, known_tools)
+
+
+def _kind(value: object) -> str:
+    """A parsed value's type, in the words of the file rather than of Python."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
 
 
 def _scenario_files(directory: Path) -> list[Path]:

@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -66,7 +67,9 @@ def test_compose_file_is_valid_against_the_compose_specification() -> None:
 def test_the_vendored_schema_rejects_a_broken_compose_file() -> None:
     # Guards against a schema that accepts everything.
     schema = json.loads(COMPOSE_SCHEMA.read_text())
-    broken = {"services": {"web": {"image": "x", "ports": "8000:8000", "no_such_key": 1}}}
+    broken: dict[str, Any] = {
+        "services": {"web": {"image": "x", "ports": "8000:8000", "no_such_key": 1}}
+    }
     assert not jsonschema.validators.validator_for(schema)(schema).is_valid(broken)
 
 
@@ -107,7 +110,9 @@ def test_dockerfile_runs_gunicorn_as_a_non_root_user() -> None:
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
     assert users and users[-1] not in {"root", "0"}
-    cmd = json.loads(re.search(r"^CMD (\[.*?\])$", dockerfile, re.M | re.S)[1].replace("\\\n", ""))  # type: ignore[index]
+    cmd_line = re.search(r"^CMD (\[.*?\])$", dockerfile.replace("\\\n", ""), re.M | re.S)
+    assert cmd_line is not None
+    cmd = json.loads(cmd_line[1])
     assert cmd[0] == "gunicorn" and "0.0.0.0:8000" in cmd and cmd[-1] == "web:create_app()"
 
 
@@ -256,19 +261,20 @@ class _Lines:
 
         threading.Thread(target=pump, daemon=True).start()
 
-    def wait_for(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 20) -> list[re.Match[str]]:
+        """The first ``count`` matches of ``pattern`` in the whole output so far."""
         deadline = time.monotonic() + timeout
         while True:
+            matches = [m for m in map(re.compile(pattern).search, self.seen) if m]
+            if len(matches) >= count:
+                return matches[:count]
             try:
                 line = self._queue.get(timeout=max(deadline - time.monotonic(), 0.01))
             except queue.Empty:
                 line = None
             if line is None:
-                raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.seen)}")
+                raise AssertionError(f"no {count} x {pattern!r} in:\n{''.join(self.seen)}")
             self.seen.append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match
 
 
 SUPERVISE = """
@@ -311,8 +317,6 @@ def supervise() -> Iterator[Any]:
 
 
 def _service(*args: str) -> str:
-    import shlex
-
     return "exec " + shlex.join([sys.executable, "-c", SERVICE, *args])
 
 
@@ -326,9 +330,8 @@ def _gone(pid: int) -> bool:
 
 def test_supervisor_stops_every_service_on_ctrl_c_and_exits_0(supervise: Any) -> None:
     proc, lines = supervise(30, _service(), _service())
-    pids = {int(lines.wait_for(r"p\d started \(pid=(\d+)\)")[1]) for _ in range(2)}
-    lines.wait_for(r"p\d +\| ready")
-    lines.wait_for(r"p\d +\| ready")
+    pids = {int(m[1]) for m in lines.wait_for(r"p\d started \(pid=(\d+)\)", count=2)}
+    lines.wait_for(r"p\d +\| ready", count=2)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 0
     assert all(_gone(pid) for pid in pids)
@@ -336,7 +339,7 @@ def test_supervisor_stops_every_service_on_ctrl_c_and_exits_0(supervise: Any) ->
 
 def test_supervisor_kills_a_service_that_ignores_sigterm(supervise: Any) -> None:
     proc, lines = supervise(1, _service("stubborn"))
-    pid = int(lines.wait_for(r"p0 started \(pid=(\d+)\)")[1])
+    pid = int(lines.wait_for(r"p0 started \(pid=(\d+)\)")[0][1])
     lines.wait_for(r"p0 +\| ready")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
@@ -354,6 +357,6 @@ def test_a_second_ctrl_c_kills_at_once(supervise: Any) -> None:
 
 def test_a_service_that_dies_stops_the_others_and_fails(supervise: Any) -> None:
     proc, lines = supervise(30, _service(), "exit 3")
-    pid = int(lines.wait_for(r"p0 started \(pid=(\d+)\)")[1])
+    pid = int(lines.wait_for(r"p0 started \(pid=(\d+)\)")[0][1])
     assert proc.wait(timeout=20) == 3
     assert _gone(pid)

@@ -337,4 +337,4 @@ def test_error_message_lists_a_few_problems_and_details_hold_all() -> None:
 def test_models_are_frozen() -> None:
     scenario = parse_scenario(scenario_data(), TOOLS)
     with pytest.raises(ValueError, match="frozen"):
-        scenario.name = "other"  # type: ignore[misc]
+        scenario.name = "other"
