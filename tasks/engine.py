@@ -48,8 +48,12 @@ class StepContext:
     def progress(self, fraction: float, message: str = "") -> None:
         fraction = min(1.0, max(0.0, float(fraction)))
         self.store.step_event(
-            self.run_id, self.step, self.attempt, "step_progress",
-            {"progress": fraction, "message": str(message)}, progress=fraction,
+            self.run_id,
+            self.step,
+            self.attempt,
+            "step_progress",
+            {"progress": fraction, "message": str(message)},
+            progress=fraction,
         )
 
     def log(self, message: str) -> None:

@@ -74,7 +74,9 @@ def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
     if not outcome.succeeded and attempt < retry.max_attempts:
         retry_delay = retry.delay_s(attempt)
     transition = store.finish_step(
-        run_id, step, attempt,
+        run_id,
+        step,
+        attempt,
         succeeded=outcome.succeeded,
         message=outcome.message,
         output_json=outcome.output_json,

@@ -31,8 +31,17 @@ SUMMARY_FIELDS = (
     "finished_at",
     "message",
 )
-STEP_FIELDS = ("status", "attempt", "started_at", "finished_at", "duration_ms", "progress",
-               "message", "tool", "output")
+STEP_FIELDS = (
+    "status",
+    "attempt",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "progress",
+    "message",
+    "tool",
+    "output",
+)
 TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -111,7 +120,11 @@ class RunStore:
         self._scripts = {
             name: client.register_script(_load_script(name))
             for name in (
-                "create_run", "start_run", "start_step", "step_event", "finish_step",
+                "create_run",
+                "start_run",
+                "start_step",
+                "step_event",
+                "finish_step",
                 "continuation",
             )
         }
@@ -133,8 +146,12 @@ class RunStore:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for event in events:
-                pipe.xadd(keys.all_events(), {"data": json.dumps(event.to_dict())},
-                          maxlen=self.settings.event_maxlen, approximate=True)
+                pipe.xadd(
+                    keys.all_events(),
+                    {"data": json.dumps(event.to_dict())},
+                    maxlen=self.settings.event_maxlen,
+                    approximate=True,
+                )
             pipe.execute()
         except redis.RedisError:
             pass
@@ -222,8 +239,14 @@ class RunStore:
         fragment = json.dumps({"step": step, "attempt": attempt, **fields})[1:-1]
         message = str(fields.get("message", ""))
         emitted = self._run(
-            "step_event", run_id, step, attempt, event_type, fragment,
-            "" if progress is None else repr(progress), message,
+            "step_event",
+            run_id,
+            step,
+            attempt,
+            event_type,
+            fragment,
+            "" if progress is None else repr(progress),
+            message,
         )
         events = _events(emitted)
         self._publish_all(events)
@@ -248,8 +271,14 @@ class RunStore:
         else:
             fragment = '"output":' + (output_json or "null")
         outcome, emitted, ready, run_status = self._run(
-            "finish_step", run_id, step, attempt,
-            "succeeded" if succeeded else "failed", message, output_json, fragment,
+            "finish_step",
+            run_id,
+            step,
+            attempt,
+            "succeeded" if succeeded else "failed",
+            message,
+            output_json,
+            fragment,
             "" if retry_delay_s is None else repr(float(retry_delay_s)),
         )
         events = _events(emitted)
@@ -272,7 +301,7 @@ class RunStore:
         return cast("str | None", self.redis.hget(keys.run(run_id), "status"))
 
     def summary(self, run_id: str) -> dict[str, Any] | None:
-        values = self.redis.hmget(keys.run(run_id), SUMMARY_FIELDS)
+        values = cast("list[str | None]", self.redis.hmget(keys.run(run_id), SUMMARY_FIELDS))
         return _summary(dict(zip(SUMMARY_FIELDS, values, strict=True)))
 
     def snapshot(self, run_id: str) -> dict[str, Any] | None:
@@ -313,7 +342,7 @@ class RunStore:
         return runs, None
 
     def index_score(self, run_id: str) -> float | None:
-        return cast("float | None", self.redis.zscore(keys.runs_index(), run_id))
+        return self.redis.zscore(keys.runs_index(), run_id)
 
     def _walk_index(self, before: str | None, page: int = 200) -> Iterator[dict[str, Any]]:
         index = keys.runs_index()
@@ -326,8 +355,11 @@ class RunStore:
             max_score, skip_until = score, before
         offset = 0
         while True:
-            members = self.redis.zrevrangebyscore(
-                index, max_score, "-inf", start=offset, num=page, withscores=True
+            members = cast(
+                "list[tuple[str, float]]",
+                self.redis.zrevrangebyscore(
+                    index, max_score, "-inf", start=offset, num=page, withscores=True
+                ),
             )
             if not members:
                 return
@@ -351,7 +383,10 @@ class RunStore:
     def read_events(self, run_id: str, after: str, count: int) -> list[Event]:
         """Events strictly after stream id `after` ("0" for the beginning)."""
         start = "-" if after in ("0", "0-0") else f"({after}"
-        entries = self.redis.xrange(keys.run_events(run_id), min=start, max="+", count=count)
+        entries = cast(
+            "list[tuple[str, dict[str, str]]]",
+            self.redis.xrange(keys.run_events(run_id), min=start, max="+", count=count),
+        )
         return [e for e in (Event.decode(i, f.get("data", "")) for i, f in entries) if e]
 
 

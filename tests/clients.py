@@ -12,9 +12,14 @@ import websocket
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-def ws_events(ws_url: str, run_id: str, after: str | None = None,
-              stop_after: int | None = None, headers: list[str] | None = None,
-              timeout: float = 30) -> tuple[list[dict[str, Any]], int | None]:
+def ws_events(
+    ws_url: str,
+    run_id: str,
+    after: str | None = None,
+    stop_after: int | None = None,
+    headers: list[str] | None = None,
+    timeout: float = 30,
+) -> tuple[list[dict[str, Any]], int | None]:
     """Follow a run over WebSocket; returns the events and the close code."""
     url = f"{ws_url}/api/runs/{run_id}/ws" + (f"?after={after}" if after else "")
     conn = websocket.create_connection(url, timeout=timeout, header=headers or [])
@@ -32,16 +37,21 @@ def ws_events(ws_url: str, run_id: str, after: str | None = None,
     return events, code
 
 
-def sse_frames(url: str, run_id: str, after: str | None = None,
-               last_event_id: str | None = None,
-               headers: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+def sse_frames(
+    url: str,
+    run_id: str,
+    after: str | None = None,
+    last_event_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Iterator[dict[str, str]]:
     """Yield SSE frames (dicts of field -> value; comments under ':')."""
     params = {"after": after} if after else {}
     hdrs = dict(headers or {})
     if last_event_id:
         hdrs["Last-Event-ID"] = last_event_id
-    with httpx.stream("GET", f"{url}/api/runs/{run_id}/events", params=params,
-                      headers=hdrs, timeout=30) as response:
+    with httpx.stream(
+        "GET", f"{url}/api/runs/{run_id}/events", params=params, headers=hdrs, timeout=30
+    ) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         frame: dict[str, str] = {}
@@ -55,9 +65,14 @@ def sse_frames(url: str, run_id: str, after: str | None = None,
             frame[field] = value.removeprefix(" ")
 
 
-def sse_events(url: str, run_id: str, after: str | None = None,
-               last_event_id: str | None = None, stop_after: int | None = None,
-               headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def sse_events(
+    url: str,
+    run_id: str,
+    after: str | None = None,
+    last_event_id: str | None = None,
+    stop_after: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     for frame in sse_frames(url, run_id, after, last_event_id, headers):
         if "data" not in frame:
@@ -71,11 +86,18 @@ def sse_events(url: str, run_id: str, after: str | None = None,
     return events
 
 
-def submit(url: str, scenario_id: str, run_input: dict[str, Any] | None = None,
-           headers: dict[str, str] | None = None) -> dict[str, Any]:
-    response = httpx.post(f"{url}/api/runs", json={"scenario_id": scenario_id,
-                                                   "input": run_input or {}},
-                          headers=headers or {}, timeout=10)
+def submit(
+    url: str,
+    scenario_id: str,
+    run_input: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    response = httpx.post(
+        f"{url}/api/runs",
+        json={"scenario_id": scenario_id, "input": run_input or {}},
+        headers=headers or {},
+        timeout=10,
+    )
     assert response.status_code == 202, response.text
     body: dict[str, Any] = response.json()
     assert response.headers["Location"] == f"/api/runs/{body['run_id']}"

@@ -109,9 +109,21 @@ def start_worker(
     log_path = log_dir / f"{name}.log"
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "celery", "-A", "worker", "worker",
-            "-P", "prefork", "-c", str(concurrency), "-n", f"{name}@%h",
-            "--without-mingle", "--without-gossip", "--loglevel=INFO",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel=INFO",
         ],
         cwd=ROOT,
         env={**os.environ, **env},
@@ -132,8 +144,9 @@ def start_worker(
 
 
 @pytest.fixture(scope="session")
-def worker(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-           redis_server: RedisServer) -> Iterator[WorkerProcess]:
+def worker(
+    base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[WorkerProcess]:
     """One prefork worker shared by the session."""
     w = start_worker(base_env, "w1", tmp_path_factory.mktemp("logs"))
     yield w
@@ -167,7 +180,7 @@ class LiveServer:
 
     @property
     def ws_url(self) -> str:
-        return "ws" + self.url[len("http"):]
+        return "ws" + self.url[len("http") :]
 
 
 @pytest.fixture

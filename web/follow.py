@@ -8,6 +8,7 @@ changed, in the same script.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, cast
 
 import redis
 
@@ -32,7 +33,10 @@ def follow(
         if not entries:
             if status is None or status in TERMINAL_RUN:
                 return
-            reply = blocking.xread({stream: cursor}, count=PAGE, block=int(wait_s * 1000))
+            reply = cast(
+                "list[Any]",
+                blocking.xread({stream: cursor}, count=PAGE, block=int(wait_s * 1000)),
+            )
             if not reply:
                 yield None
                 continue

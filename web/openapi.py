@@ -34,8 +34,16 @@ SCHEMAS: dict[str, Any] = {
     },
     "RunSummary": {
         "type": "object",
-        "required": ["run_id", "scenario_id", "status", "input", "created_at", "started_at",
-                     "finished_at", "message"],
+        "required": [
+            "run_id",
+            "scenario_id",
+            "status",
+            "input",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "message",
+        ],
         "properties": {
             "run_id": {"type": "string", "format": "uuid"},
             "scenario_id": {"type": "string"},
@@ -49,8 +57,18 @@ SCHEMAS: dict[str, Any] = {
     },
     "StepSnapshot": {
         "type": "object",
-        "required": ["name", "tool", "status", "attempt", "started_at", "finished_at",
-                     "duration_ms", "progress", "message", "output"],
+        "required": [
+            "name",
+            "tool",
+            "status",
+            "attempt",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "progress",
+            "message",
+            "output",
+        ],
         "properties": {
             "name": {"type": "string"},
             "tool": {"type": "string"},
@@ -128,8 +146,14 @@ SCHEMAS: dict[str, Any] = {
     },
     "Scenario": {
         "type": "object",
-        "required": ["schema_version", "scenario_id", "name", "description", "input_schema",
-                     "steps"],
+        "required": [
+            "schema_version",
+            "scenario_id",
+            "name",
+            "description",
+            "input_schema",
+            "steps",
+        ],
         "properties": {
             "schema_version": {"const": "1"},
             "scenario_id": {"type": "string"},
@@ -314,8 +338,12 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "A scenario's full definition",
             "parameters": [
-                {"name": "scenario_id", "in": "path", "required": True,
-                 "schema": {"type": "string"}}
+                {
+                    "name": "scenario_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                }
             ],
             "responses": {
                 "200": {"description": "Definition.", "content": json_content(ref("Scenario"))},
@@ -346,7 +374,9 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Liveness",
             "security": [],
-            "responses": {"200": {"description": "Serving.", "content": json_content(ref("Probe"))}},
+            "responses": {
+                "200": {"description": "Serving.", "content": json_content(ref("Probe"))}
+            },
         }
     },
     "/readyz": {
@@ -363,9 +393,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Prometheus metrics",
             "security": [],
-            "responses": {
-                "200": {"description": "Text format.", "content": {"text/plain": {}}}
-            },
+            "responses": {"200": {"description": "Text format.", "content": {"text/plain": {}}}},
         }
     },
 }

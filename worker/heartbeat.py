@@ -6,6 +6,7 @@ the pool (`celery.worker.state`), so its counts cover all of the node's children
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,8 +32,7 @@ class Heartbeat:
         self.settings = settings
         self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="stepstream-heartbeat",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="stepstream-heartbeat", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -40,10 +40,8 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        try:
+        with contextlib.suppress(redis.RedisError):
             self.redis.hdel(keys.workers(), self.hostname)
-        except redis.RedisError:
-            pass
 
     def row(self) -> dict[str, Any]:
         active = {r.args[0] for r in list(state.active_requests) if r.args}

@@ -25,8 +25,7 @@ def test_sse_resume_with_last_event_id_and_with_after(
 ) -> None:
     run = submit(live_server.url, "test_slow_progress", {"seconds": 1.0})
     head = sse_events(live_server.url, run["run_id"], stop_after=4)
-    middle = sse_events(live_server.url, run["run_id"], last_event_id=head[-1]["id"],
-                        stop_after=4)
+    middle = sse_events(live_server.url, run["run_id"], last_event_id=head[-1]["id"], stop_after=4)
     tail = sse_events(live_server.url, run["run_id"], after=middle[-1]["id"])
     events = head + middle + tail
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))

@@ -147,8 +147,9 @@ def test_events_json_page(live_server: LiveServer, worker: WorkerProcess) -> Non
     headers = {"Accept": "application/json"}
     page = httpx.get(url, params={"limit": 3}, headers=headers).json()
     assert page["events"] == events[:3] and page["next_after"] == events[2]["id"]
-    rest = httpx.get(url, params={"after": page["next_after"], "limit": 1000},
-                     headers=headers).json()
+    rest = httpx.get(
+        url, params={"after": page["next_after"], "limit": 1000}, headers=headers
+    ).json()
     assert rest["events"] == events[3:]
     empty = httpx.get(url, params={"after": events[-1]["id"]}, headers=headers).json()
     assert empty == {"events": [], "next_after": None}

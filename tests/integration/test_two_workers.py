@@ -13,8 +13,9 @@ from tasks import keys
 
 
 @pytest.fixture
-def second_worker(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-                  worker: WorkerProcess) -> Iterator[WorkerProcess]:
+def second_worker(
+    base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, worker: WorkerProcess
+) -> Iterator[WorkerProcess]:
     w = start_worker(base_env, "w2", tmp_path_factory.mktemp("logs2"))
     yield w
     w.stop()

@@ -1,0 +1,263 @@
+"""The run scripts against a real Redis: fencing, atomicity, terminal runs, limits."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import redis
+
+from tasks import keys
+from tasks.config import Settings
+from tasks.scenario import parse_scenario
+from tasks.store import RunStore
+
+TOOLS = {"echo", "sleep", "fail"}
+
+
+def scenario(*steps: dict[str, Any]) -> Any:
+    return parse_scenario(
+        {"schema_version": "1", "scenario_id": "s", "name": "S", "steps": list(steps)}, TOOLS
+    )
+
+
+DIAMOND = scenario(
+    {"name": "a", "tool": "echo", "input": {"x": 1}},
+    {"name": "b", "tool": "echo", "needs": ["a"], "input": {"v": {"from": "steps.a.output.x"}}},
+    {"name": "c", "tool": "echo", "needs": ["a"]},
+    {"name": "d", "tool": "echo", "needs": ["b", "c"]},
+)
+
+
+@pytest.fixture
+def store(settings: Settings, r: redis.Redis) -> RunStore:
+    return RunStore.from_settings(settings)
+
+
+def new_run(store: RunStore, sc: Any = DIAMOND, run_input: Any = None) -> str:
+    run_id = str(uuid.uuid4())
+    store.create_run(run_id, sc, run_input or {})
+    return run_id
+
+
+def stream(store: RunStore, run_id: str) -> list[dict[str, Any]]:
+    return [e.to_dict() for e in store.read_events(run_id, "0", 10_000)]
+
+
+def succeed(store: RunStore, run_id: str, step: str, attempt: int = 1, output: Any = None):
+    assert store.start_step(run_id, step, attempt, "w@test") is not None
+    return store.finish_step(
+        run_id,
+        step,
+        attempt,
+        succeeded=True,
+        message="",
+        output_json=json.dumps(output),
+        retry_delay_s=None,
+    )
+
+
+def test_a_run_walks_the_dag_and_finishes_once(store: RunStore) -> None:
+    run_id = new_run(store)
+    started = store.start_run(run_id, "w@test")
+    assert started.outcome == "started" and [s.step for s in started.ready] == ["a"]
+    t = succeed(store, run_id, "a", output={"x": 7})
+    assert sorted(s.step for s in t.ready) == ["b", "c"]
+    start_b = store.start_step(run_id, "b", 1, "w@test")
+    assert start_b is not None and start_b.outputs == {"a": {"x": 7}}
+    store.finish_step(
+        run_id, "b", 1, succeeded=True, message="", output_json="1", retry_delay_s=None
+    )
+    t = succeed(store, run_id, "c")
+    assert [s.step for s in t.ready] == ["d"]
+    t = succeed(store, run_id, "d")
+    assert t.run_status == "succeeded"
+    events = stream(store, run_id)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "run_finished" and events[-1]["status"] == "succeeded"
+    snap = store.snapshot(run_id)
+    assert snap is not None and snap["last_event_id"] == events[-1]["id"]
+
+
+def test_fencing_makes_duplicate_messages_harmless(store: RunStore) -> None:
+    run_id = new_run(store)
+    store.start_run(run_id, "w@test")
+    again = store.start_run(run_id, "w@test")
+    # A redelivered run_scenario re-offers the root nobody started, without a 2nd event.
+    assert again.outcome == "running" and [s.step for s in again.ready] == ["a"]
+    assert store.start_step(run_id, "a", 1, "w@1") is not None
+    assert store.start_step(run_id, "a", 1, "w@2") is None  # taken
+    assert store.start_step(run_id, "a", 2, "w@2") is None  # no such attempt
+    assert store.start_run(run_id, "w@test").ready == []  # started now
+    done = store.finish_step(
+        run_id, "a", 1, succeeded=True, message="", output_json="{}", retry_delay_s=None
+    )
+    assert done.outcome == "finished"
+    dup = store.finish_step(
+        run_id, "a", 1, succeeded=True, message="", output_json="{}", retry_delay_s=None
+    )
+    assert dup.outcome == "stale" and dup.events == [] and dup.ready == []
+    # The duplicate's continuation: b and c are ready and unstarted, so offered again...
+    assert sorted(s.step for s in store.continuation(run_id, "a", 1)) == ["b", "c"]
+    store.start_step(run_id, "b", 1, "w@1")
+    # ...but never once started.
+    assert [s.step for s in store.continuation(run_id, "a", 1)] == ["c"]
+    types = [e["type"] for e in stream(store, run_id)]
+    assert types.count("step_started") == 2 and types.count("run_started") == 1
+
+
+def test_events_of_a_finished_attempt_or_run_are_refused(store: RunStore) -> None:
+    sc = scenario({"name": "only", "tool": "echo"})
+    run_id = new_run(store, sc)
+    store.start_run(run_id, "w@test")
+    store.start_step(run_id, "only", 1, "w@test")
+    assert store.step_event(run_id, "only", 1, "step_log", {"message": "hi"})
+    assert store.step_event(run_id, "only", 2, "step_log", {"message": "x"}) == []
+    store.finish_step(
+        run_id, "only", 1, succeeded=True, message="", output_json="{}", retry_delay_s=None
+    )
+    before = stream(store, run_id)
+    assert before[-1]["type"] == "run_finished"
+    assert (
+        store.step_event(run_id, "only", 1, "step_progress", {"progress": 1.0}, progress=1.0) == []
+    )
+    assert store.start_step(run_id, "only", 1, "w@test") is None
+    assert store.start_run(run_id, "w@test").outcome == "finished"
+    assert stream(store, run_id) == before
+
+
+def test_failure_skips_everything_downstream_and_fails_the_run(store: RunStore) -> None:
+    run_id = new_run(store)
+    store.start_run(run_id, "w@test")
+    succeed(store, run_id, "a")
+    store.start_step(run_id, "b", 1, "w@test")
+    failed = store.finish_step(
+        run_id, "b", 1, succeeded=False, message="nope", output_json="", retry_delay_s=None
+    )
+    assert failed.ready == [] and failed.run_status == "running"  # c still pending
+    snap = store.snapshot(run_id)
+    assert snap is not None
+    assert {s["name"]: s["status"] for s in snap["steps"]} == {
+        "a": "succeeded",
+        "b": "failed",
+        "c": "pending",
+        "d": "skipped",
+    }
+    t = succeed(store, run_id, "c")
+    assert t.ready == [] and t.run_status == "failed"
+    final = stream(store, run_id)[-1]
+    assert final["reason"] == "step_failed" and final["message"] == "step b failed: nope"
+
+
+def test_retry_makes_the_next_attempt_ready_with_its_delay(store: RunStore) -> None:
+    sc = scenario({"name": "flaky", "tool": "echo"})
+    run_id = new_run(store, sc)
+    store.start_run(run_id, "w@test")
+    store.start_step(run_id, "flaky", 1, "w@test")
+    t = store.finish_step(
+        run_id, "flaky", 1, succeeded=False, message="try again", output_json="", retry_delay_s=2.5
+    )
+    assert t.outcome == "retrying"
+    assert [(s.step, s.attempt, s.delay_s) for s in t.ready] == [("flaky", 2, 2.5)]
+    retrying = stream(store, run_id)[-1]
+    assert retrying["type"] == "step_retrying" and retrying["delay_s"] == 2.5
+    snap = store.snapshot(run_id)
+    assert snap is not None and snap["steps"][0]["status"] == "running"
+    assert snap["steps"][0]["attempt"] == 2
+    # A duplicate of attempt 1's message re-dispatches the retry, not attempt 1.
+    assert [(s.step, s.attempt) for s in store.continuation(run_id, "flaky", 1)] == [("flaky", 2)]
+
+
+def test_large_outputs_stay_out_of_events_but_in_the_snapshot(store: RunStore) -> None:
+    sc = scenario({"name": "big", "tool": "echo"})
+    run_id = new_run(store, sc)
+    store.start_run(run_id, "w@test")
+    big = {"blob": "x" * 20_000}
+    succeed(store, run_id, "big", output=big)
+    finished = next(e for e in stream(store, run_id) if e["type"] == "step_finished")
+    assert finished["output_truncated"] is True and "output" not in finished
+    snap = store.snapshot(run_id)
+    assert snap is not None and snap["steps"][0]["output"] == big
+
+
+def test_user_data_passes_through_unchanged(store: RunStore) -> None:
+    """Outputs and inputs never go through Lua's cjson: numbers and [] stay as they are."""
+    sc = scenario({"name": "only", "tool": "echo"})
+    value = {
+        "big": 12345678901234567890,
+        "pi": 3.141592653589793,
+        "empty": [],
+        "obj": {},
+        "text": 'quote" slash/ \u00e9 \U0001f600',
+    }
+    run_id = new_run(store, sc, value)
+    store.start_run(run_id, "w@test")
+    succeed(store, run_id, "only", output=value)
+    events = stream(store, run_id)
+    assert events[0]["input"] == value
+    assert next(e for e in events if e["type"] == "step_finished")["output"] == value
+    snap = store.snapshot(run_id)
+    assert snap is not None and snap["input"] == value and snap["steps"][0]["output"] == value
+
+
+def test_finished_runs_expire_and_streams_are_capped(settings: Settings, r: redis.Redis) -> None:
+    store = RunStore.from_settings(replace(settings, run_ttl_s=1234, event_maxlen=50))
+    sc = scenario({"name": "chatty", "tool": "echo"})
+    run_id = new_run(store, sc)
+    store.start_run(run_id, "w@test")
+    store.start_step(run_id, "chatty", 1, "w@test")
+    for i in range(1000):
+        store.step_event(run_id, "chatty", 1, "step_log", {"message": str(i)})
+    # MAXLEN ~ trims whole stream nodes (100 entries by default), never below 50.
+    assert 50 <= r.xlen(keys.run_events(run_id)) <= 250
+    for key in keys.run_keys(run_id):
+        assert r.ttl(key) == -1  # running: never expires
+    store.finish_step(
+        run_id, "chatty", 1, succeeded=True, message="", output_json="1", retry_delay_s=None
+    )
+    for key in keys.run_keys(run_id):
+        assert 0 < r.ttl(key) <= 1234
+    assert stream(store, run_id)[-1]["seq"] == 3 + 1000 + 2
+
+
+def test_snapshot_never_disagrees_with_the_stream(store: RunStore) -> None:
+    """Under concurrent appends, every snapshot's last_event_id carries its own seq."""
+    sc = scenario({"name": "busy", "tool": "echo"})
+    run_id = new_run(store, sc)
+    store.start_run(run_id, "w@test")
+    store.start_step(run_id, "busy", 1, "w@test")
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            store.step_event(
+                run_id,
+                "busy",
+                1,
+                "step_progress",
+                {"progress": (i % 100) / 100, "message": str(i)},
+                progress=(i % 100) / 100,
+            )
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(200):
+            snap = store.snapshot(run_id)
+            assert snap is not None
+            last = store.redis.xrange(
+                keys.run_events(run_id), snap["last_event_id"], snap["last_event_id"]
+            )
+            event = json.loads(last[0][1]["data"])
+            if event["type"] == "step_progress":
+                assert snap["steps"][0]["message"] == event["message"]
+                assert snap["steps"][0]["progress"] == event["progress"]
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,73 @@
+"""Running one attempt: every way a step can end becomes an Outcome, never a raise."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tasks.engine import execute
+from tasks.tools import LocalContext, ToolRegistry, default_registry, tool
+
+
+def run(
+    definition: dict[str, Any],
+    registry: ToolRegistry | None = None,
+    outputs: dict[str, Any] | None = None,
+    max_output_bytes: int = 1 << 20,
+) -> Any:
+    return execute(
+        registry or default_registry(),
+        definition,
+        {"who": "Ada"},
+        outputs or {},
+        LocalContext(),
+        timeout_s=5,
+        max_output_bytes=max_output_bytes,
+    )
+
+
+def test_success_resolves_references_and_encodes_output() -> None:
+    outcome = run(
+        {"tool": "echo", "input": {"n": {"from": "input.who"}, "p": {"from": "steps.a.output.v"}}},
+        outputs={"a": {"v": [1, 2]}},
+    )
+    assert outcome.succeeded and json.loads(outcome.output_json) == {"n": "Ada", "p": [1, 2]}
+
+
+def test_tool_failure_message_is_the_step_message() -> None:
+    outcome = run({"tool": "fail", "input": {"message": "no luck"}})
+    assert not outcome.succeeded and outcome.message == "no luck"
+
+
+def test_invalid_tool_input_names_the_field() -> None:
+    outcome = run({"tool": "sleep", "input": {"seconds": "soon"}})
+    assert not outcome.succeeded
+    assert "invalid input for tool sleep" in outcome.message and "$.seconds" in outcome.message
+
+
+def test_bad_reference_fails_the_step() -> None:
+    outcome = run({"tool": "echo", "input": {"x": {"from": "input.missing"}}})
+    assert not outcome.succeeded and "missing" in outcome.message
+
+
+def test_crash_and_unserialisable_and_oversize_outputs_fail_cleanly() -> None:
+    registry = ToolRegistry()
+
+    @tool("crash", description="raises", input_schema={"type": "object"})
+    def crash(ctx: Any, /) -> None:
+        raise RuntimeError("kaput")
+
+    @tool("weird", description="returns a set", input_schema={"type": "object"})
+    def weird(ctx: Any, /) -> Any:
+        return {1, 2}
+
+    @tool("huge", description="big output", input_schema={"type": "object"})
+    def huge(ctx: Any, /) -> Any:
+        return "x" * 5000
+
+    for t in (crash, weird, huge):
+        registry.register(t)
+    assert run({"tool": "crash"}, registry).message == "RuntimeError: kaput"
+    assert run({"tool": "weird"}, registry).message.startswith("output is not JSON")
+    big = run({"tool": "huge"}, registry, max_output_bytes=1000)
+    assert not big.succeeded and "over the limit of 1000" in big.message
