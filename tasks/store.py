@@ -21,6 +21,7 @@ from .dag import dependants
 from .events import Event
 from .scenario import Scenario
 
+#: The fields of a run summary, in order.
 SUMMARY_FIELDS = (
     "run_id",
     "scenario_id",
@@ -31,7 +32,10 @@ SUMMARY_FIELDS = (
     "finished_at",
     "message",
 )
+#: The fields of each entry of a snapshot's `steps`, in order.
 STEP_FIELDS = (
+    "name",
+    "tool",
     "status",
     "attempt",
     "started_at",
@@ -39,7 +43,6 @@ STEP_FIELDS = (
     "duration_ms",
     "progress",
     "message",
-    "tool",
     "output",
 )
 TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})

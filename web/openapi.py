@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from tasks.scenario import SCENARIO_ID_PATTERN
+from tasks.store import STEP_FIELDS, SUMMARY_FIELDS
 
 from .api import MAX_LIMIT, RUN_STATUSES, RunRequest
 
@@ -34,16 +35,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "RunSummary": {
         "type": "object",
-        "required": [
-            "run_id",
-            "scenario_id",
-            "status",
-            "input",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "message",
-        ],
+        "required": list(SUMMARY_FIELDS),
         "properties": {
             "run_id": {"type": "string", "format": "uuid"},
             "scenario_id": {"type": "string"},
@@ -57,18 +49,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "StepSnapshot": {
         "type": "object",
-        "required": [
-            "name",
-            "tool",
-            "status",
-            "attempt",
-            "started_at",
-            "finished_at",
-            "duration_ms",
-            "progress",
-            "message",
-            "output",
-        ],
+        "required": list(STEP_FIELDS),
         "properties": {
             "name": {"type": "string"},
             "tool": {"type": "string"},
