@@ -6,11 +6,7 @@ event or state expected, with a timeout, never with a fixed sleep.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,8 +18,11 @@ import pytest
 import redis
 from werkzeug.serving import make_server
 
+from devtools.celery_worker import WorkerProcess, start_worker
 from devtools.redis_server import RedisServer
 from tasks.config import Settings
+
+__all__ = ["WorkerProcess", "start_worker", "wait_for"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
@@ -82,65 +81,6 @@ def r(settings: Settings) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.close()
-
-
-@dataclass
-class WorkerProcess:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-
-
-def start_worker(
-    env: dict[str, str], name: str, log_dir: Path, concurrency: int = 2
-) -> WorkerProcess:
-    log_path = log_dir / f"{name}.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            str(concurrency),
-            "-n",
-            f"{name}@%h",
-            "--without-mingle",
-            "--without-gossip",
-            "--loglevel=INFO",
-        ],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    worker = WorkerProcess(name, proc, log_path)
-    client = redis.Redis.from_url(env["STEPSTREAM_REDIS_URL"], decode_responses=True)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"worker {name} exited:\n{worker.log()}")
-        return any(k.startswith(f"{name}@") for k in client.hkeys("stepstream:workers"))
-
-    wait_for(ready, timeout=30, what=f"worker {name} heartbeat")
-    return worker
 
 
 @pytest.fixture(scope="session")

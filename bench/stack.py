@@ -1,0 +1,56 @@
+"""The system under measurement: its own Redis, a Celery worker and the web app."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import make_server
+
+from devtools.celery_worker import start_worker
+from devtools.redis_server import RedisServer
+from tasks.config import Settings
+from web import create_app
+
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+
+
+@dataclass(frozen=True)
+class Stack:
+    settings: Settings
+    app: Any
+    url: str
+    #: Said with every figure: what it was measured on.
+    setup: str
+
+
+@contextlib.contextmanager
+def running_stack(concurrency: int = 2) -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory() as tmp, RedisServer(port=0, data_dir=tmp) as redis:
+        env = {
+            "STEPSTREAM_REDIS_URL": redis.url,
+            "STEPSTREAM_SCENARIOS_DIR": str(SCENARIOS),
+            "STEPSTREAM_HEARTBEAT_S": "1",
+        }
+        settings = Settings.from_env(env)
+        worker = start_worker(env, "bench", Path(tmp), concurrency=concurrency)
+        app = create_app(settings)
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield Stack(
+                settings,
+                app,
+                f"http://127.0.0.1:{server.server_port}",
+                f"1 prefork worker x{concurrency}, Redis broker and store on loopback, "
+                "werkzeug threaded server",
+            )
+        finally:
+            server.shutdown()
+            worker.stop()

@@ -1,0 +1,86 @@
+"""A real `celery -A worker worker` child process, for the test suite and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from tasks import keys
+
+ROOT = Path(__file__).resolve().parent.parent
+#: A new worker must publish its first heartbeat within this many seconds.
+START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class WorkerProcess:
+    """A worker node started by `start_worker`; `name` is the part before the `@`."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (Celery's warm shutdown), then SIGKILL for the whole group."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+
+def start_worker(
+    env: dict[str, str], name: str, log_dir: Path, concurrency: int = 2
+) -> WorkerProcess:
+    """Start a prefork worker and wait for its heartbeat in `env`'s Redis."""
+    log_path = log_dir / f"{name}.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel=INFO",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    worker = WorkerProcess(name, proc, log_path)
+    client = redis.Redis.from_url(env["STEPSTREAM_REDIS_URL"], decode_responses=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while not any(str(k).startswith(f"{name}@") for k in client.hkeys(keys.workers())):
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker {name} exited:\n{worker.log()}")
+            if time.monotonic() > deadline:
+                worker.stop()
+                raise RuntimeError(f"worker {name} sent no heartbeat:\n{worker.log()}")
+            time.sleep(0.05)  # polling for the heartbeat row
+    finally:
+        client.close()
+    return worker
