@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from honcho.manager import Manager
 from honcho.printer import Printer
@@ -45,6 +45,8 @@ UI_URL = f"http://{HOST}:{WEB_PORT}/"
 FLOWER_URL = f"http://{HOST}:{FLOWER_PORT}"
 #: Extra seconds, past the worker's own shutdown grace, before stragglers are killed.
 KILL_MARGIN_S = 10.0
+#: Each stops everything cleanly; SIGHUP is the terminal closing under ``make up``.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class Supervisor(Manager):  # type: ignore[misc]
     def __init__(self, kill_wait: float, printer: Printer | None = None) -> None:
         super().__init__(printer)
         self.kill_wait = kill_wait
-        #: Set by the first SIGINT or SIGTERM.
+        #: Set by the first stop signal (SIGINT, SIGTERM or SIGHUP).
         self.interrupted = False
         self._deadline: float | None = None
         self._killed = False
@@ -119,8 +121,8 @@ class Supervisor(Manager):  # type: ignore[misc]
 
     def loop(self) -> int:
         """Run every process until all have stopped; return the exit status for ``make``."""
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
         self._start()
         relays = [p["process"] for p in self._processes.values()]
         while True:
@@ -205,6 +207,32 @@ class Supervisor(Manager):  # type: ignore[misc]
             _send(p["pid"], signum, group=True)
 
 
+class _Output:
+    """stdout that shrugs off a closed terminal or pipe, so shutdown still completes."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._broken = False
+
+    def write(self, text: str) -> int:
+        if not self._broken:
+            try:
+                self._stream.write(text)
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+
 def _send(pid: int, signum: signal.Signals, *, group: bool) -> None:
     try:
         # honcho starts each service in a session of its own: pid == its process group.
@@ -255,8 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    # Until honcho takes over the signals, SIGTERM unwinds like Ctrl-C, through `finally`.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Until the supervisor takes over the signals, they unwind like Ctrl-C, via `finally`.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.default_int_handler)
     choice = choose_redis(os.environ)
     commands = service_commands(Path(sys.executable).parent)
     if args.check:
@@ -281,9 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 appendonly=True,
                 executable=find_redis_server(prefer_packaged=True),
             ).start()
-        print(_banner(choice), flush=True)
+        out = _Output(sys.stdout)
+        out.write(_banner(choice) + "\n")
         env = dict(os.environ, STEPSTREAM_REDIS_URL=choice.url, PYTHONUNBUFFERED="1")
-        supervisor = Supervisor(_kill_wait(os.environ), Printer(sys.stdout))
+        supervisor = Supervisor(_kill_wait(os.environ), Printer(out))
         for name, command in commands.items():
             supervisor.add_process(name, "exec " + shlex.join(command), env=env, cwd=str(ROOT))
         return supervisor.loop()
@@ -295,7 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if server is not None:
             server.stop()
-            print(f"embedded redis-server stopped (data kept in {_shown(DATA_DIR)})", flush=True)
+            _Output(sys.stdout).write(
+                f"embedded redis-server stopped (data kept in {_shown(DATA_DIR)})\n"
+            )
 
 
 if __name__ == "__main__":

@@ -328,11 +328,14 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def test_supervisor_stops_every_service_on_ctrl_c_and_exits_0(supervise: Any) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_supervisor_stops_every_service_on_a_signal_and_exits_0(
+    supervise: Any, signum: signal.Signals
+) -> None:
     proc, lines = supervise(30, _service(), _service())
     pids = {int(m[1]) for m in lines.wait_for(r"p\d started \(pid=(\d+)\)", count=2)}
     lines.wait_for(r"p\d +\| ready", count=2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     assert proc.wait(timeout=20) == 0
     assert all(_gone(pid) for pid in pids)
 
