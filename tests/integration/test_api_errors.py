@@ -161,7 +161,7 @@ def test_malformed_json_is_400(
 def test_non_json_number_literals_are_400(
     client: Any, r: redis.Redis, broker: redis.Redis, literal: str
 ) -> None:
-    body = '{"scenario_id": "test_continue", "input": {"x": %s}}' % literal
+    body = '{"scenario_id": "test_continue", "input": {"x": ' + literal + "}}"
     response = client.post("/api/runs", data=body, content_type="application/json")
     assert_error(response, 400)
     assert_nothing_created(r, broker)
