@@ -64,5 +64,28 @@ class Event:
         return cls(eid, data)
 
 
+#: Both halves of a Redis stream id are unsigned 64-bit integers.
+MAX_ID_PART = 2**64 - 1
+
+
 def is_stream_id(value: str) -> bool:
-    return bool(STREAM_ID.match(value))
+    """Whether `value` is `0` or an id Redis could have given, `<ms>-<seq>`."""
+    if not STREAM_ID.match(value):
+        return False
+    return all(int(part) <= MAX_ID_PART for part in value.split("-"))
+
+
+def first_id_after(after: str) -> str | None:
+    """The smallest stream id greater than `after`; None when `after` is the largest.
+
+    An inclusive XRANGE start computed here replaces Redis' exclusive `(id` form, which
+    Redis refuses for the largest possible id.
+    """
+    if after in ("", "0"):
+        return "0-0"
+    ms, seq = (int(part) for part in after.split("-"))
+    if seq < MAX_ID_PART:
+        return f"{ms}-{seq + 1}"
+    if ms < MAX_ID_PART:
+        return f"{ms + 1}-0"
+    return None

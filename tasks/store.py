@@ -18,7 +18,7 @@ import redis
 from . import keys
 from .config import Settings
 from .dag import dependants
-from .events import Event
+from .events import Event, first_id_after
 from .scenario import Scenario
 
 #: The fields of a run summary, in order.
@@ -142,7 +142,7 @@ class RunStore:
     def _run(self, script: str, run_id: str, *args: Any) -> Any:
         return self._scripts[script](keys=keys.run_keys(run_id), args=list(args))
 
-    def _publish_all(self, events: list[Event]) -> None:
+    def publish_all(self, events: list[Event]) -> None:
         """Copy events to the all-runs stream; best effort, it is for dashboards only."""
         if not events:
             return
@@ -161,8 +161,12 @@ class RunStore:
 
     # -- writes ---------------------------------------------------------------------
 
-    def create_run(self, run_id: str, scenario: Scenario, run_input: Any) -> str:
-        """Store a queued run carrying its own copy of the scenario; returns created_at."""
+    def create_run(self, run_id: str, scenario: Scenario, run_input: Any) -> list[Event]:
+        """Store a queued run carrying its own copy of the scenario.
+
+        Returns its `run_queued` event, which the caller announces with `publish_all`
+        once the run is enqueued, so that a run undone never shows up there.
+        """
         needs = {step.name: step.needs for step in scenario.steps}
         nexts = dependants(needs)
         fields: list[Any] = []
@@ -185,7 +189,7 @@ class RunStore:
                 fields += [f"{step.name}.{field}", value]
         input_json = json.dumps(run_input)
         queued = f'"scenario_id":{json.dumps(scenario.scenario_id)},"input":{input_json}'
-        created_at, emitted = self._run(
+        created_us, emitted = self._run(
             "create_run",
             run_id,
             run_id,
@@ -197,9 +201,10 @@ class RunStore:
             queued,
             *fields,
         )
-        self.redis.zadd(keys.runs_index(), {run_id: _ms_from_events(emitted)})
-        self._publish_all(_events(emitted))
-        return cast(str, created_at)
+        # Microseconds, so that runs created in the same millisecond still list in order
+        # (a double holds them exactly until the year 2255).
+        self.redis.zadd(keys.runs_index(), {run_id: int(created_us)})
+        return _events(emitted)
 
     def delete_run(self, run_id: str) -> None:
         """Undo a run that could not be enqueued, so nothing is left half-created."""
@@ -211,7 +216,7 @@ class RunStore:
     def start_run(self, run_id: str, worker: str) -> Transition:
         outcome, emitted, ready = self._run("start_run", run_id, worker)
         events = _events(emitted)
-        self._publish_all(events)
+        self.publish_all(events)
         return Transition(outcome, events, _ready(ready))
 
     def start_step(self, run_id: str, step: str, attempt: int, worker: str) -> StepStart | None:
@@ -221,7 +226,7 @@ class RunStore:
             return None
         _, emitted, definition, run_input, outputs = reply
         events = _events(emitted)
-        self._publish_all(events)
+        self.publish_all(events)
         return StepStart(
             definition=json.loads(definition),
             run_input=json.loads(run_input),
@@ -252,7 +257,7 @@ class RunStore:
             message,
         )
         events = _events(emitted)
-        self._publish_all(events)
+        self.publish_all(events)
         return events
 
     def finish_step(
@@ -285,7 +290,7 @@ class RunStore:
             "" if retry_delay_s is None else repr(float(retry_delay_s)),
         )
         events = _events(emitted)
-        self._publish_all(events)
+        self.publish_all(events)
         return Transition(outcome, events, _ready(ready), run_status)
 
     def continuation(self, run_id: str, step: str, attempt: int) -> list[ReadyStep]:
@@ -385,16 +390,14 @@ class RunStore:
 
     def read_events(self, run_id: str, after: str, count: int) -> list[Event]:
         """Events strictly after stream id `after` ("0" for the beginning)."""
-        start = "-" if after in ("0", "0-0") else f"({after}"
+        start = first_id_after(after)
+        if start is None:
+            return []
         entries = cast(
             "list[tuple[str, dict[str, str]]]",
             self.redis.xrange(keys.run_events(run_id), min=start, max="+", count=count),
         )
         return [e for e in (Event.decode(i, f.get("data", "")) for i, f in entries) if e]
-
-
-def _ms_from_events(emitted: list[str]) -> int:
-    return int(emitted[0].split("-")[0])
 
 
 def _summary(run: Mapping[str, str | None]) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, jsonify, request
 from jsonschema import Draft202012Validator
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from tasks import keys
 from tasks.errors import Conflict, InvalidInput, InvalidRequest, NotFound, Unavailable
@@ -29,6 +30,7 @@ MAX_LIMIT = 200
 #: The same Idempotency-Key is remembered this long.
 IDEMPOTENCY_TTL_S = 24 * 3600
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+LIMIT = re.compile(r"[0-9]{1,5}")
 
 
 class RunRequest(BaseModel):
@@ -40,12 +42,28 @@ class RunRequest(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def json_body() -> Any:
     raw = request.get_data(cache=True)
+    # Without a Content-Length werkzeug silently cuts the body at the limit; a body that
+    # reached the limit is treated as one that went past it.
+    limit = services().settings.max_body_bytes
+    if request.content_length is None and len(raw) >= limit:
+        raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+
+
+def limit_arg(default: int, maximum: int) -> int:
+    raw = request.args.get("limit", str(default))
+    if not LIMIT.fullmatch(raw) or not 1 <= int(raw) <= maximum:
+        raise InvalidRequest(f"limit must be an integer from 1 to {maximum}")
+    return int(raw)
 
 
 def json_pointer(path: Any) -> str:
@@ -107,11 +125,13 @@ def create_run() -> tuple[Response, int, dict[str, str]]:
                 raise Conflict("a request with this Idempotency-Key is still being processed")
             return jsonify(summary), 200, {"Location": f"/api/runs/{previous}"}
     try:
-        svc.store.create_run(run_id, scenario, run_input)
+        queued = svc.store.create_run(run_id, scenario, run_input)
         svc.celery.send_task(RUN_SCENARIO, args=[run_id])
     except (redis.RedisError, OperationalError, OSError) as exc:
         undo_run(run_id, idem)
         raise Unavailable(f"could not enqueue the run: {exc}") from None
+    # Only a run that exists is announced to the all-runs stream.
+    svc.store.publish_all(queued)
     svc.metrics.runs_submitted.labels(scenario.scenario_id).inc()
     summary = svc.store.summary(run_id)
     return jsonify(summary), 202, {"Location": f"/api/runs/{run_id}"}
@@ -122,7 +142,9 @@ def claim_idempotency_key(key: str, run_id: str) -> str | None:
     if not IDEMPOTENCY_KEY.match(key):
         raise InvalidRequest("Idempotency-Key must be 1-200 printable ASCII characters")
     store = services().store
-    digest = hashlib.sha256(request.get_data(cache=True)).hexdigest()
+    # The same request whatever its whitespace or key order: hash the parsed body.
+    canonical = json.dumps(json_body(), sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
     value = f"{digest}:{run_id}"
     if store.redis.set(keys.idempotency(key), value, nx=True, ex=IDEMPOTENCY_TTL_S):
         return None
@@ -151,9 +173,7 @@ def list_runs() -> Response:
     status = args.get("status") or None
     if status is not None and status not in RUN_STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(RUN_STATUSES)}")
-    limit_raw = args.get("limit", "50")
-    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_LIMIT:
-        raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    limit = limit_arg(50, MAX_LIMIT)
     before = args.get("before") or None
     store = services().store
     if before is not None and store.index_score(before) is None:
@@ -161,7 +181,7 @@ def list_runs() -> Response:
     runs, next_before = store.list_runs(
         status=status,
         scenario_id=args.get("scenario_id") or None,
-        limit=int(limit_raw),
+        limit=limit,
         before=before,
     )
     return jsonify({"runs": runs, "next_before": next_before})
@@ -194,11 +214,9 @@ def require_run(run_id: str) -> None:
 
 def events_page(run_id: str) -> Response:
     after = cursor_arg()
-    limit_raw = request.args.get("limit", "100")
-    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
-        raise InvalidRequest("limit must be an integer from 1 to 1000")
+    limit = limit_arg(100, 1000)
     require_run(run_id)
-    events = services().store.read_events(run_id, after, int(limit_raw))
+    events = services().store.read_events(run_id, after, limit)
     return jsonify(
         {
             "events": [e.to_dict() for e in events],

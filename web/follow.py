@@ -13,7 +13,7 @@ from typing import Any, cast
 import redis
 
 from tasks import keys
-from tasks.events import Event
+from tasks.events import Event, first_id_after
 from tasks.store import TERMINAL_RUN
 
 PAGE = 500
@@ -26,9 +26,12 @@ def follow(
     stream = keys.run_events(run_id)
     cursor = after if after not in ("", "0") else "0-0"
     while True:
+        start = first_id_after(cursor)
+        if start is None:  # nothing can come after the largest id there is
+            return
         pipe = client.pipeline(transaction=True)
         pipe.hget(keys.run(run_id), "status")
-        pipe.xrange(stream, min=f"({cursor}", max="+", count=PAGE)
+        pipe.xrange(stream, min=start, max="+", count=PAGE)
         status, entries = pipe.execute()
         if not entries:
             if status is None or status in TERMINAL_RUN:

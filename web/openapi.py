@@ -348,7 +348,13 @@ PATHS: dict[str, Any] = {
     "/api/openapi.json": {
         "get": {
             "summary": "This document",
-            "responses": {"200": {"description": "OpenAPI 3.1 document."}, **AUTH_ERRORS},
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1 document.",
+                    "content": json_content({"type": "object"}),
+                },
+                **AUTH_ERRORS,
+            },
         }
     },
     "/healthz": {

@@ -3,7 +3,7 @@
 -- ARGV[4] step order (csv)  ARGV[5] stream MAXLEN    ARGV[6] TTL of a finished run (s)
 -- ARGV[7] run_queued fields fragment
 -- ARGV[8..] step hash fields and values, flat
--- Returns {created_at, EMITTED} or an error when the run already exists.
+-- Returns {created_at in microseconds, EMITTED} or an error when the run already exists.
 if redis.call('EXISTS', RUN) == 1 then
   return redis.error_reply('run exists')
 end
@@ -22,4 +22,4 @@ for i = 8, #ARGV do
 end
 if #batch > 0 then redis.call('HSET', STEPS, unpack(batch)) end
 emit('run_queued', ARGV[7])
-return {NOW_ISO, EMITTED}
+return {string.format('%.0f', NOW_US), EMITTED}

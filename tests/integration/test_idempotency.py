@@ -192,3 +192,17 @@ def test_concurrent_requests_with_one_key_start_one_run(
     assert {resp.json()["run_id"] for resp in responses if resp.status_code == 200} <= {winner}
     assert run_ids(r) == [winner]
     assert broker.llen("celery") == 1
+
+
+def test_the_same_body_written_differently_is_the_same_request(client: Any, r: redis.Redis) -> None:
+    first = post(client, "spacing")
+    compact = '{"input":{"name":"Ada"},"scenario_id":"hello_sequence"}'
+    again = client.post(
+        "/api/runs",
+        data=compact,
+        content_type="application/json",
+        headers={"Idempotency-Key": "spacing"},
+    )
+    assert again.status_code == 200
+    assert again.get_json()["run_id"] == first.get_json()["run_id"]
+    assert len(run_ids(r)) == 1

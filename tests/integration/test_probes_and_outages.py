@@ -72,6 +72,7 @@ def test_broker_down_gives_503_and_leaves_nothing_behind(
     assert r.keys("stepstream:run:*") == []
     assert r.zcard(keys.runs_index()) == 0
     assert r.get(keys.idempotency("k-broker-down")) is None
+    assert r.xlen(keys.all_events()) == 0  # not even announced to dashboards
 
 
 def test_sse_sends_keepalives_while_a_step_is_silent(
