@@ -6,6 +6,7 @@ event or state expected, with a timeout, never with a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -123,12 +124,20 @@ class LiveServer:
         return "ws" + self.url[len("http") :]
 
 
-@pytest.fixture
-def live_server(app: Any) -> Iterator[LiveServer]:
-    """The app on a real threaded HTTP server, for WebSocket and SSE clients."""
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[LiveServer]:
+    """`app` on a real threaded HTTP server, for WebSocket and SSE clients."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield LiveServer(f"http://127.0.0.1:{server.server_port}", app)
-    server.shutdown()
-    thread.join(timeout=5)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{server.server_port}", app)
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_server(app: Any) -> Iterator[LiveServer]:
+    with serve(app) as server:
+        yield server

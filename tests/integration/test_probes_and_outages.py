@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 import redis
+import websocket
 from clients import sse_frames, submit
-from conftest import LiveServer, WorkerProcess, wait_for
+from conftest import LiveServer, WorkerProcess, serve, wait_for
 
 from devtools.redis_server import free_port
 from tasks import keys
@@ -86,3 +87,21 @@ def test_sse_sends_keepalives_while_a_step_is_silent(
     comments = [f[""] for f in frames if "" in f]
     assert "keepalive" in comments
     assert frames[-1]["event"] == "run_finished"
+
+
+def test_websocket_pings_while_a_step_is_silent(app: Any, worker: WorkerProcess) -> None:
+    app.config["SOCK_SERVER_OPTIONS"] = {**app.config["SOCK_SERVER_OPTIONS"], "ping_interval": 0.2}
+    with serve(app) as server:
+        run = submit(server.url, "test_silent", {"seconds": 1.0})
+        conn = websocket.create_connection(
+            f"{server.ws_url}/api/runs/{run['run_id']}/ws", timeout=10
+        )
+        opcodes = []
+        try:
+            while websocket.ABNF.OPCODE_CLOSE not in opcodes:
+                opcode, _ = conn.recv_data(control_frame=True)
+                opcodes.append(opcode)
+        finally:
+            conn.close()
+    assert websocket.ABNF.OPCODE_PING in opcodes
+    assert opcodes.count(websocket.ABNF.OPCODE_TEXT) == 6  # queued, started, 1+1+1, finished
