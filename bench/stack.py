@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -25,8 +26,23 @@ class Stack:
     settings: Settings
     app: Any
     url: str
+    #: The environment the worker was started with: more workers join with it.
+    env: dict[str, str]
+    #: Where worker logs go (a temporary directory, removed with the stack).
+    log_dir: Path
+    #: The worker's concurrency (prefork children).
+    concurrency: int
     #: Said with every figure: what it was measured on.
     setup: str
+
+    def redis_url(self, db: int) -> str:
+        """The same Redis server, another logical database."""
+        base, _, _ = self.settings.redis_url.rpartition("/")
+        return f"{base}/{db}"
+
+
+def host() -> str:
+    return f"{os.cpu_count()} CPUs"
 
 
 @contextlib.contextmanager
@@ -48,8 +64,11 @@ def running_stack(concurrency: int = 2) -> Iterator[Stack]:
                 settings,
                 app,
                 f"http://127.0.0.1:{server.server_port}",
+                env,
+                Path(tmp),
+                concurrency,
                 f"1 prefork worker x{concurrency}, Redis broker and store on loopback, "
-                "werkzeug threaded server",
+                f"werkzeug threaded server in the bench process, {host()}",
             )
         finally:
             server.shutdown()

@@ -44,6 +44,8 @@ class Settings:
     max_resumes: int = 2
     shutdown_grace_s: float = 30.0
     step_timeout_s: float = 300.0
+    #: After a cancel, running steps have this long to notice `ctx.cancelled`.
+    cancel_grace_s: float = 5.0
     #: Largest step output accepted, as bytes of JSON.
     max_output_bytes: int = 1_048_576
     #: Outputs larger than this are left out of `step_finished` events.
@@ -67,5 +69,6 @@ class Settings:
             max_resumes=_int(env, "STEPSTREAM_MAX_RESUMES", cls.max_resumes),
             shutdown_grace_s=_float(env, "STEPSTREAM_SHUTDOWN_GRACE_S", cls.shutdown_grace_s),
             step_timeout_s=_float(env, "STEPSTREAM_STEP_TIMEOUT_S", cls.step_timeout_s),
+            cancel_grace_s=_float(env, "STEPSTREAM_CANCEL_GRACE_S", cls.cancel_grace_s),
             max_output_bytes=_int(env, "STEPSTREAM_MAX_OUTPUT_BYTES", cls.max_output_bytes),
         )

@@ -9,11 +9,11 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from .errors import ReferenceResolutionError, StepstreamError, ToolFailure, UnknownTool
+from .errors import StepCancelled, StepstreamError
 from .references import resolve
 from .store import RunStore
 from .tools import ToolContext, ToolRegistry
@@ -27,11 +27,19 @@ CANCEL_CHECK_INTERVAL_S = 0.25
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an attempt ended: succeeded with an output, or failed with a message."""
+    """How an attempt ended: succeeded with an output, failed or cancelled with a message."""
 
-    succeeded: bool
+    status: Literal["succeeded", "failed", "cancelled"]
     message: str
     output_json: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
+def failed(message: str) -> Outcome:
+    return Outcome("failed", message)
 
 
 class StepContext:
@@ -87,24 +95,27 @@ def execute(
         errors = tool.input_errors(tool_input)
         if errors:
             detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
-            return Outcome(False, f"invalid input for tool {tool.name}: {detail}")
+            return failed(f"invalid input for tool {tool.name}: {detail}")
         output = tool.func(ctx, **tool_input)
     except SoftTimeLimitExceeded:
-        return Outcome(False, f"timed out after {timeout_s:g} s")
-    except (ToolFailure, ReferenceResolutionError, UnknownTool) as exc:
-        return Outcome(False, exc.message)
-    except StepstreamError as exc:
-        return Outcome(False, exc.message)
+        return failed(timed_out_message(timeout_s))
+    except StepCancelled as exc:
+        return Outcome("cancelled", exc.message)
+    except StepstreamError as exc:  # ToolFailure, bad references, unknown tools
+        return failed(exc.message)
     except Exception as exc:
         log.exception("step %s of run %s crashed", ctx.step, ctx.run_id)
-        return Outcome(False, f"{type(exc).__name__}: {exc}")
+        return failed(f"{type(exc).__name__}: {exc}")
     try:
         output_json = json.dumps(output, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
-        return Outcome(False, f"output is not JSON: {exc}")
+        return failed(f"output is not JSON: {exc}")
     if len(output_json) > max_output_bytes:
-        return Outcome(
-            False,
-            f"output is {len(output_json)} bytes of JSON, over the limit of {max_output_bytes}",
+        return failed(
+            f"output is {len(output_json)} bytes of JSON, over the limit of {max_output_bytes}"
         )
-    return Outcome(True, "", output_json)
+    return Outcome("succeeded", "", output_json)
+
+
+def timed_out_message(timeout_s: float) -> str:
+    return f"timed out after {timeout_s:g} s"

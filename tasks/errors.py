@@ -41,6 +41,12 @@ class ToolFailure(StepstreamError):
     code = "tool_failed"
 
 
+class StepCancelled(StepstreamError):
+    """A tool stopped because its run is being cancelled (it saw `ctx.cancelled`)."""
+
+    code = "cancelled"
+
+
 class NotFound(StepstreamError):
     code = "not_found"
 

@@ -129,6 +129,8 @@ class RunStore:
                 "step_event",
                 "finish_step",
                 "continuation",
+                "cancel_run",
+                "enforce_cancel",
             )
         }
 
@@ -181,6 +183,9 @@ class RunStore:
                 ("next", ",".join(nexts[step.name])),
                 ("refs", ",".join(sorted(step.referenced_steps()))),
                 ("timeout_s", timeout),
+                ("max_attempts", step.retry.max_attempts),
+                ("backoff_s", step.retry.backoff_s),
+                ("backoff_factor", step.retry.backoff_factor),
                 ("def", json.dumps(step.model_dump(mode="json"))),
                 ("progress", 0),
                 ("message", ""),
@@ -219,9 +224,11 @@ class RunStore:
         self.publish_all(events)
         return Transition(outcome, events, _ready(ready))
 
-    def start_step(self, run_id: str, step: str, attempt: int, worker: str) -> StepStart | None:
+    def start_step(
+        self, run_id: str, step: str, attempt: int, worker: str, task_id: str = ""
+    ) -> StepStart | None:
         """Take attempt `attempt` of `step`; None if it is not ready (already taken)."""
-        reply = self._run("start_step", run_id, step, attempt, worker)
+        reply = self._run("start_step", run_id, step, attempt, worker, task_id)
         if reply[0] != "started":
             return None
         _, emitted, definition, run_input, outputs = reply
@@ -261,37 +268,38 @@ class RunStore:
         return events
 
     def finish_step(
-        self,
-        run_id: str,
-        step: str,
-        attempt: int,
-        *,
-        succeeded: bool,
-        message: str,
-        output_json: str,
-        retry_delay_s: float | None,
+        self, run_id: str, step: str, attempt: int, status: str, message: str, output_json: str
     ) -> Transition:
-        """Record an attempt's result; returns the steps it made ready."""
-        if not succeeded:
+        """Record how an attempt ended; returns the steps (or the retry) it made ready.
+
+        `status` is succeeded, failed or cancelled; whether a failure is retried is the
+        script's decision, from the step's policy and whether the run is being cancelled.
+        """
+        if status != "succeeded":
             output_json = ""
         if len(output_json) > self.settings.event_output_bytes:
             fragment = '"output_truncated":true'
         else:
             fragment = '"output":' + (output_json or "null")
         outcome, emitted, ready, run_status = self._run(
-            "finish_step",
-            run_id,
-            step,
-            attempt,
-            "succeeded" if succeeded else "failed",
-            message,
-            output_json,
-            fragment,
-            "" if retry_delay_s is None else repr(float(retry_delay_s)),
+            "finish_step", run_id, step, attempt, status, message, output_json, fragment
         )
         events = _events(emitted)
         self.publish_all(events)
         return Transition(outcome, events, _ready(ready), run_status)
+
+    def cancel_run(self, run_id: str) -> Transition:
+        """Cancel a run; `ready` is empty, `outcome` says what happened (see the script)."""
+        outcome, emitted = self._run("cancel_run", run_id)
+        events = _events(emitted)
+        self.publish_all(events)
+        return Transition(outcome, events, [], "cancelled" if outcome == "cancelled" else "")
+
+    def enforce_cancel(self, run_id: str) -> list[str]:
+        """End a cancelled run whose steps outlived the grace; returns their task ids."""
+        emitted, task_ids = self._run("enforce_cancel", run_id)
+        self.publish_all(_events(emitted))
+        return [t for t in task_ids if t]
 
     def continuation(self, run_id: str, step: str, attempt: int) -> list[ReadyStep]:
         """What a duplicate of this attempt's message must still dispatch (see the script)."""
@@ -429,7 +437,7 @@ def _step(name: str, fields: Mapping[str, str]) -> dict[str, Any]:
         "attempt": attempt,
         "started_at": get("started_at") if status != "pending" else None,
         "finished_at": get("finished_at"),
-        "duration_ms": duration if status != "skipped" else None,
+        "duration_ms": duration,
         "progress": _num(get("progress")) or 0.0,
         "message": get("message") or "",
         "output": _json(get("output")),

@@ -7,7 +7,9 @@ event or state expected, with a timeout, never with a fixed sleep.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +30,12 @@ __all__ = ["WorkerProcess", "start_worker", "wait_for"]
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
 TEST_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+#: Test-only tools with a hand-written dist-info declaring them in `stepstream.tools`:
+#: on sys.path here so web apps built in this process find them through the real
+#: entry-point mechanism, and on PYTHONPATH in `base_env` so worker subprocesses do.
+TEST_TOOLS = Path(__file__).resolve().parent / "tools"
+if str(TEST_TOOLS) not in sys.path:
+    sys.path.append(str(TEST_TOOLS))
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
@@ -67,6 +75,9 @@ def base_env(redis_server: RedisServer, scenarios_dir: Path) -> dict[str, str]:
         "STEPSTREAM_BROKER_URL": redis_server.url.rsplit("/", 1)[0] + "/1",
         "STEPSTREAM_SCENARIOS_DIR": str(scenarios_dir),
         "STEPSTREAM_HEARTBEAT_S": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [str(TEST_TOOLS), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import uuid
 from typing import Any
@@ -18,10 +19,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from tasks import keys
 from tasks.errors import Conflict, InvalidInput, InvalidRequest, NotFound, Unavailable
 from tasks.events import is_stream_id
-from tasks.runner import RUN_SCENARIO
+from tasks.runner import ENFORCE_CANCEL, RUN_SCENARIO
 from tasks.scenario import Scenario
 
 from .services import services
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -185,6 +188,26 @@ def list_runs() -> Response:
         before=before,
     )
     return jsonify({"runs": runs, "next_before": next_before})
+
+
+@bp.post("/runs/<run_id>/cancel")
+def cancel_run(run_id: str) -> tuple[Response, int]:
+    svc = services()
+    transition = svc.store.cancel_run(run_id)
+    if transition.outcome == "missing":
+        raise NotFound(f"unknown run {run_id!r}")
+    if transition.outcome == "finished":
+        raise Conflict(f"run {run_id!r} has already finished")
+    if transition.outcome == "cancelling":
+        # Steps still running get the grace to notice ctx.cancelled; then they are ended.
+        try:
+            svc.celery.send_task(
+                ENFORCE_CANCEL, args=[run_id], countdown=svc.settings.cancel_grace_s
+            )
+        except (OperationalError, OSError) as exc:
+            # The cancel stands; the run still ends when its running steps return.
+            log.warning("could not schedule the end of cancelled run %s: %s", run_id, exc)
+    return jsonify(svc.store.summary(run_id)), 202
 
 
 @bp.get("/runs/<run_id>")

@@ -255,6 +255,26 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/api/runs/{run_id}/cancel": {
+        "post": {
+            "summary": "Cancel a run",
+            "description": (
+                "No step starts any more; waiting steps are cancelled; running steps see "
+                "`ctx.cancelled` and are ended after a short grace. The run then finishes "
+                "`cancelled`. Cancelling a run that is being cancelled changes nothing."
+            ),
+            "parameters": [RUN_ID],
+            "responses": {
+                "202": {
+                    "description": "Cancelled or being cancelled.",
+                    "content": json_content(ref("RunSummary")),
+                },
+                "404": error("Unknown run."),
+                "409": error("The run has already finished."),
+                **AUTH_ERRORS,
+            },
+        }
+    },
     "/api/runs/{run_id}/events": {
         "get": {
             "summary": "A run's events: an SSE stream, or a JSON page",

@@ -1,46 +1,42 @@
 -- Fencing: finish attempt ARGV[2] of step ARGV[1] only if that attempt is `running`.
--- Records the result, decides which dependants became ready, skips the dependants of a
--- step that failed under on_error=fail, and appends run_finished when nothing is left.
--- ARGV[1] step   ARGV[2] attempt   ARGV[3] status: succeeded | failed
--- ARGV[4] message   ARGV[5] output JSON ("" when failed)
+-- Records the result; retries a failure while the step's policy allows and the run is
+-- not being cancelled; makes ready the dependants whose needs are now all met; skips
+-- everything downstream of a step that failed under on_error=fail; appends
+-- run_finished when no step is left.
+-- ARGV[1] step   ARGV[2] attempt   ARGV[3] status: succeeded | failed | cancelled
+-- ARGV[4] message   ARGV[5] output JSON ("" unless succeeded)
 -- ARGV[6] the output fragment for step_finished ('"output":...' or '"output_truncated":true')
--- ARGV[7] retry delay in seconds, "" when the failure is final
--- Returns {outcome, EMITTED, ready, run status} where outcome is "finished", "retrying"
--- or "stale"; ready is {step, attempt, timeout_s, delay_s, ...}.
+-- Returns {outcome, EMITTED, ready, run status}: outcome is "finished", "retrying" or
+-- "stale"; ready is {step, attempt, timeout_s, delay_s, ...}.
 local step, attempt, status, message = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('HGET', RUN, 'status') ~= 'running' or step_get(step, 'status') ~= 'running'
     or step_get(step, 'attempt') ~= attempt then
   return {'stale', {}, {}, ''}
 end
+local cancelling = redis.call('HGET', RUN, 'cancel_requested')
+if status == 'cancelled' and not cancelling then status = 'failed' end
 local ready = {}
 
-if status == 'failed' and ARGV[7] ~= '' then
+local n = tonumber(attempt)
+if status == 'failed' and not cancelling and n < tonumber(step_get(step, 'max_attempts')) then
+  local delay = tonumber(step_get(step, 'backoff_s'))
+    * tonumber(step_get(step, 'backoff_factor')) ^ (n - 1)
+  local delay_s = string.format('%.6g', delay)
   emit('step_retrying', '"step":"' .. step .. '","attempt":' .. attempt .. ',"message":'
-    .. str(message) .. ',"delay_s":' .. ARGV[7])
+    .. str(message) .. ',"delay_s":' .. delay_s)
   step_set(step, 'message', message)
-  make_ready(step, tonumber(attempt) + 1, ready)
-  ready[#ready] = ARGV[7]
+  make_ready(step, n + 1, ready)
+  ready[#ready] = delay_s
   return {'retrying', EMITTED, ready, 'running'}
 end
 
-local function close_step(name, st, msg, output, started_at, duration, output_fragment, att)
-  step_set(name, 'status', st, 'finished_at', NOW_ISO, 'message', msg, 'output', output,
-    'duration_ms', duration)
-  redis.call('HINCRBY', RUN, 'remaining', -1)
-  local fields = '"step":"' .. name .. '","attempt":' .. att .. ',"status":"' .. st
-    .. '","started_at":' .. str(started_at) .. ',"finished_at":"' .. NOW_ISO
-    .. '","duration_ms":' .. duration .. ',"message":' .. str(msg) .. ',' .. output_fragment
-  emit('step_finished', fields)
-end
-
-local duration = string.format('%.3f', (NOW_US - tonumber(step_get(step, 'started_us'))) / 1000)
 local output = ARGV[5]
 if output == '' then output = 'null' end
-close_step(step, status, message, output, step_get(step, 'started_at'), duration, ARGV[6],
-  attempt)
+close_step(step, status, message, output, ARGV[6])
 
-local on_error = step_get(step, 'on_error')
-if status == 'succeeded' or on_error == 'continue' then
+if cancelling then
+  -- Everything still waiting was cancelled with the run: nothing becomes ready.
+elseif status == 'succeeded' or step_get(step, 'on_error') == 'continue' then
   for _, dep in ipairs(split_csv(step_get(step, 'next'))) do
     local waiting = redis.call('HINCRBY', STEPS, dep .. '.waiting', -1)
     if waiting == 0 and step_get(dep, 'status') == 'pending' then
@@ -56,8 +52,7 @@ else
   while #stack > 0 do
     local dep = table.remove(stack)
     if step_get(dep, 'status') == 'pending' then
-      close_step(dep, 'skipped', 'skipped: needs failed step ' .. step, 'null', cjson.null,
-        '0', '"output":null', '0')
+      close_step(dep, 'skipped', 'skipped: needs failed step ' .. step, 'null', '"output":null')
       for _, next_dep in ipairs(split_csv(step_get(dep, 'next'))) do
         stack[#stack + 1] = next_dep
       end
@@ -67,7 +62,9 @@ end
 
 if tonumber(redis.call('HGET', RUN, 'remaining')) == 0 then
   local failed_step = redis.call('HGET', RUN, 'failed_step')
-  if failed_step then
+  if cancelling then
+    finish_run('cancelled', 'cancelled', 'cancelled by request')
+  elseif failed_step then
     finish_run('failed', 'step_failed', 'step ' .. failed_step .. ' failed: '
       .. redis.call('HGET', RUN, 'failed_message'))
   else

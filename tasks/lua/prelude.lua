@@ -92,6 +92,24 @@ local function make_ready(step, attempt, ready)
   ready[#ready + 1] = '0'
 end
 
+--- Close a step for good and append its step_finished. `started_at` and `duration` are
+--- nil for a step that never started (skipped or cancelled while waiting).
+local function close_step(name, status, message, output, output_fragment)
+  local attempt = step_get(name, 'attempt') or '0'
+  local started_at, duration = cjson.null, nil
+  if status ~= 'skipped' and step_get(name, 'status') == 'running' then
+    started_at = step_get(name, 'started_at')
+    duration = string.format('%.3f', (NOW_US - tonumber(step_get(name, 'started_us'))) / 1000)
+  end
+  step_set(name, 'status', status, 'finished_at', NOW_ISO, 'message', message,
+    'output', output, 'duration_ms', duration or '')
+  redis.call('HINCRBY', RUN, 'remaining', -1)
+  emit('step_finished', '"step":"' .. name .. '","attempt":' .. attempt .. ',"status":"'
+    .. status .. '","started_at":' .. str(started_at) .. ',"finished_at":"' .. NOW_ISO
+    .. '","duration_ms":' .. (duration or 'null') .. ',"message":' .. str(message) .. ','
+    .. output_fragment)
+end
+
 --- Record run_finished once, and let the run's keys expire.
 local function finish_run(status, reason, message)
   redis.call('HSET', RUN, 'status', status, 'finished_at', NOW_ISO, 'message', message,

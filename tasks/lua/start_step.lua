@@ -1,5 +1,5 @@
 -- Fencing: start attempt ARGV[2] of step ARGV[1] only if that attempt is `ready`.
--- ARGV[1] step   ARGV[2] attempt   ARGV[3] worker name
+-- ARGV[1] step   ARGV[2] attempt   ARGV[3] worker name   ARGV[4] Celery task id
 -- Returns {"started", EMITTED, definition JSON, run input JSON, {ref, output, ...}}
 -- or {"stale", status, attempt} when the attempt was already taken or the run ended.
 local step, attempt = ARGV[1], ARGV[2]
@@ -9,7 +9,7 @@ if run_status ~= 'running' or status ~= 'ready' or step_get(step, 'attempt') ~= 
   return {'stale', status or '', step_get(step, 'attempt') or ''}
 end
 step_set(step, 'status', 'running', 'started_at', NOW_ISO, 'started_us', NOW_US,
-  'worker', ARGV[3], 'progress', '0', 'message', '')
+  'worker', ARGV[3], 'task_id', ARGV[4], 'progress', '0', 'message', '')
 emit('step_started', '"step":"' .. step .. '","attempt":' .. attempt .. ',"tool":'
   .. str(step_get(step, 'tool')))
 local outputs = {}

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import httpx
 
-from tasks.errors import ToolFailure
+from tasks.errors import StepCancelled, ToolFailure
 from tasks.tools.context import ToolContext
 from tasks.tools.registry import Tool, tool
 
@@ -42,7 +42,7 @@ def echo(ctx: ToolContext, /, **values: Any) -> dict[str, Any]:
     "sleep",
     description=(
         "Wait for a number of seconds, reporting progress in equal ticks; "
-        "stops early when the run is cancelled."
+        "stops early when the run is cancelled (the step is then cancelled)."
     ),
     input_schema={
         "type": "object",
@@ -71,7 +71,8 @@ def sleep(ctx: ToolContext, /, *, seconds: float, ticks: int = 10) -> dict[str, 
     for tick in range(1, ticks + 1):
         # Deadlines from the start, not slice lengths, so naps do not add up to drift.
         if not _wait_until(started + seconds * tick / ticks, ctx):
-            return {"slept": round(time.monotonic() - started, 3), "cancelled": True}
+            slept = time.monotonic() - started
+            raise StepCancelled(f"cancelled after sleeping {slept:.3f} of {seconds:g} s")
         ctx.progress(tick / ticks, f"{tick}/{ticks}")
     return {"slept": seconds}
 

@@ -54,7 +54,6 @@ ROUTES = [
     pytest.param(
         Route("POST", "/api/runs/{run_id}/cancel", 202),
         id="cancel",
-        marks=pytest.mark.xfail(reason=MISSING_ROUTE, strict=True),
     ),
     pytest.param(Route("GET", "/api/runs/{run_id}/events", 200, JSON), id="events-page"),
     pytest.param(Route("GET", "/api/scenarios", 200), id="scenarios"),

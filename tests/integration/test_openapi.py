@@ -42,7 +42,6 @@ SPEC_OPERATIONS = [
         "/api/runs/{run_id}/cancel",
         {"202", "404", "409"},
         id="cancel",
-        marks=pytest.mark.xfail(reason=MISSING_ROUTE, strict=True),
     ),
     pytest.param("get", "/api/runs/{run_id}/events", {"200", "400", "404"}, id="events"),
     pytest.param("get", "/api/runs/{run_id}/ws", {"400", "404"}, id="ws"),

@@ -50,15 +50,7 @@ def stream(store: RunStore, run_id: str) -> list[dict[str, Any]]:
 
 def succeed(store: RunStore, run_id: str, step: str, attempt: int = 1, output: Any = None):
     assert store.start_step(run_id, step, attempt, "w@test") is not None
-    return store.finish_step(
-        run_id,
-        step,
-        attempt,
-        succeeded=True,
-        message="",
-        output_json=json.dumps(output),
-        retry_delay_s=None,
-    )
+    return store.finish_step(run_id, step, attempt, "succeeded", "", json.dumps(output))
 
 
 def test_a_run_walks_the_dag_and_finishes_once(store: RunStore) -> None:
@@ -69,9 +61,7 @@ def test_a_run_walks_the_dag_and_finishes_once(store: RunStore) -> None:
     assert sorted(s.step for s in t.ready) == ["b", "c"]
     start_b = store.start_step(run_id, "b", 1, "w@test")
     assert start_b is not None and start_b.outputs == {"a": {"x": 7}}
-    store.finish_step(
-        run_id, "b", 1, succeeded=True, message="", output_json="1", retry_delay_s=None
-    )
+    store.finish_step(run_id, "b", 1, "succeeded", "", "1")
     t = succeed(store, run_id, "c")
     assert [s.step for s in t.ready] == ["d"]
     t = succeed(store, run_id, "d")
@@ -93,13 +83,9 @@ def test_fencing_makes_duplicate_messages_harmless(store: RunStore) -> None:
     assert store.start_step(run_id, "a", 1, "w@2") is None  # taken
     assert store.start_step(run_id, "a", 2, "w@2") is None  # no such attempt
     assert store.start_run(run_id, "w@test").ready == []  # started now
-    done = store.finish_step(
-        run_id, "a", 1, succeeded=True, message="", output_json="{}", retry_delay_s=None
-    )
+    done = store.finish_step(run_id, "a", 1, "succeeded", "", "{}")
     assert done.outcome == "finished"
-    dup = store.finish_step(
-        run_id, "a", 1, succeeded=True, message="", output_json="{}", retry_delay_s=None
-    )
+    dup = store.finish_step(run_id, "a", 1, "succeeded", "", "{}")
     assert dup.outcome == "stale" and dup.events == [] and dup.ready == []
     # The duplicate's continuation: b and c are ready and unstarted, so offered again...
     assert sorted(s.step for s in store.continuation(run_id, "a", 1)) == ["b", "c"]
@@ -117,9 +103,7 @@ def test_events_of_a_finished_attempt_or_run_are_refused(store: RunStore) -> Non
     store.start_step(run_id, "only", 1, "w@test")
     assert store.step_event(run_id, "only", 1, "step_log", {"message": "hi"})
     assert store.step_event(run_id, "only", 2, "step_log", {"message": "x"}) == []
-    store.finish_step(
-        run_id, "only", 1, succeeded=True, message="", output_json="{}", retry_delay_s=None
-    )
+    store.finish_step(run_id, "only", 1, "succeeded", "", "{}")
     before = stream(store, run_id)
     assert before[-1]["type"] == "run_finished"
     assert (
@@ -135,9 +119,7 @@ def test_failure_skips_everything_downstream_and_fails_the_run(store: RunStore) 
     store.start_run(run_id, "w@test")
     succeed(store, run_id, "a")
     store.start_step(run_id, "b", 1, "w@test")
-    failed = store.finish_step(
-        run_id, "b", 1, succeeded=False, message="nope", output_json="", retry_delay_s=None
-    )
+    failed = store.finish_step(run_id, "b", 1, "failed", "nope", "")
     assert failed.ready == [] and failed.run_status == "running"  # c still pending
     snap = store.snapshot(run_id)
     assert snap is not None
@@ -154,13 +136,17 @@ def test_failure_skips_everything_downstream_and_fails_the_run(store: RunStore) 
 
 
 def test_retry_makes_the_next_attempt_ready_with_its_delay(store: RunStore) -> None:
-    sc = scenario({"name": "flaky", "tool": "echo"})
+    sc = scenario(
+        {
+            "name": "flaky",
+            "tool": "echo",
+            "retry": {"max_attempts": 3, "backoff_s": 2.5, "backoff_factor": 2.0},
+        }
+    )
     run_id = new_run(store, sc)
     store.start_run(run_id, "w@test")
     store.start_step(run_id, "flaky", 1, "w@test")
-    t = store.finish_step(
-        run_id, "flaky", 1, succeeded=False, message="try again", output_json="", retry_delay_s=2.5
-    )
+    t = store.finish_step(run_id, "flaky", 1, "failed", "try again", "")
     assert t.outcome == "retrying"
     assert [(s.step, s.attempt, s.delay_s) for s in t.ready] == [("flaky", 2, 2.5)]
     retrying = stream(store, run_id)[-1]
@@ -170,6 +156,38 @@ def test_retry_makes_the_next_attempt_ready_with_its_delay(store: RunStore) -> N
     assert snap["steps"][0]["attempt"] == 2
     # A duplicate of attempt 1's message re-dispatches the retry, not attempt 1.
     assert [(s.step, s.attempt) for s in store.continuation(run_id, "flaky", 1)] == [("flaky", 2)]
+    # The delay grows by the factor; the last attempt's failure is final.
+    store.start_step(run_id, "flaky", 2, "w@test")
+    t = store.finish_step(run_id, "flaky", 2, "failed", "again", "")
+    assert [(s.attempt, s.delay_s) for s in t.ready] == [(3, 5.0)]
+    store.start_step(run_id, "flaky", 3, "w@test")
+    t = store.finish_step(run_id, "flaky", 3, "failed", "no more", "")
+    assert t.outcome == "finished" and t.run_status == "failed"
+
+
+def test_no_retry_once_the_run_is_being_cancelled(store: RunStore) -> None:
+    sc = scenario({"name": "flaky", "tool": "echo", "retry": {"max_attempts": 5}})
+    run_id = new_run(store, sc)
+    store.start_run(run_id, "w@test")
+    store.start_step(run_id, "flaky", 1, "w@test")
+    assert store.cancel_run(run_id).outcome == "cancelling"
+    t = store.finish_step(run_id, "flaky", 1, "failed", "broke", "")
+    assert t.outcome == "finished" and t.ready == [] and t.run_status == "cancelled"
+    assert [e["type"] for e in stream(store, run_id)].count("step_retrying") == 0
+
+
+def test_cancel_while_queued_finishes_at_once_and_enforce_is_idempotent(
+    store: RunStore,
+) -> None:
+    run_id = new_run(store)
+    t = store.cancel_run(run_id)
+    assert t.outcome == "cancelled"
+    events = stream(store, run_id)
+    assert [e["type"] for e in events] == ["run_queued"] + ["step_finished"] * 4 + ["run_finished"]
+    assert store.start_run(run_id, "w@test").outcome == "finished"
+    assert store.cancel_run(run_id).outcome == "finished"
+    assert store.enforce_cancel(run_id) == []
+    assert stream(store, run_id) == events
 
 
 def test_large_outputs_stay_out_of_events_but_in_the_snapshot(store: RunStore) -> None:
@@ -216,9 +234,7 @@ def test_finished_runs_expire_and_streams_are_capped(settings: Settings, r: redi
     assert 50 <= r.xlen(keys.run_events(run_id)) <= 250
     for key in keys.run_keys(run_id):
         assert r.ttl(key) == -1  # running: never expires
-    store.finish_step(
-        run_id, "chatty", 1, succeeded=True, message="", output_json="1", retry_delay_s=None
-    )
+    store.finish_step(run_id, "chatty", 1, "succeeded", "", "1")
     for key in keys.run_keys(run_id):
         assert 0 < r.ttl(key) <= 1234
     assert stream(store, run_id)[-1]["seq"] == 3 + 1000 + 2

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tasks.errors import ToolFailure, UnknownTool
+from tasks.errors import StepCancelled, ToolFailure, UnknownTool
 from tasks.tools import (
     BUILTIN_TOOLS,
     LocalContext,
@@ -149,10 +149,12 @@ class _SignallingContext(LocalContext):
 
 def test_sleep_stops_early_when_cancelled() -> None:
     ctx = _SignallingContext()
-    result: dict[str, Any] = {}
+    raised: list[StepCancelled] = []
 
     def work() -> None:
-        result.update(_run("sleep", ctx, seconds=5, ticks=50))
+        with pytest.raises(StepCancelled) as excinfo:
+            _run("sleep", ctx, seconds=5, ticks=50)
+        raised.append(excinfo.value)
 
     worker = threading.Thread(target=work, daemon=True)
     started = time.monotonic()
@@ -163,8 +165,8 @@ def test_sleep_stops_early_when_cancelled() -> None:
 
     assert not worker.is_alive()
     assert time.monotonic() - started < 2
-    assert result["cancelled"] is True
-    assert 0 < result["slept"] < 2
+    assert len(raised) == 1
+    assert raised[0].message.startswith("cancelled after sleeping 0.")
     assert len(ctx.progress_updates) < 50
 
 
@@ -365,7 +367,8 @@ def test_entry_points_register_good_tools_and_skip_broken_ones(
     with caplog.at_level(logging.WARNING, logger="tasks.tools.registry"):
         added = load_entry_points(registry)
 
-    assert [item.name for item in added] == ["plugin.hello"]
+    # Other installed plugins (the suite's own test tools) may load too; count this one's.
+    assert [item.name for item in added if item.name.startswith("plugin.")] == ["plugin.hello"]
     assert registry.get("plugin.hello").func(LocalContext()) == "hello"
     assert registry.get("echo") is builtin.echo
     warnings = {record.getMessage() for record in caplog.records}

@@ -1,0 +1,66 @@
+"""A bare Celery app on stepstream's own Celery settings: the baseline for its overhead.
+
+`celery -A bench.bare_app worker` runs it. Its configuration is
+`worker.celery_app.celery_config` minus `include` (acks_late, prefetch 1, task events
+on, results ignored ...), so the only difference from stepstream is what the tasks do.
+Its settings come from the environment, like stepstream's; the benchmarks point it at
+another Redis database so the two never share a queue.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from typing import Any
+
+import redis
+from celery import Celery
+
+from tasks.config import Settings
+from worker.celery_app import celery_config
+
+NOOP = "bench.noop"
+HOP = "bench.hop"
+
+
+def bare_config(settings: Settings) -> dict[str, Any]:
+    config = celery_config(settings)
+    del config["include"]
+    return config
+
+
+def create_bare_app(settings: Settings | None = None) -> Celery:
+    """The app; without settings, they are read from the environment when first used."""
+    celery = Celery("bench_bare")
+    if settings is not None:
+        celery.conf.update(bare_config(settings))
+    else:
+        celery.add_defaults(lambda: bare_config(Settings.from_env()))
+    return celery
+
+
+app = create_bare_app()
+
+
+@cache
+def _redis() -> redis.Redis:
+    # Built on first use, in the prefork child, after the fork.
+    return redis.Redis.from_url(Settings.from_env().redis_url)
+
+
+def _noop(counter: str) -> None:
+    """Nothing but a count, so the benchmark knows when every task has run."""
+    _redis().incr(counter)
+
+
+def _hop(log_key: str, remaining: int) -> None:
+    """Note when this hop started, then enqueue the next one: one hop per message."""
+    started = time.time()
+    if remaining > 0:
+        hop.apply_async(args=(log_key, remaining - 1))
+    _redis().rpush(log_key, repr(started))
+
+
+# Called rather than used as decorators: Celery's decorators carry no types.
+noop = app.task(name=NOOP, ignore_result=True)(_noop)
+hop = app.task(name=HOP, ignore_result=True)(_hop)

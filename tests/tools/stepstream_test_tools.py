@@ -1,0 +1,98 @@
+"""Tools for the execution-semantics tests, loaded through the real entry-point group.
+
+`stepstream_test_tools-0.1.dist-info` next to this module declares them in
+`[stepstream.tools]`, so any process with this directory on its path (the test process
+and, through PYTHONPATH, the `celery worker` subprocesses) registers them exactly as it
+would an installed plugin.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import ToolFailure
+from tasks.tools import Tool, ToolContext, tool
+
+#: How often `barrier` looks at its directory.
+BARRIER_POLL_S = 0.01
+#: How long `stubborn` naps between looks at the clock (never at `ctx.cancelled`).
+STUBBORN_NAP_S = 0.05
+
+
+@tool(
+    "flaky",
+    description=(
+        "Count calls in a file; fail while the count is at most fail_times, then succeed."
+    ),
+    input_schema={
+        "type": "object",
+        "required": ["counter_file", "fail_times"],
+        "additionalProperties": False,
+        "properties": {
+            "counter_file": {"type": "string", "minLength": 1},
+            "fail_times": {"type": "integer", "minimum": 0},
+        },
+    },
+)
+def flaky(ctx: ToolContext, /, *, counter_file: str, fail_times: int) -> dict[str, Any]:
+    path = Path(counter_file)
+    previous = int(path.read_text() or "0") if path.exists() else 0
+    attempts = previous + 1
+    path.write_text(str(attempts))
+    if attempts <= fail_times:
+        raise ToolFailure(f"attempt {attempts} failed")
+    return {"attempts": attempts}
+
+
+@tool(
+    "barrier",
+    description=(
+        "Create <dir>/<name>, then wait until `parties` files exist in dir: every party "
+        "passes only if all of them were running at the same time."
+    ),
+    input_schema={
+        "type": "object",
+        "required": ["dir", "name", "parties"],
+        "additionalProperties": False,
+        "properties": {
+            "dir": {"type": "string", "minLength": 1},
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
+            "parties": {"type": "integer", "minimum": 1},
+            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+        },
+    },
+)
+def barrier(
+    ctx: ToolContext, /, *, dir: str, name: str, parties: int, timeout_s: float = 10
+) -> dict[str, Any]:
+    folder = Path(dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).touch()
+    deadline = time.monotonic() + timeout_s
+    while sum(1 for _ in folder.iterdir()) < parties:
+        if time.monotonic() > deadline:
+            raise ToolFailure("barrier timed out")
+        time.sleep(BARRIER_POLL_S)
+    return {"name": name}
+
+
+@tool(
+    "stubborn",
+    description="Busy-wait for `seconds`, never looking at ctx.cancelled.",
+    input_schema={
+        "type": "object",
+        "required": ["seconds"],
+        "additionalProperties": False,
+        "properties": {"seconds": {"type": "number", "minimum": 0}},
+    },
+)
+def stubborn(ctx: ToolContext, /, *, seconds: float) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(STUBBORN_NAP_S)
+    return {"done": True}
+
+
+TOOLS: tuple[Tool, ...] = (flaky, barrier, stubborn)
