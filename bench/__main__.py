@@ -5,16 +5,31 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from typing import Any
 
-from .figures import event_latency_1, run_latency_3
+from .bare_worker import bare_worker
+from .fanout import fanout_1000
+from .hops import celery_hop_latency
+from .latency import event_latency_1, run_latency_3
 from .stack import running_stack
+from .throughput import throughput
+
+#: The bare Celery baseline's Redis database: same server, never the same queue.
+BARE_DB = 1
+
+
+def emit(*figures: dict[str, Any]) -> None:
+    for figure in figures:
+        print(json.dumps(figure), flush=True)
 
 
 def main() -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     with running_stack() as stack:
-        for measure in (run_latency_3, event_latency_1):
-            print(json.dumps(measure(stack)), flush=True)
+        emit(run_latency_3(stack), event_latency_1(stack))
+        with bare_worker(stack.env, stack.redis_url(BARE_DB), stack.log_dir) as bare:
+            emit(*throughput(stack, bare), celery_hop_latency(bare))
+        emit(*fanout_1000(stack))
     return 0
 
 

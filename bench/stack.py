@@ -32,8 +32,13 @@ class Stack:
     log_dir: Path
     #: The worker's concurrency (prefork children).
     concurrency: int
-    #: Said with every figure: what it was measured on.
-    setup: str
+    #: Everything but the workers that a figure was measured on.
+    environment: str
+
+    @property
+    def setup(self) -> str:
+        """Said with every figure: what it was measured on."""
+        return f"1 prefork worker x{self.concurrency}, {self.environment}"
 
     def redis_url(self, db: int) -> str:
         """The same Redis server, another logical database."""
@@ -67,8 +72,8 @@ def running_stack(concurrency: int = 2) -> Iterator[Stack]:
                 env,
                 Path(tmp),
                 concurrency,
-                f"1 prefork worker x{concurrency}, Redis broker and store on loopback, "
-                f"werkzeug threaded server in the bench process, {host()}",
+                "Redis broker and store on loopback, werkzeug threaded server in the "
+                f"bench process, {host()}",
             )
         finally:
             server.shutdown()

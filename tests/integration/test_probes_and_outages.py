@@ -94,7 +94,7 @@ def test_websocket_pings_while_a_step_is_silent(app: Any, worker: WorkerProcess)
     with serve(app) as server:
         run = submit(server.url, "test_silent", {"seconds": 1.0})
         conn = websocket.create_connection(
-            f"{server.ws_url}/api/runs/{run['run_id']}/ws", timeout=10
+            f"{server.ws_url}/api/runs/{run['run_id']}/ws", timeout=60
         )
         opcodes = []
         try:

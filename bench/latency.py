@@ -1,52 +1,18 @@
-"""The figures, each measured against a running stack."""
+"""Latency figures: a run end to end, an event to a WebSocket client."""
 
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from datetime import datetime
 from typing import Any
 
-import httpx
 import redis
 import websocket
 
-from tasks import keys
-
+from .api import submit, wait_finished
+from .report import figure, percentiles
 from .stack import Stack
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {"p50": round(statistics.median(ordered), 2), "p99": round(p99, 2)}
-
-
-def figure(name: str, value: Any, unit: str, setup: str) -> dict[str, Any]:
-    return {"name": name, "value": value, "unit": unit, "setup": setup}
-
-
-#: One client for every request: a new httpx client per call would add its own set-up
-#: (tens of ms for the TLS context) to every figure.
-_http = httpx.Client(timeout=30)
-
-
-def submit(stack: Stack, scenario_id: str) -> str:
-    response = _http.post(f"{stack.url}/api/runs", json={"scenario_id": scenario_id})
-    response.raise_for_status()
-    return str(response.json()["run_id"])
-
-
-def wait_finished(client: redis.Redis, run_id: str) -> None:
-    stream, cursor = keys.run_events(run_id), "0-0"
-    while True:
-        reply: list[Any] = client.xread({stream: cursor}, block=10_000) or []  # type: ignore[assignment]
-        for _, entries in reply:
-            for entry_id, fields in entries:
-                cursor = entry_id
-                if '"type":"run_finished"' in fields["data"]:
-                    return
 
 
 def run_latency_3(stack: Stack, runs: int = 60, warmup: int = 5) -> dict[str, Any]:
