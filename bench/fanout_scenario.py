@@ -6,8 +6,6 @@ them all and references three of their outputs.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .stack import SCENARIOS
 
 WIDTH = 1000
@@ -48,7 +46,7 @@ def render(width: int = WIDTH) -> str:
 
 
 def main() -> None:
-    Path(PATH).write_text(render())
+    PATH.write_text(render())
 
 
 if __name__ == "__main__":

@@ -8,13 +8,17 @@ from celery import Celery
 
 from tasks.config import Settings
 
+from .transport import TRANSPORT
+
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     # A message must stay invisible to other workers longer than any step may run,
     # or the Redis broker hands it out twice.
     visibility_timeout = max(3600, int(settings.step_timeout_s * 2))
+    redis_broker = settings.broker_url.startswith(("redis://", "rediss://"))
     return {
         "broker_url": settings.broker_url,
+        **({"broker_transport": TRANSPORT} if redis_broker else {}),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": visibility_timeout},
         # A publish to a dead broker must fail fast so the API can answer 503.
