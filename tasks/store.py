@@ -46,6 +46,9 @@ STEP_FIELDS = (
     "output",
 )
 TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
+#: How many old index entries each new run checks for expiry, so the index shrinks as
+#: fast as it grows without any background job.
+SWEEP_BATCH = 10
 
 
 @dataclass(frozen=True)
@@ -208,8 +211,24 @@ class RunStore:
         )
         # Microseconds, so that runs created in the same millisecond still list in order
         # (a double holds them exactly until the year 2255).
-        self.redis.zadd(keys.runs_index(), {run_id: int(created_us)})
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(keys.runs_index(), {run_id: int(created_us)})
+        # Runs created longer ago than the TTL may have expired: check a few of them.
+        horizon = int(created_us) - self.settings.run_ttl_s * 1_000_000
+        pipe.zrangebyscore(keys.runs_index(), "-inf", horizon, start=0, num=SWEEP_BATCH)
+        _, old = pipe.execute()
+        if old:
+            self.forget_expired(old)
         return _events(emitted)
+
+    def forget_expired(self, run_ids: list[str]) -> None:
+        """Drop from the index the runs whose keys have expired."""
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.exists(keys.run(run_id))
+        gone = [r for r, alive in zip(run_ids, pipe.execute(), strict=True) if not alive]
+        if gone:
+            self.redis.zrem(keys.runs_index(), *gone)
 
     def delete_run(self, run_id: str) -> None:
         """Undo a run that could not be enqueued, so nothing is left half-created."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+from conftest import wait_for
 
 from tasks import keys
 from tasks.config import Settings
@@ -277,3 +278,28 @@ def test_snapshot_never_disagrees_with_the_stream(store: RunStore) -> None:
     finally:
         stop.set()
         thread.join()
+
+
+def test_expired_runs_leave_the_index(settings: Settings, r: redis.Redis) -> None:
+    store = RunStore.from_settings(replace(settings, run_ttl_s=1))
+    sc = scenario({"name": "only", "tool": "echo"})
+    old = new_run(store, sc)
+    store.start_run(old, "w@test")
+    succeed(store, old, "only")
+    wait_for(lambda: not r.exists(keys.run(old)), timeout=10, what="the run to expire")
+    assert r.zscore(keys.runs_index(), old) is not None  # expired, not yet forgotten
+    # Listing skips it and forgets it...
+    assert old not in [s["run_id"] for s in store.list_runs(limit=50)[0]]
+    assert r.zscore(keys.runs_index(), old) is None
+    # ...and so does creating runs, without anyone listing.
+    other = new_run(store, sc)
+    store.start_run(other, "w@test")
+    succeed(store, other, "only")
+    wait_for(lambda: not r.exists(keys.run(other)), timeout=10, what="the run to expire")
+    new_run(store, sc)
+    wait_for(
+        lambda: r.zscore(keys.runs_index(), other) is None or new_run(store, sc) is None,
+        timeout=10,
+        what="the index to forget the expired run",
+    )
+    assert all(r.exists(keys.run(run_id)) for run_id in r.zrange(keys.runs_index(), 0, -1))
