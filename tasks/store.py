@@ -19,6 +19,7 @@ from . import keys
 from .config import Settings
 from .dag import dependants
 from .events import Event, first_id_after
+from .feed import AllEventsFeed
 from .scenario import Scenario
 
 #: The fields of a run summary, in order.
@@ -123,6 +124,7 @@ class RunStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
+        self.feed = AllEventsFeed(client, settings.event_maxlen)
         self._scripts = {
             name: client.register_script(_load_script(name))
             for name in (
@@ -148,21 +150,8 @@ class RunStore:
         return self._scripts[script](keys=keys.run_keys(run_id), args=list(args))
 
     def publish_all(self, events: list[Event]) -> None:
-        """Copy events to the all-runs stream; best effort, it is for dashboards only."""
-        if not events:
-            return
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for event in events:
-                pipe.xadd(
-                    keys.all_events(),
-                    {"data": json.dumps(event.to_dict())},
-                    maxlen=self.settings.event_maxlen,
-                    approximate=True,
-                )
-            pipe.execute()
-        except redis.RedisError:
-            pass
+        """Copy events to the all-runs stream, best effort and off the caller's path."""
+        self.feed.put(events)
 
     # -- writes ---------------------------------------------------------------------
 
