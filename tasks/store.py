@@ -63,6 +63,12 @@ class ReadyStep:
 
 
 @dataclass(frozen=True)
+class CreatedRun:
+    summary: dict[str, Any]
+    events: list[Event]
+
+
+@dataclass(frozen=True)
 class StepStart:
     """What a worker needs to run an attempt it has just been granted."""
 
@@ -155,11 +161,12 @@ class RunStore:
 
     # -- writes ---------------------------------------------------------------------
 
-    def create_run(self, run_id: str, scenario: Scenario, run_input: Any) -> list[Event]:
+    def create_run(self, run_id: str, scenario: Scenario, run_input: Any) -> CreatedRun:
         """Store a queued run carrying its own copy of the scenario.
 
-        Returns its `run_queued` event, which the caller announces with `publish_all`
-        once the run is enqueued, so that a run undone never shows up there.
+        Returns its summary as created and its `run_queued` event, which the caller
+        announces with `publish_all` once the run is enqueued, so that a run undone
+        never shows up there.
         """
         needs = {step.name: step.needs for step in scenario.steps}
         nexts = dependants(needs)
@@ -208,7 +215,17 @@ class RunStore:
         _, old = pipe.execute()
         if old:
             self.forget_expired(old)
-        return _events(emitted)
+        events = _events(emitted)
+        summary = _summary(
+            {
+                "run_id": run_id,
+                "scenario_id": scenario.scenario_id,
+                "status": "queued",
+                "input": input_json,
+                "created_at": events[0].data["ts"],
+            }
+        )
+        return CreatedRun(cast("dict[str, Any]", summary), events)
 
     def forget_expired(self, run_ids: list[str]) -> None:
         """Drop from the index the runs whose keys have expired."""

@@ -128,16 +128,16 @@ def create_run() -> tuple[Response, int, dict[str, str]]:
                 raise Conflict("a request with this Idempotency-Key is still being processed")
             return jsonify(summary), 200, {"Location": f"/api/runs/{previous}"}
     try:
-        queued = svc.store.create_run(run_id, scenario, run_input)
+        created = svc.store.create_run(run_id, scenario, run_input)
         svc.celery.send_task(RUN_SCENARIO, args=[run_id])
     except (redis.RedisError, OperationalError, OSError) as exc:
         undo_run(run_id, idem)
         raise Unavailable(f"could not enqueue the run: {exc}") from None
     # Only a run that exists is announced to the all-runs stream.
-    svc.store.publish_all(queued)
+    svc.store.publish_all(created.events)
     svc.metrics.runs_submitted.labels(scenario.scenario_id).inc()
-    summary = svc.store.summary(run_id)
-    return jsonify(summary), 202, {"Location": f"/api/runs/{run_id}"}
+    # The run as created: a worker may have started it already, but this answers the POST.
+    return jsonify(created.summary), 202, {"Location": f"/api/runs/{run_id}"}
 
 
 def claim_idempotency_key(key: str, run_id: str) -> str | None:
