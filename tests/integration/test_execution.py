@@ -369,3 +369,21 @@ def test_large_output_is_left_out_of_the_event_but_kept_in_the_snapshot(
     assert "output" not in finished
     step = steps_by_name(snapshot(live_server, run["run_id"]))["big"]
     assert step["status"] == "succeeded" and step["output"] == {"text": text}
+
+
+def test_a_step_that_swallows_the_soft_limit_is_killed_and_recorded(
+    live_server: LiveServer, worker: WorkerProcess
+) -> None:
+    """Past the hard limit the child is killed; the worker's main process records it."""
+    run = submit(live_server.url, "test_immortal_timeout")
+    events, code = ws_events(live_server.ws_url, run["run_id"], timeout=60)
+    assert code == 1000
+    finished = {e["step"]: e for e in events if e["type"] == "step_finished"}
+    assert finished["deaf"]["status"] == "failed"
+    assert "timed out" in finished["deaf"]["message"]
+    assert "terminated" in finished["deaf"]["message"]
+    assert finished["after"]["status"] == "skipped"
+    assert events[-1]["status"] == "failed" and events[-1]["reason"] == "step_failed"
+    # The killed child was replaced: the worker still runs steps.
+    more, _ = ws_events(live_server.ws_url, submit(live_server.url, "test_continue")["run_id"])
+    assert more[-1]["status"] == "succeeded"

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from tasks.errors import ToolFailure
 from tasks.tools import Tool, ToolContext, tool
 
@@ -95,4 +97,24 @@ def stubborn(ctx: ToolContext, /, *, seconds: float) -> dict[str, Any]:
     return {"done": True}
 
 
-TOOLS: tuple[Tool, ...] = (flaky, barrier, stubborn)
+@tool(
+    "immortal",
+    description="Busy-wait for `seconds`, swallowing Celery's soft time limit exception.",
+    input_schema={
+        "type": "object",
+        "required": ["seconds"],
+        "additionalProperties": False,
+        "properties": {"seconds": {"type": "number", "minimum": 0}},
+    },
+)
+def immortal(ctx: ToolContext, /, *, seconds: float) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(STUBBORN_NAP_S)
+        except SoftTimeLimitExceeded:
+            continue  # only the hard time limit can stop this one
+    return {"done": True}
+
+
+TOOLS: tuple[Tool, ...] = (flaky, barrier, stubborn, immortal)
