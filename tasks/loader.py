@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from tasks.errors import ScenarioError
+from tasks.references import json_kind
 from tasks.scenario import Scenario, parse_scenario
 
 logger = logging.getLogger(__name__)
@@ -103,23 +104,8 @@ def _load_file(path: Path, known_tools: Container[str]) -> Scenario:
     if data is None and path.suffix != ".json":
         raise ScenarioError("the file holds no scenario (it is empty or only comments)")
     if not isinstance(data, dict):
-        raise ScenarioError(f"the top level must be a mapping, not {_kind(data)}")
+        raise ScenarioError(f"the top level must be a mapping, not {json_kind(data)}")
     return parse_scenario(data, known_tools)
-
-
-def _kind(value: object) -> str:
-    """A parsed value's type, in the words of the file rather than of Python."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return f"a {type(value).__name__}"
 
 
 def _scenario_files(directory: Path) -> list[Path]:

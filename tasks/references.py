@@ -104,17 +104,22 @@ def _step_into(container: Any, segment: str, path: str) -> Any:
             )
         return container[index]
     raise ReferenceResolutionError(
-        f"reference {path!r}: cannot look up {segment!r} in {_describe(container)}"
+        f"reference {path!r}: cannot look up {segment!r} in {json_kind(container)}"
     )
 
 
-def _describe(value: object) -> str:
+def json_kind(value: object) -> str:
+    """A parsed value's type, in the words of JSON and YAML rather than of Python."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int | float):
         return "a number"
     if isinstance(value, str):
         return "a string"
+    if isinstance(value, list):
+        return "a list"
     return f"a {type(value).__name__}"
 
 

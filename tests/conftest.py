@@ -125,6 +125,22 @@ def client(app: Any) -> Any:
     return app.test_client()
 
 
+def url_of(client: redis.Redis) -> str:
+    """The redis:// URL a client was made for."""
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs['db']}"
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[redis.Redis]:
+    """A broker database no worker consumes, emptied before each test: runs sent there
+    stay queued, and the messages an app publishes can be counted."""
+    client = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/3")
+    client.flushdb()
+    yield client
+    client.close()
+
+
 @dataclass
 class LiveServer:
     url: str

@@ -19,8 +19,7 @@ import httpx
 import pytest
 import redis
 import websocket
-
-from tasks.config import Settings
+from conftest import url_of
 
 JSON = {"Accept": "application/json"}
 SSE = {"Accept": "text/event-stream"}
@@ -43,22 +42,8 @@ UNKNOWN_RUN_IDS = [str(uuid.uuid4()), "not-a-run", "x" * 2000]
 
 
 @pytest.fixture
-def broker(settings: Settings) -> Iterator[redis.Redis]:
-    """A broker database no worker consumes, emptied before each test."""
-    client = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/3")
-    client.flushdb()
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def app(app_factory: Callable[..., Any], r: redis.Redis, broker: redis.Redis) -> Any:
-    return app_factory(broker_url=broker_url(broker))
-
-
-def broker_url(broker: redis.Redis) -> str:
-    kwargs = broker.connection_pool.connection_kwargs
-    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs['db']}"
+    return app_factory(broker_url=url_of(broker))
 
 
 @contextmanager
@@ -259,7 +244,7 @@ def test_input_with_one_error_is_422_with_one_detail(
 def test_oversize_body_is_413(
     app_factory: Callable[..., Any], r: redis.Redis, broker: redis.Redis
 ) -> None:
-    small = app_factory(max_body_bytes=200, broker_url=broker_url(broker)).test_client()
+    small = app_factory(max_body_bytes=200, broker_url=url_of(broker)).test_client()
     body = {"scenario_id": "hello_sequence", "input": {"name": "x" * 300}}
     assert_error(small.post("/api/runs", json=body), 413)
     assert_nothing_created(r, broker)
@@ -275,7 +260,7 @@ def test_oversize_body_is_413(
 def test_oversize_chunked_body_without_content_length_is_413(
     app_factory: Callable[..., Any], r: redis.Redis, broker: redis.Redis
 ) -> None:
-    small = app_factory(max_body_bytes=200, broker_url=broker_url(broker))
+    small = app_factory(max_body_bytes=200, broker_url=url_of(broker))
     body = b'{"scenario_id": "hello_sequence", "input": {"name": "' + b"x" * 300 + b'"}}'
 
     def chunks() -> Iterator[bytes]:

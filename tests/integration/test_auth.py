@@ -19,10 +19,8 @@ import httpx
 import pytest
 import redis
 import websocket
-from conftest import wait_for
+from conftest import url_of, wait_for
 from werkzeug.serving import make_server
-
-from tasks.config import Settings
 
 TOKEN = "s3cret"
 GOOD_HEADER = {"Authorization": f"Bearer {TOKEN}"}
@@ -94,16 +92,9 @@ BAD_CREDENTIALS = [
 
 
 @pytest.fixture
-def broker_url(settings: Settings) -> str:
-    """A broker database no worker consumes, so these queued runs stay put."""
-    url = settings.redis_url.rsplit("/", 1)[0] + "/3"
-    redis.Redis.from_url(url).flushdb()
-    return url
-
-
-@pytest.fixture
-def token_app(app_factory: Callable[..., Any], r: redis.Redis, broker_url: str) -> Any:
-    return app_factory(api_token=TOKEN, broker_url=broker_url)
+def token_app(app_factory: Callable[..., Any], r: redis.Redis, broker: redis.Redis) -> Any:
+    # The idle broker keeps these runs queued.
+    return app_factory(api_token=TOKEN, broker_url=url_of(broker))
 
 
 @pytest.fixture

@@ -8,32 +8,22 @@ database no worker reads, so each test can count them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 import redis
+from conftest import url_of
 from werkzeug.serving import make_server
-
-from tasks.config import Settings
 
 BODY = {"scenario_id": "hello_sequence", "input": {"name": "Ada"}}
 
 
 @pytest.fixture
-def broker(settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/3")
-    client.flushdb()
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def app(app_factory: Callable[..., Any], r: redis.Redis, broker: redis.Redis) -> Any:
-    kwargs = broker.connection_pool.connection_kwargs
-    return app_factory(broker_url=f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs['db']}")
+    return app_factory(broker_url=url_of(broker))
 
 
 def post(client: Any, key: str | None, body: dict[str, Any] = BODY) -> Any:

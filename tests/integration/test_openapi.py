@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 import websocket
-from conftest import WorkerProcess, wait_for
+from conftest import WorkerProcess, url_of, wait_for
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from referencing import Registry
@@ -82,9 +82,7 @@ def broker(settings: Any) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def quiet_client(app_factory: Callable[..., Any], r: redis.Redis, broker: redis.Redis) -> Any:
-    kwargs = broker.connection_pool.connection_kwargs
-    url = f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs['db']}"
-    return app_factory(broker_url=url).test_client()
+    return app_factory(broker_url=url_of(broker)).test_client()
 
 
 def pointer(*parts: str) -> str:
