@@ -121,7 +121,7 @@ def create_run() -> tuple[Response, int, dict[str, str]]:
     run_id = str(uuid.uuid4())
     idem = request.headers.get("Idempotency-Key")
     if idem is not None:
-        previous = claim_idempotency_key(idem, run_id)
+        previous = claim_idempotency_key(idem, run_id, req)
         if previous is not None:
             summary = svc.store.summary(previous)
             if summary is None:
@@ -140,20 +140,20 @@ def create_run() -> tuple[Response, int, dict[str, str]]:
     return jsonify(created.summary), 202, {"Location": f"/api/runs/{run_id}"}
 
 
-def claim_idempotency_key(key: str, run_id: str) -> str | None:
+def claim_idempotency_key(key: str, run_id: str, req: RunRequest) -> str | None:
     """Claim `key` for this request; returns the earlier run id when it was claimed."""
     if not IDEMPOTENCY_KEY.match(key):
         raise InvalidRequest("Idempotency-Key must be 1-200 printable ASCII characters")
     store = services().store
     # The same request whatever its whitespace or key order: hash the parsed body.
-    canonical = json.dumps(json_body(), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(req.model_dump(), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     value = f"{digest}:{run_id}"
     if store.redis.set(keys.idempotency(key), value, nx=True, ex=IDEMPOTENCY_TTL_S):
         return None
     existing = store.redis.get(keys.idempotency(key))
     if existing is None:  # expired between the two calls: claim it again
-        return claim_idempotency_key(key, run_id)
+        return claim_idempotency_key(key, run_id, req)
     previous_digest, _, previous_run = str(existing).partition(":")
     if previous_digest != digest:
         raise Conflict("Idempotency-Key was already used with a different body")
