@@ -338,9 +338,6 @@ class RunStore:
     def exists(self, run_id: str) -> bool:
         return bool(self.redis.exists(keys.run(run_id)))
 
-    def run_status(self, run_id: str) -> str | None:
-        return cast("str | None", self.redis.hget(keys.run(run_id), "status"))
-
     def summary(self, run_id: str) -> dict[str, Any] | None:
         values = cast("list[str | None]", self.redis.hmget(keys.run(run_id), SUMMARY_FIELDS))
         return _summary(dict(zip(SUMMARY_FIELDS, values, strict=True)))
