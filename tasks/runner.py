@@ -35,18 +35,17 @@ def dispatch(run_id: str, ready: list[ReadyStep]) -> None:
     """Send a `run_step` message for each ready step; a fan-out goes in batches."""
     if not ready:
         return
-    with run_step.app.producer_or_acquire() as producer:
-        # One pipelined round trip per batch rather than one per message: a step that
-        # fans out to a thousand others sends them in a handful of writes.
-        with producer.batch():
-            for item in ready:
-                run_step.apply_async(
-                    args=(run_id, item.step, item.attempt),
-                    countdown=item.delay_s or None,
-                    soft_time_limit=item.timeout_s,
-                    time_limit=item.timeout_s + HARD_LIMIT_GRACE_S,
-                    producer=producer,
-                )
+    # One pipelined round trip per batch rather than one per message: a step that fans
+    # out to a thousand others sends them in a handful of writes.
+    with run_step.app.producer_or_acquire() as producer, producer.batch():
+        for item in ready:
+            run_step.apply_async(
+                args=(run_id, item.step, item.attempt),
+                countdown=item.delay_s or None,
+                soft_time_limit=item.timeout_s,
+                time_limit=item.timeout_s + HARD_LIMIT_GRACE_S,
+                producer=producer,
+            )
 
 
 @shared_task(name=RUN_SCENARIO, bind=True, ignore_result=True)

@@ -22,6 +22,7 @@ from tasks.events import is_stream_id
 from tasks.runner import ENFORCE_CANCEL, RUN_SCENARIO
 from tasks.scenario import Scenario
 
+from .registry import registry
 from .services import services
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,11 @@ def get_scenario(scenario_id: str) -> Response:
     if scenario is None:
         raise NotFound(f"unknown scenario {scenario_id!r}")
     return jsonify(scenario.definition())
+
+
+@bp.get("/workers")
+def list_workers() -> Response:
+    return jsonify(registry().workers)
 
 
 @bp.get("/tools")

@@ -168,6 +168,27 @@ SCHEMAS: dict[str, Any] = {
             "input_schema": {"type": "object"},
         },
     },
+    "Worker": {
+        "type": "object",
+        "required": [
+            "name",
+            "status",
+            "last_heartbeat",
+            "seconds_since",
+            "active_runs",
+            "processed",
+            "extra",
+        ],
+        "properties": {
+            "name": {"type": "string", "description": "The Celery node name, name@host."},
+            "status": {"enum": ["ok", "stale", "unknown"]},
+            "last_heartbeat": {"type": ["string", "null"], "format": "date-time"},
+            "seconds_since": {"type": ["number", "null"]},
+            "active_runs": {"type": "integer", "minimum": 0},
+            "processed": {"type": "integer", "minimum": 0},
+            "extra": {"type": "object"},
+        },
+    },
     "Probe": {"type": "object", "required": ["status"], "properties": {"status": {}}},
 }
 
@@ -360,6 +381,23 @@ PATHS: dict[str, Any] = {
                 "200": {
                     "description": "Tools.",
                     "content": json_content({"type": "array", "items": ref("Tool")}),
+                },
+                **AUTH_ERRORS,
+            },
+        }
+    },
+    "/api/workers": {
+        "get": {
+            "summary": "The worker registry",
+            "description": (
+                "Each worker with its status: `ok` (heard within 3 heartbeat intervals), "
+                "`stale` (silent longer), or `unknown` (expected but never heard from). "
+                "Workers silent for 24 h are forgotten."
+            ),
+            "responses": {
+                "200": {
+                    "description": "Workers, by name.",
+                    "content": json_content({"type": "array", "items": ref("Worker")}),
                 },
                 **AUTH_ERRORS,
             },

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import time
-
 import redis
 from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tasks import keys
-
+from .registry import registry
 from .services import services
 
 bp = Blueprint("probes", __name__)
@@ -21,21 +17,6 @@ def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
-def live_workers() -> int:
-    """Workers heard from within three heartbeat intervals."""
-    svc = services()
-    horizon = time.time() - 3 * svc.settings.heartbeat_s
-    rows = svc.store.redis.hvals(keys.workers())
-    alive = 0
-    for raw in rows:
-        try:
-            if float(json.loads(raw).get("last_heartbeat", 0)) >= horizon:
-                alive += 1
-        except (ValueError, TypeError, AttributeError):
-            continue
-    return alive
-
-
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     checks: dict[str, object] = {}
@@ -43,7 +24,7 @@ def readyz() -> tuple[Response, int]:
     try:
         services().store.redis.ping()
         checks["redis"] = "ok"
-        workers = live_workers()
+        workers = registry().alive
         checks["workers"] = workers
         if workers == 0:
             reason = "no live worker"

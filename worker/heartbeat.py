@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     """A daemon thread that writes this worker's row every `heartbeat_s` seconds."""
 
-    def __init__(self, hostname: str, settings: Settings) -> None:
+    def __init__(self, hostname: str, settings: Settings, concurrency: int | None = None) -> None:
         self.hostname = hostname
+        self.concurrency = concurrency
+        self.started_at = time.time()
         self.settings = settings
         self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         self._stop = threading.Event()
@@ -51,6 +53,8 @@ class Heartbeat:
             "last_heartbeat": time.time(),
             "active_runs": len(active),
             "processed": sum(state.total_count.values()),
+            "concurrency": self.concurrency,
+            "started_at": self.started_at,
         }
 
     def beat(self) -> None:
@@ -71,7 +75,8 @@ _current: Heartbeat | None = None
 @worker_ready.connect
 def _start(sender: Any, **_: Any) -> None:
     global _current
-    _current = Heartbeat(sender.hostname, Settings.from_env())
+    pool = getattr(getattr(sender, "controller", None), "concurrency", None)
+    _current = Heartbeat(sender.hostname, Settings.from_env(), pool)
     _current.start()
 
 
