@@ -39,6 +39,16 @@ def runs_index() -> str:
     return f"{PREFIX}:runs"
 
 
+def active_runs() -> str:
+    """Set: ids of runs not yet finished, walked by the sweeper."""
+    return f"{PREFIX}:active"
+
+
+def sweeper_lock() -> str:
+    """String: held by the one worker sweeping for lost runs right now."""
+    return f"{PREFIX}:sweeper"
+
+
 def workers() -> str:
     """Hash: worker name -> heartbeat JSON."""
     return f"{PREFIX}:workers"

@@ -82,10 +82,19 @@ def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
     worker = self.request.hostname or "unknown"
     start = store.start_step(run_id, step, attempt, worker, self.request.id or "")
     if start is None:
-        # Someone already took this attempt: a duplicate or redelivered message. The
-        # worker that ran it may have died before dispatching what it made ready;
-        # dispatching again is harmless, since the scripts fence every attempt.
-        dispatch(run_id, store.continuation(run_id, step, attempt))
+        # Someone already took this attempt: a duplicate or a redelivered message.
+        # If it was this very message, its first execution is gone (Celery redelivers
+        # a message whose worker process died): the attempt is taken over.
+        lost = store.resume_step(
+            run_id, step, attempt, "worker_lost", worker, task_id=self.request.id or "-"
+        )
+        if lost.outcome == "resumed":
+            log.warning(
+                "run %s: step %s attempt %d lost its worker process; resumed", run_id, step, attempt
+            )
+        # Otherwise the worker that ran it may have died before dispatching what it
+        # made ready; dispatching again is harmless, the scripts fence every attempt.
+        dispatch(run_id, lost.ready or store.continuation(run_id, step, attempt))
         return
     _, soft_limit = self.request.timelimit or (None, None)
     outcome = execute(

@@ -63,6 +63,15 @@ class ReadyStep:
 
 
 @dataclass(frozen=True)
+class RunningAttempt:
+    step: str
+    attempt: int
+    worker: str
+    #: When it started, in seconds since the epoch (Redis' clock).
+    started: float
+
+
+@dataclass(frozen=True)
 class CreatedRun:
     summary: dict[str, Any]
     events: list[Event]
@@ -142,6 +151,7 @@ class RunStore:
                 "continuation",
                 "cancel_run",
                 "enforce_cancel",
+                "resume_step",
             )
         }
 
@@ -209,10 +219,11 @@ class RunStore:
         # (a double holds them exactly until the year 2255).
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(keys.runs_index(), {run_id: int(created_us)})
+        pipe.sadd(keys.active_runs(), run_id)
         # Runs created longer ago than the TTL may have expired: check a few of them.
         horizon = int(created_us) - self.settings.run_ttl_s * 1_000_000
         pipe.zrangebyscore(keys.runs_index(), "-inf", horizon, start=0, num=SWEEP_BATCH)
-        _, old = pipe.execute()
+        *_, old = pipe.execute()
         if old:
             self.forget_expired(old)
         events = _events(emitted)
@@ -241,6 +252,7 @@ class RunStore:
         pipe = self.redis.pipeline()
         pipe.delete(*keys.run_keys(run_id))
         pipe.zrem(keys.runs_index(), run_id)
+        pipe.srem(keys.active_runs(), run_id)
         pipe.execute()
 
     def start_run(self, run_id: str, worker: str) -> Transition:
@@ -309,26 +321,80 @@ class RunStore:
         outcome, emitted, ready, run_status = self._run(
             "finish_step", run_id, step, attempt, status, message, output_json, fragment
         )
+        return self._transition(run_id, outcome, emitted, ready, run_status)
+
+    def resume_step(
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        reason: str,
+        worker: str,
+        *,
+        task_id: str = "",
+        holder: str = "",
+    ) -> Transition:
+        """Hand a running attempt whose execution is gone to a new attempt (see the script)."""
+        outcome, emitted, ready, run_status = self._run(
+            "resume_step",
+            run_id,
+            step,
+            attempt,
+            reason,
+            worker,
+            self.settings.max_resumes,
+            task_id,
+            holder,
+        )
+        return self._transition(run_id, outcome, emitted, ready, run_status)
+
+    def _transition(
+        self, run_id: str, outcome: str, emitted: list[str], ready: list[str], run_status: str
+    ) -> Transition:
         events = _events(emitted)
         self.publish_all(events)
+        if run_status in TERMINAL_RUN:
+            self.redis.srem(keys.active_runs(), run_id)
         return Transition(outcome, events, _ready(ready), run_status)
 
     def cancel_run(self, run_id: str) -> Transition:
         """Cancel a run; `ready` is empty, `outcome` says what happened (see the script)."""
         outcome, emitted = self._run("cancel_run", run_id)
-        events = _events(emitted)
-        self.publish_all(events)
-        return Transition(outcome, events, [], "cancelled" if outcome == "cancelled" else "")
+        return self._transition(
+            run_id, outcome, emitted, [], "cancelled" if outcome == "cancelled" else ""
+        )
 
     def enforce_cancel(self, run_id: str) -> list[str]:
         """End a cancelled run whose steps outlived the grace; returns their task ids."""
         emitted, task_ids = self._run("enforce_cancel", run_id)
-        self.publish_all(_events(emitted))
+        self._transition(run_id, "", emitted, [], "cancelled" if emitted else "")
         return [t for t in task_ids if t]
 
     def continuation(self, run_id: str, step: str, attempt: int) -> list[ReadyStep]:
         """What a duplicate of this attempt's message must still dispatch (see the script)."""
         return _ready(self._run("continuation", run_id, step, attempt))
+
+    def active_runs(self) -> list[str]:
+        return sorted(cast("set[str]", self.redis.smembers(keys.active_runs())))
+
+    def running_attempts(self, run_id: str) -> tuple[str | None, list[RunningAttempt]]:
+        """The run's status and its running attempts, for the sweeper."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hmget(keys.run(run_id), ["status", "order"])
+        pipe.hgetall(keys.run_steps(run_id))
+        (status, order), steps = pipe.execute()
+        running = []
+        for name in (order or "").split(","):
+            if steps.get(f"{name}.status") == "running":
+                running.append(
+                    RunningAttempt(
+                        name,
+                        int(steps[f"{name}.attempt"]),
+                        steps.get(f"{name}.worker", ""),
+                        int(steps.get(f"{name}.started_us") or 0) / 1_000_000,
+                    )
+                )
+        return status, running
 
     def cancel_requested(self, run_id: str) -> bool:
         return self.redis.hget(keys.run(run_id), "cancel_requested") is not None

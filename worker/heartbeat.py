@@ -20,6 +20,9 @@ from celery.worker import state
 
 from tasks import keys
 from tasks.config import Settings
+from tasks.runtime import get_runtime
+
+from .sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +64,15 @@ class Heartbeat:
         self.redis.hset(keys.workers(), self.hostname, json.dumps(self.row()))
 
     def _loop(self) -> None:
+        sweeper = Sweeper(get_runtime().store, self.hostname)
         while not self._stop.is_set():
             try:
                 self.beat()
+                sweeper.sweep()
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("sweeping for lost runs failed")
             self._stop.wait(self.settings.heartbeat_s)
 
 

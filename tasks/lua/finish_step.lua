@@ -44,31 +44,9 @@ elseif status == 'succeeded' or step_get(step, 'on_error') == 'continue' then
     end
   end
 else
-  if not redis.call('HGET', RUN, 'failed_step') then
-    redis.call('HSET', RUN, 'failed_step', step, 'failed_message', message)
-  end
-  -- Everything downstream of a failed step can never run: skip it now, depth first.
-  local stack = split_csv(step_get(step, 'next'))
-  while #stack > 0 do
-    local dep = table.remove(stack)
-    if step_get(dep, 'status') == 'pending' then
-      close_step(dep, 'skipped', 'skipped: needs failed step ' .. step, 'null', '"output":null')
-      for _, next_dep in ipairs(split_csv(step_get(dep, 'next'))) do
-        stack[#stack + 1] = next_dep
-      end
-    end
-  end
+  mark_failed(step, message, 'step_failed')
+  skip_downstream(step)
 end
 
-if tonumber(redis.call('HGET', RUN, 'remaining')) == 0 then
-  local failed_step = redis.call('HGET', RUN, 'failed_step')
-  if cancelling then
-    finish_run('cancelled', 'cancelled', 'cancelled by request')
-  elseif failed_step then
-    finish_run('failed', 'step_failed', 'step ' .. failed_step .. ' failed: '
-      .. redis.call('HGET', RUN, 'failed_message'))
-  else
-    finish_run('succeeded', '', '')
-  end
-end
+finish_if_done()
 return {'finished', EMITTED, ready, redis.call('HGET', RUN, 'status')}

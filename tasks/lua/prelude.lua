@@ -110,6 +110,27 @@ local function close_step(name, status, message, output, output_fragment)
     .. output_fragment)
 end
 
+--- Remember the first step whose failure fails the run, and why.
+local function mark_failed(step, message, reason)
+  if not redis.call('HGET', RUN, 'failed_step') then
+    redis.call('HSET', RUN, 'failed_step', step, 'failed_message', message, 'fail_reason', reason)
+  end
+end
+
+--- Everything downstream of a failed step can never run: skip it, depth first.
+local function skip_downstream(step)
+  local stack = split_csv(step_get(step, 'next'))
+  while #stack > 0 do
+    local dep = table.remove(stack)
+    if step_get(dep, 'status') == 'pending' then
+      close_step(dep, 'skipped', 'skipped: needs failed step ' .. step, 'null', '"output":null')
+      for _, next_dep in ipairs(split_csv(step_get(dep, 'next'))) do
+        stack[#stack + 1] = next_dep
+      end
+    end
+  end
+end
+
 --- Record run_finished once, and let the run's keys expire.
 local function finish_run(status, reason, message)
   redis.call('HSET', RUN, 'status', status, 'finished_at', NOW_ISO, 'message', message,
@@ -121,5 +142,19 @@ local function finish_run(status, reason, message)
   local ttl = redis.call('HGET', RUN, 'ttl_s')
   for _, key in ipairs({RUN, STEPS, EVENTS}) do
     redis.call('EXPIRE', key, ttl)
+  end
+end
+
+--- When no step is left, finish the run with the status its steps and requests imply.
+local function finish_if_done()
+  if tonumber(redis.call('HGET', RUN, 'remaining')) ~= 0 then return end
+  local failed_step = redis.call('HGET', RUN, 'failed_step')
+  if redis.call('HGET', RUN, 'cancel_requested') then
+    finish_run('cancelled', 'cancelled', 'cancelled by request')
+  elseif failed_step then
+    finish_run('failed', redis.call('HGET', RUN, 'fail_reason') or 'step_failed',
+      'step ' .. failed_step .. ' failed: ' .. redis.call('HGET', RUN, 'failed_message'))
+  else
+    finish_run('succeeded', '', '')
   end
 end

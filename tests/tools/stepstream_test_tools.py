@@ -8,6 +8,7 @@ would an installed plugin.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -117,4 +118,22 @@ def immortal(ctx: ToolContext, /, *, seconds: float) -> dict[str, Any]:
     return {"done": True}
 
 
-TOOLS: tuple[Tool, ...] = (flaky, barrier, stubborn, immortal)
+@tool(
+    "pid_nap",
+    description="Log this process's pid, then nap `seconds` on the first attempt only.",
+    input_schema={
+        "type": "object",
+        "required": ["seconds"],
+        "additionalProperties": False,
+        "properties": {"seconds": {"type": "number", "minimum": 0}},
+    },
+)
+def pid_nap(ctx: ToolContext, /, *, seconds: float) -> dict[str, Any]:
+    ctx.log(f"pid {os.getpid()}")
+    deadline = time.monotonic() + (seconds if ctx.attempt == 1 else 0)
+    while time.monotonic() < deadline and not ctx.cancelled:
+        time.sleep(STUBBORN_NAP_S)
+    return {"attempt": ctx.attempt}
+
+
+TOOLS: tuple[Tool, ...] = (flaky, barrier, stubborn, immortal, pid_nap)

@@ -1,0 +1,128 @@
+"""Lost-run takeover: a killed worker process or node never leaves a run `running`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+import websocket
+from clients import submit
+from conftest import LiveServer, WorkerProcess, serve, start_worker, wait_for
+
+from tasks import keys
+
+
+def follow(server: LiveServer, run_id: str) -> Iterator[dict[str, Any]]:
+    conn = websocket.create_connection(f"{server.ws_url}/api/runs/{run_id}/ws", timeout=60)
+    try:
+        while True:
+            opcode, data = conn.recv_data()
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return
+            yield json.loads(data)
+    finally:
+        conn.close()
+
+
+def check_resumed_run(events: list[dict[str, Any]], reason: str = "worker_lost") -> None:
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["type"] for e in events].count("run_finished") == 1
+    resumed = [e for e in events if e["type"] == "run_resumed"]
+    assert len(resumed) == 1 and resumed[0]["reason"] == reason
+    started = [(e["step"], e["attempt"]) for e in events if e["type"] == "step_started"]
+    # The step that had finished is kept; the lost one runs again as attempt 2, once.
+    assert started == [("first", 1), ("nap", 1), ("nap", 2), ("last", 1)]
+    assert events[-1]["status"] == "succeeded"
+    last = next(e for e in events if e["type"] == "step_finished" and e["step"] == "last")
+    assert last["output"] == {"after": 2}
+
+
+def test_a_killed_worker_process_is_taken_over_at_once(
+    live_server: LiveServer, worker: WorkerProcess
+) -> None:
+    run = submit(live_server.url, "test_takeover")
+    events = []
+    for event in follow(live_server, run["run_id"]):
+        events.append(event)
+        if event["type"] == "step_log" and event["step"] == "nap" and event["attempt"] == 1:
+            os.kill(int(event["message"].split()[-1]), signal.SIGKILL)  # the prefork child
+    check_resumed_run(events)
+
+
+@pytest.fixture
+def isolated(
+    base_env: dict[str, str], settings: Any, app_factory: Callable[..., Any]
+) -> Iterator[tuple[dict[str, str], Any]]:
+    """Store and broker databases of their own, so only the workers started here work."""
+    base = settings.redis_url.rsplit("/", 1)[0]
+    for db in (10, 11):
+        redis.Redis.from_url(f"{base}/{db}").flushdb()
+    env = {**base_env, "STEPSTREAM_REDIS_URL": f"{base}/10", "STEPSTREAM_BROKER_URL": f"{base}/11"}
+    app = app_factory(
+        redis_url=env["STEPSTREAM_REDIS_URL"], broker_url=env["STEPSTREAM_BROKER_URL"]
+    )
+    yield env, app
+
+
+def test_a_killed_worker_node_is_taken_over_by_another(
+    isolated: tuple[dict[str, str], Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env, app = isolated
+    logs = tmp_path_factory.mktemp("takeover")
+    workers = {w.name: w for w in (start_worker(env, n, logs) for n in ("w8", "w9"))}
+    client = redis.Redis.from_url(env["STEPSTREAM_REDIS_URL"], decode_responses=True)
+    try:
+        with serve(app) as server:
+            run = submit(server.url, "test_takeover")
+            steps = keys.run_steps(run["run_id"])
+            holder = wait_for(
+                lambda: (
+                    client.hget(steps, "nap.status") == "running"
+                    and client.hget(steps, "nap.worker")
+                ),
+                what="the nap step running",
+            )
+            doomed = workers[holder.split("@")[0]]
+            os.killpg(doomed.proc.pid, signal.SIGKILL)  # the whole node, no goodbye
+            doomed.proc.wait(timeout=10)
+            events = list(follow(server, run["run_id"]))
+        check_resumed_run(events)
+        survivor = next(w for name, w in workers.items() if w is not doomed)
+        resumed = next(e for e in events if e["type"] == "run_resumed")
+        assert resumed["worker"].startswith(f"{survivor.name}@")
+    finally:
+        for w in workers.values():
+            w.stop()
+
+
+def test_after_max_resumes_the_run_fails_with_worker_lost(
+    isolated: tuple[dict[str, str], Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env, app = isolated
+    w = start_worker(
+        {**env, "STEPSTREAM_MAX_RESUMES": "0"}, "w7", tmp_path_factory.mktemp("maxres")
+    )
+    try:
+        with serve(app) as server:
+            run = submit(server.url, "test_takeover")
+            events = []
+            for event in follow(server, run["run_id"]):
+                events.append(event)
+                if event["type"] == "step_log" and event["step"] == "nap":
+                    os.kill(int(event["message"].split()[-1]), signal.SIGKILL)
+        finished = {e["step"]: e for e in events if e["type"] == "step_finished"}
+        assert finished["first"]["status"] == "succeeded"
+        assert finished["nap"]["status"] == "failed"
+        assert "lost its worker" in finished["nap"]["message"]
+        assert finished["last"]["status"] == "skipped"
+        final = events[-1]
+        assert final["type"] == "run_finished" and final["status"] == "failed"
+        assert final["reason"] == "worker_lost"
+        assert [e["type"] for e in events].count("run_resumed") == 0
+    finally:
+        w.stop()
