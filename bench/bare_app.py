@@ -14,10 +14,9 @@ from functools import cache
 from typing import Any
 
 import redis
-from celery import Celery
 
 from tasks.config import Settings
-from worker.celery_app import celery_config
+from worker.celery_app import celery_config, create_celery_app
 
 NOOP = "bench.noop"
 HOP = "bench.hop"
@@ -29,17 +28,7 @@ def bare_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def create_bare_app(settings: Settings | None = None) -> Celery:
-    """The app; without settings, they are read from the environment when first used."""
-    celery = Celery("bench_bare")
-    if settings is not None:
-        celery.conf.update(bare_config(settings))
-    else:
-        celery.add_defaults(lambda: bare_config(Settings.from_env()))
-    return celery
-
-
-app = create_bare_app()
+app = create_celery_app(name="bench_bare", config=bare_config)
 
 
 @cache

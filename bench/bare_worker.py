@@ -16,8 +16,9 @@ from celery import Celery
 
 from devtools.celery_worker import ROOT, WorkerProcess
 from tasks.config import Settings
+from worker.celery_app import create_celery_app
 
-from .bare_app import NOOP, create_bare_app, done_key
+from .bare_app import NOOP, bare_config, done_key
 
 START_TIMEOUT_S = 30.0
 
@@ -63,7 +64,7 @@ def bare_worker(
         start_new_session=True,
     )
     process = WorkerProcess("bare", proc, log_path)
-    app = create_bare_app(Settings.from_env(bare_env))
+    app = create_celery_app(Settings.from_env(bare_env), name="bench_bare", config=bare_config)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         ready = f"bench:ready:{uuid.uuid4()}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -45,11 +46,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_celery_app(settings: Settings | None = None) -> Celery:
+def create_celery_app(
+    settings: Settings | None = None,
+    *,
+    name: str = "stepstream",
+    config: Callable[[Settings], dict[str, Any]] = celery_config,
+) -> Celery:
     """A Celery app; without settings, they are read from the environment when first used."""
-    app = Celery("stepstream")
+    app = Celery(name)
     if settings is not None:
-        app.conf.update(celery_config(settings))
+        app.conf.update(config(settings))
     else:
-        app.add_defaults(lambda: celery_config(Settings.from_env()))
+        app.add_defaults(lambda: config(Settings.from_env()))
     return app
