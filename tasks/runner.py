@@ -86,7 +86,7 @@ def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
         # If it was this very message, its first execution is gone (Celery redelivers
         # a message whose worker process died): the attempt is taken over.
         lost = store.resume_step(
-            run_id, step, attempt, "worker_lost", worker, task_id=self.request.id or "-"
+            run_id, step, attempt, "worker_lost", task_id=self.request.id or "-"
         )
         if lost.outcome == "resumed":
             log.warning(

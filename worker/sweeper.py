@@ -57,7 +57,6 @@ class Sweeper:
                     attempt.step,
                     attempt.attempt,
                     "worker_lost",
-                    self.hostname,
                     holder=attempt.worker,
                 )
                 if t.outcome == "stale":

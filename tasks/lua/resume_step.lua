@@ -1,18 +1,19 @@
 -- Take over a running attempt whose execution is gone (its worker process or node was
 -- lost, or its worker is shutting down): the step becomes ready again as the next
--- attempt and `run_resumed` is appended. Steps that already finished are kept. After
--- `max_resumes` takeovers the step fails, and with it the run, for that reason.
+-- attempt, and the worker that starts it appends `run_resumed` (start_step.lua). Steps
+-- that already finished are kept. After `max_resumes` takeovers the step fails, and
+-- with it the run, for that reason.
 -- ARGV[1] step   ARGV[2] attempt   ARGV[3] reason: worker_lost | shutdown
--- ARGV[4] the worker taking the run over   ARGV[5] max resumes
--- ARGV[6] the attempt's Celery task id, or "" for any
--- ARGV[7] the worker that held the attempt, or "" for any
+-- ARGV[4] max resumes
+-- ARGV[5] the attempt's Celery task id, or "" for any
+-- ARGV[6] the worker that held the attempt, or "" for any
 -- Returns {outcome, EMITTED, ready, run status}: outcome is "resumed", "failed" or
 -- "stale" (the attempt is not running as described: nothing was changed).
 local step, attempt, reason = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HGET', RUN, 'status') ~= 'running' or step_get(step, 'status') ~= 'running'
     or step_get(step, 'attempt') ~= attempt
-    or (ARGV[6] ~= '' and step_get(step, 'task_id') ~= ARGV[6])
-    or (ARGV[7] ~= '' and step_get(step, 'worker') ~= ARGV[7]) then
+    or (ARGV[5] ~= '' and step_get(step, 'task_id') ~= ARGV[5])
+    or (ARGV[6] ~= '' and step_get(step, 'worker') ~= ARGV[6]) then
   return {'stale', {}, {}, ''}
 end
 local ready = {}
@@ -23,7 +24,7 @@ if redis.call('HGET', RUN, 'cancel_requested') then
   return {'failed', EMITTED, ready, redis.call('HGET', RUN, 'status')}
 end
 local resumes = redis.call('HINCRBY', RUN, 'resumes', 1)
-if resumes > tonumber(ARGV[5]) then
+if resumes > tonumber(ARGV[4]) then
   local message = 'lost its worker (' .. reason .. ') after ' .. (resumes - 1) .. ' resumes'
   close_step(step, 'failed', message, 'null', '"output":null')
   mark_failed(step, message, reason)
@@ -31,7 +32,6 @@ if resumes > tonumber(ARGV[5]) then
   finish_if_done()
   return {'failed', EMITTED, ready, redis.call('HGET', RUN, 'status')}
 end
-redis.call('HSET', RUN, 'worker', ARGV[4])
-emit('run_resumed', '"worker":' .. str(ARGV[4]) .. ',"reason":"' .. reason .. '"')
+step_set(step, 'resumed_reason', reason)
 make_ready(step, tonumber(attempt) + 1, ready)
 return {'resumed', EMITTED, ready, 'running'}

@@ -8,6 +8,13 @@ local status = step_get(step, 'status')
 if run_status ~= 'running' or status ~= 'ready' or step_get(step, 'attempt') ~= attempt then
   return {'stale', status or '', step_get(step, 'attempt') or ''}
 end
+local resumed = step_get(step, 'resumed_reason')
+if resumed and resumed ~= '' then
+  -- This attempt takes over one whose execution was lost: say who took the run over.
+  redis.call('HSET', RUN, 'worker', ARGV[3])
+  emit('run_resumed', '"worker":' .. str(ARGV[3]) .. ',"reason":"' .. resumed .. '"')
+  step_set(step, 'resumed_reason', '')
+end
 step_set(step, 'status', 'running', 'started_at', NOW_ISO, 'started_us', NOW_US,
   'worker', ARGV[3], 'task_id', ARGV[4], 'progress', '0', 'message', '')
 emit('step_started', '"step":"' .. step .. '","attempt":' .. attempt .. ',"tool":'
