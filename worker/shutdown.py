@@ -17,9 +17,10 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutting_down
 
-from tasks.runner import dispatch
 from tasks.runtime import get_runtime
 from tasks.store import RunStore
+
+from .sweeper import take_over
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +30,7 @@ _consumer: Any = None
 
 def hand_back(store: RunStore, hostname: str) -> int:
     """Resume elsewhere every attempt `hostname` still runs; returns how many."""
-    handed = 0
-    for run_id in store.active_runs():
-        _, running = store.running_attempts(run_id)
-        for attempt in running:
-            if attempt.worker != hostname:
-                continue
-            t = store.resume_step(
-                run_id, attempt.step, attempt.attempt, "shutdown", holder=hostname
-            )
-            if t.outcome != "stale":
-                handed += 1
-                dispatch(run_id, t.ready)
-    return handed
+    return take_over(store, "shutdown", lambda attempt: attempt.worker == hostname)
 
 
 def _after_grace(hostname: str, grace_s: float) -> None:

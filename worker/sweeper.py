@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import cast
 
 from tasks import keys
 from tasks.runner import dispatch
-from tasks.store import TERMINAL_RUN, RunStore
+from tasks.store import TERMINAL_RUN, RunningAttempt, RunStore
 from tasks.workers import STALE_AFTER_INTERVALS, read_registry
 
 log = logging.getLogger(__name__)
@@ -41,34 +42,43 @@ class Sweeper:
             heartbeat_s=settings.heartbeat_s,
         )
         alive = {w["name"] for w in registry.workers if w["status"] == "ok"}
-        resumed = 0
-        for run_id in self.store.active_runs():
-            status, running = self.store.running_attempts(run_id)
-            if status is None or status in TERMINAL_RUN:
-                client.srem(keys.active_runs(), run_id)
+
+        def lost(attempt: RunningAttempt) -> bool:
+            # A worker may start a task before its first heartbeat lands: an unknown
+            # holder only counts as lost once its attempt is older than the grace.
+            return attempt.worker not in alive and now - attempt.started >= grace
+
+        return take_over(self.store, "worker_lost", lost)
+
+
+def take_over(store: RunStore, reason: str, select: Callable[[RunningAttempt], bool]) -> int:
+    """Resume as new attempts the running attempts `select` picks; returns how many.
+
+    Walks the unfinished runs, forgetting those found finished on the way.
+    """
+    taken = 0
+    for run_id in store.active_runs():
+        status, running = store.running_attempts(run_id)
+        if status is None or status in TERMINAL_RUN:
+            store.redis.srem(keys.active_runs(), run_id)
+            continue
+        for attempt in running:
+            if not select(attempt):
                 continue
-            for attempt in running:
-                # A worker may start a task before its first heartbeat lands: an unknown
-                # holder only counts as lost once its attempt is older than the grace.
-                if attempt.worker in alive or now - attempt.started < grace:
-                    continue
-                t = self.store.resume_step(
-                    run_id,
-                    attempt.step,
-                    attempt.attempt,
-                    "worker_lost",
-                    holder=attempt.worker,
-                )
-                if t.outcome == "stale":
-                    continue
-                log.warning(
-                    "run %s: step %s attempt %d held by lost worker %s: %s",
-                    run_id,
-                    attempt.step,
-                    attempt.attempt,
-                    attempt.worker,
-                    t.outcome,
-                )
-                resumed += 1
-                dispatch(run_id, t.ready)
-        return resumed
+            t = store.resume_step(
+                run_id, attempt.step, attempt.attempt, reason, holder=attempt.worker
+            )
+            if t.outcome == "stale":
+                continue
+            log.warning(
+                "run %s: step %s attempt %d held by %s taken over (%s): %s",
+                run_id,
+                attempt.step,
+                attempt.attempt,
+                attempt.worker,
+                reason,
+                t.outcome,
+            )
+            taken += 1
+            dispatch(run_id, t.ready)
+    return taken
