@@ -50,6 +50,11 @@ class Settings:
     max_output_bytes: int = 1_048_576
     #: Outputs larger than this are left out of `step_finished` events.
     event_output_bytes: int = 16_384
+    #: How long a worker keeps retrying a write while Redis is unreachable.
+    redis_retry_s: float = 60.0
+    #: After this long the broker hands out again a message whose worker never
+    #: acknowledged it (a lost node's): the backstop for anything such a node held.
+    redeliver_s: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -71,4 +76,6 @@ class Settings:
             step_timeout_s=_float(env, "STEPSTREAM_STEP_TIMEOUT_S", cls.step_timeout_s),
             cancel_grace_s=_float(env, "STEPSTREAM_CANCEL_GRACE_S", cls.cancel_grace_s),
             max_output_bytes=_int(env, "STEPSTREAM_MAX_OUTPUT_BYTES", cls.max_output_bytes),
+            redis_retry_s=_float(env, "STEPSTREAM_REDIS_RETRY_S", cls.redis_retry_s),
+            redeliver_s=_float(env, "STEPSTREAM_REDELIVER_S", cls.redeliver_s),
         )

@@ -5,6 +5,7 @@ This module knows nothing of Celery; `runner.py` wires it to tasks and the store
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -52,6 +53,9 @@ class StepContext:
         self.attempt = attempt
         self._cancelled = False
         self._checked_at = 0.0
+        # Numbers this attempt's events, so that a write retried after a lost reply
+        # is recognised as a repeat (itertools.count is atomic under the GIL).
+        self._numbers = itertools.count(1)
 
     def progress(self, fraction: float, message: str = "") -> None:
         fraction = min(1.0, max(0.0, float(fraction)))
@@ -62,11 +66,17 @@ class StepContext:
             "step_progress",
             {"progress": fraction, "message": str(message)},
             progress=fraction,
+            number=next(self._numbers),
         )
 
     def log(self, message: str) -> None:
         self.store.step_event(
-            self.run_id, self.step, self.attempt, "step_log", {"message": str(message)}
+            self.run_id,
+            self.step,
+            self.attempt,
+            "step_log",
+            {"message": str(message)},
+            number=next(self._numbers),
         )
 
     @property

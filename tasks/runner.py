@@ -11,15 +11,22 @@ message does nothing but complete a dispatch that a crash may have interrupted.
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from typing import Any
 
+import redis
 from billiard.einfo import ExceptionInfo
+from billiard.exceptions import WorkerLostError
 from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
+from celery.worker.request import Request
+from kombu.exceptions import OperationalError
 
 from .engine import StepContext, execute, timed_out_message
 from .runtime import get_runtime
-from .store import ReadyStep
+from .store import ReadyStep, RunStore
+from .workers import incarnation
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +38,35 @@ ENFORCE_CANCEL = "stepstream.enforce_cancel"
 HARD_LIMIT_GRACE_S = 10
 
 
+#: What a publish raises while the broker is unreachable.
+BROKER_DOWN = (OperationalError, redis.ConnectionError, redis.TimeoutError, OSError)
+
+
 def dispatch(run_id: str, ready: list[ReadyStep]) -> None:
-    """Send a `run_step` message for each ready step; a fan-out goes in batches."""
+    """Send a `run_step` message for each ready step, riding out a broker outage.
+
+    A step recorded as finished whose successors were never sent would leave its run
+    waiting, so a worker keeps trying for `STEPSTREAM_REDIS_RETRY_S` (the web, by
+    contrast, answers 503 at once). A batch cut short is sent again whole: the copies
+    are harmless, since starting an attempt is fenced.
+    """
     if not ready:
         return
+    deadline = time.monotonic() + get_runtime().settings.redis_retry_s
+    pause = 0.05
+    while True:
+        try:
+            _publish(run_id, ready)
+            return
+        except BROKER_DOWN as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("run %s: broker unreachable, retrying the dispatch: %s", run_id, exc)
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+def _publish(run_id: str, ready: list[ReadyStep]) -> None:
     # One pipelined round trip per batch rather than one per message: a step that fans
     # out to a thousand others sends them in a handful of writes.
     with run_step.app.producer_or_acquire() as producer, producer.batch():
@@ -57,8 +89,48 @@ def run_scenario(self: Task, run_id: str) -> None:
     dispatch(run_id, transition.ready)
 
 
+class StepRequest(Request):  # type: ignore[misc]
+    """A `run_step` request as the worker's main process sees it.
+
+    When a pool child dies mid-step (killed, out of memory), only the main process
+    knows that this execution is gone for good: it hands the attempt to a new one
+    right here. The message Celery then requeues (`task_reject_on_worker_lost`) finds
+    the attempt taken over and does nothing more, and a copy redelivered for any other
+    reason (a broker reconnect restores unacknowledged messages) never takes over an
+    execution that is still running.
+    """
+
+    def on_failure(self, exc_info: ExceptionInfo, *args: Any, **kwargs: Any) -> None:
+        exc = exc_info.exception
+        exc = getattr(exc, "exc", exc)  # unwrap ExceptionWithTraceback
+        lost = isinstance(exc, WorkerLostError | SystemExit | KeyboardInterrupt)
+        if lost and not (self._already_cancelled or self._already_revoked):
+            try:
+                hand_back_lost_execution(self.id, *self.args)
+            except Exception:
+                # The requeued message is still owed; the sweeper is the last resort.
+                log.exception("could not hand back the lost attempt of task %s", self.id)
+        super().on_failure(exc_info, *args, **kwargs)
+
+
+def hand_back_lost_execution(task_id: str, run_id: str, step: str, attempt: int) -> None:
+    store = get_runtime().store
+    lost = store.resume_step(run_id, step, attempt, "worker_lost", task_id=task_id)
+    if lost.outcome != "stale":
+        log.warning(
+            "run %s: step %s attempt %d lost its worker process: %s",
+            run_id,
+            step,
+            attempt,
+            lost.outcome,
+        )
+    dispatch(run_id, lost.ready)
+
+
 class StepTask(Task):  # type: ignore[misc]
-    """`run_step`, plus what must happen when its process is killed on the hard limit."""
+    """`run_step`, plus what must happen when its process is killed."""
+
+    Request = StepRequest
 
     def on_failure(
         self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
@@ -71,8 +143,7 @@ class StepTask(Task):  # type: ignore[misc]
         run_id, step, attempt = args
         hard_limit = float(exc.args[0]) if exc.args else 0.0
         message = f"{timed_out_message(hard_limit)} (hard limit) and was terminated"
-        transition = get_runtime().store.finish_step(run_id, step, attempt, "failed", message, "")
-        dispatch(run_id, transition.ready)
+        finish(get_runtime().store, run_id, step, attempt, "failed", message, "")
 
 
 @shared_task(name=RUN_STEP, bind=True, ignore_result=True, base=StepTask)
@@ -80,21 +151,16 @@ def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
     runtime = get_runtime()
     store = runtime.store
     worker = self.request.hostname or "unknown"
-    start = store.start_step(run_id, step, attempt, worker, self.request.id or "")
+    # Names this execution, so that a start retried after a lost reply is not refused.
+    token = uuid.uuid4().hex
+    start = store.start_step(
+        run_id, step, attempt, worker, self.request.id or "", token, incarnation()
+    )
     if start is None:
         # Someone already took this attempt: a duplicate or a redelivered message.
-        # If it was this very message, its first execution is gone (Celery redelivers
-        # a message whose worker process died): the attempt is taken over.
-        lost = store.resume_step(
-            run_id, step, attempt, "worker_lost", task_id=self.request.id or "-"
-        )
-        if lost.outcome == "resumed":
-            log.warning(
-                "run %s: step %s attempt %d lost its worker process; resumed", run_id, step, attempt
-            )
-        # Otherwise the worker that ran it may have died before dispatching what it
-        # made ready; dispatching again is harmless, the scripts fence every attempt.
-        dispatch(run_id, lost.ready or store.continuation(run_id, step, attempt))
+        # The worker that ran it may have died before dispatching what it made ready;
+        # dispatching again is harmless, the scripts fence every attempt.
+        dispatch(run_id, store.continuation(run_id, step, attempt))
         return
     _, soft_limit = self.request.timelimit or (None, None)
     outcome = execute(
@@ -106,10 +172,27 @@ def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
         timeout_s=float(soft_limit or runtime.settings.step_timeout_s),
         max_output_bytes=runtime.settings.max_output_bytes,
     )
-    transition = store.finish_step(
-        run_id, step, attempt, outcome.status, outcome.message, outcome.output_json
-    )
-    dispatch(run_id, transition.ready)
+    finish(store, run_id, step, attempt, outcome.status, outcome.message, outcome.output_json)
+
+
+def finish(
+    store: RunStore,
+    run_id: str,
+    step: str,
+    attempt: int,
+    status: str,
+    message: str,
+    output_json: str,
+) -> None:
+    """Record an attempt's end and dispatch what it made ready."""
+    transition = store.finish_step(run_id, step, attempt, status, message, output_json)
+    ready = transition.ready
+    if transition.outcome == "stale":
+        # Either the attempt was taken from us (cancelled, or resumed elsewhere), or
+        # this write was retried after Redis took it but lost the reply: then what it
+        # made ready is still owed, and the continuation offers it again.
+        ready = store.continuation(run_id, step, attempt)
+    dispatch(run_id, ready)
 
 
 @shared_task(name=ENFORCE_CANCEL, bind=True, ignore_result=True)

@@ -28,7 +28,8 @@ _lock = threading.Lock()
 @cache
 def _build() -> Runtime:
     settings = Settings.from_env()
-    return Runtime(settings, RunStore.from_settings(settings), default_registry())
+    store = RunStore.from_settings(settings, retry_s=settings.redis_retry_s)
+    return Runtime(settings, store, default_registry())
 
 
 def get_runtime() -> Runtime:

@@ -14,6 +14,8 @@ from importlib import resources
 from typing import Any, cast
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from . import keys
 from .config import Settings
@@ -69,6 +71,8 @@ class RunningAttempt:
     worker: str
     #: When it started, in seconds since the epoch (Redis' clock).
     started: float
+    #: The incarnation of the worker node that started it ("" if unknown).
+    incarnation: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,26 @@ class Transition:
     events: list[Event]
     ready: list[ReadyStep]
     run_status: str = ""
+
+
+#: The longest pause between two tries to reach a Redis that went away.
+RETRY_CAP_S = 1.0
+
+
+def outage_retry(budget_s: float) -> Retry:
+    """Retry connection errors (and Redis' LOADING after a restart) for about `budget_s`.
+
+    Every run script is safe to repeat after a reply was lost (each recognises its own
+    earlier effect), so redis-py's retry of the whole call is exactly what is needed.
+    """
+    # Pauses of 10, 20, 40, ... ms up to RETRY_CAP_S: the first tries ride out a blip,
+    # the later ones pace themselves.
+    backoff = ExponentialBackoff(cap=RETRY_CAP_S, base=0.005)
+    retries, waited = 0, 0.0
+    while waited < budget_s:
+        retries += 1
+        waited += backoff.compute(retries)
+    return Retry(backoff, retries=retries)
 
 
 def _load_script(name: str) -> str:
@@ -156,9 +180,18 @@ class RunStore:
         }
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RunStore:
+    def from_settings(cls, settings: Settings, *, retry_s: float = 1.0) -> RunStore:
+        """A store whose calls ride out a Redis outage of up to `retry_s` seconds.
+
+        Workers wait long (`STEPSTREAM_REDIS_RETRY_S`): a step's events must not be lost.
+        The web waits briefly, so that a request answers 503 rather than hanging.
+        """
         client = redis.Redis.from_url(
-            settings.redis_url, decode_responses=True, health_check_interval=30
+            settings.redis_url,
+            decode_responses=True,
+            health_check_interval=30,
+            socket_connect_timeout=2,
+            retry=outage_retry(retry_s),
         )
         return cls(client, settings)
 
@@ -262,10 +295,21 @@ class RunStore:
         return Transition(outcome, events, _ready(ready))
 
     def start_step(
-        self, run_id: str, step: str, attempt: int, worker: str, task_id: str = ""
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        worker: str,
+        task_id: str = "",
+        token: str = "",
+        incarnation: str = "",
     ) -> StepStart | None:
-        """Take attempt `attempt` of `step`; None if it is not ready (already taken)."""
-        reply = self._run("start_step", run_id, step, attempt, worker, task_id)
+        """Take attempt `attempt` of `step`; None if it is not ready (already taken).
+
+        `token` names this execution: the same call repeated with it (a retry after a
+        lost reply) is granted again instead of refused.
+        """
+        reply = self._run("start_step", run_id, step, attempt, worker, task_id, token, incarnation)
         if reply[0] != "started":
             return None
         _, emitted, definition, run_input, outputs = reply
@@ -286,8 +330,14 @@ class RunStore:
         event_type: str,
         fields: Mapping[str, Any],
         progress: float | None = None,
+        *,
+        number: int,
     ) -> list[Event]:
-        """Append step_progress or step_log; nothing if the attempt is no longer running."""
+        """Append step_progress or step_log; nothing if the attempt is no longer running.
+
+        `number` counts the attempt's events from 1: a number already recorded is a
+        repeat of a call whose reply was lost, and is not appended again.
+        """
         fragment = json.dumps({"step": step, "attempt": attempt, **fields})[1:-1]
         message = str(fields.get("message", ""))
         emitted = self._run(
@@ -299,6 +349,7 @@ class RunStore:
             fragment,
             "" if progress is None else repr(progress),
             message,
+            number,
         )
         events = _events(emitted)
         self.publish_all(events)
@@ -390,6 +441,7 @@ class RunStore:
                         int(steps[f"{name}.attempt"]),
                         steps.get(f"{name}.worker", ""),
                         int(steps.get(f"{name}.started_us") or 0) / 1_000_000,
+                        steps.get(f"{name}.incarnation", ""),
                     )
                 )
         return status, running

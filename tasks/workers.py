@@ -6,6 +6,7 @@ Pure: it is given the rows and the clock, so it is tested without Redis or Celer
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,15 @@ STALE_AFTER_INTERVALS = 3
 FORGET_AFTER_S = 24 * 3600
 #: Celery node names are `name@host`; anything else is not a worker's row.
 NODE_NAME = re.compile(r"^[^@\s]{1,200}@[^@\s]{1,200}$")
+#: Set by a worker node's main process when it starts, inherited by its pool children:
+#: a node restarted under the same name is a new incarnation, and the attempts the old
+#: one held are known to be lost without waiting for it to look stale.
+INCARNATION_ENV = "STEPSTREAM_WORKER_INCARNATION"
+
+
+def incarnation() -> str:
+    """This worker node's incarnation, or "" outside a worker."""
+    return os.environ.get(INCARNATION_ENV, "")
 
 
 @dataclass(frozen=True)

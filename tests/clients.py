@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -102,3 +103,81 @@ def submit(
     body: dict[str, Any] = response.json()
     assert response.headers["Location"] == f"/api/runs/{body['run_id']}"
     return body
+
+
+class Follower:
+    """A client that follows a run to its end the way a careful front end would: when
+    the stream is cut short (closed with 1013 or 1001, ended without `run_finished`,
+    refused with 503 or unreachable), it reconnects with the last id it saw.
+
+    `events` is everything received, in order, across connections.
+    """
+
+    def __init__(self, base_url: str, run_id: str, transport: str) -> None:
+        self.base_url = base_url
+        self.run_id = run_id
+        self.transport = transport
+        self.events: list[dict[str, Any]] = []
+        self.connections = 0
+        self.cut_short = 0
+
+    @property
+    def last_id(self) -> str | None:
+        return self.events[-1]["id"] if self.events else None
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.events) and self.events[-1]["type"] == "run_finished"
+
+    def run(self, deadline_s: float = 60.0) -> None:
+        deadline = time.monotonic() + deadline_s
+        pause = 0.05
+        while not self.finished:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.transport} follower: no run_finished in time")
+            try:
+                self.connections += 1
+                if self.transport == "ws":
+                    self._follow_ws()
+                else:
+                    self._follow_sse()
+                pause = 0.05
+            except (OSError, httpx.HTTPError, websocket.WebSocketException, Refused):
+                time.sleep(pause)  # back off before reconnecting, as a client should
+                pause = min(pause * 2, 0.5)
+            if not self.finished:
+                self.cut_short += 1
+
+    def _follow_ws(self) -> None:
+        ws_url = "ws" + self.base_url[len("http") :]
+        url = f"{ws_url}/api/runs/{self.run_id}/ws"
+        if self.last_id:
+            url += f"?after={self.last_id}"
+        conn = websocket.create_connection(url, timeout=30)
+        try:
+            while True:
+                opcode, data = conn.recv_data(control_frame=False)
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    return
+                self.events.append(json.loads(data))
+        finally:
+            conn.close()
+
+    def _follow_sse(self) -> None:
+        headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
+        with httpx.stream(
+            "GET", f"{self.base_url}/api/runs/{self.run_id}/events", headers=headers, timeout=30
+        ) as response:
+            if response.status_code != 200:
+                raise Refused(response.status_code)
+            data = None
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    data = line.removeprefix("data:").strip()
+                elif line == "" and data is not None:
+                    self.events.append(json.loads(data))
+                    data = None
+
+
+class Refused(Exception):
+    """The server answered a stream request with an error status (503 during outages)."""

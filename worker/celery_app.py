@@ -13,15 +13,24 @@ from .transport import TRANSPORT
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    # A message must stay invisible to other workers longer than any step may run,
-    # or the Redis broker hands it out twice.
-    visibility_timeout = max(3600, int(settings.step_timeout_s * 2))
+    # A message a lost node had taken comes back after the visibility timeout. The
+    # sweeper resumes such a node's running steps long before; this is the backstop
+    # for the rest (a step it had recorded as finished but not yet dispatched from, a
+    # retry it held for its countdown). A copy of a message whose execution is still
+    # running is harmless: it finds its attempt taken and does nothing.
+    redeliver_s = max(1.0, settings.redeliver_s)
+    transport_options = {
+        "visibility_timeout": redeliver_s,
+        # kombu looks for such messages every interval x throttle seconds.
+        "unacked_restore_interval": max(1.0, min(10.0, redeliver_s / 4)),
+        "unacked_restore_throttle": 1,
+    }
     redis_broker = settings.broker_url.startswith(("redis://", "rediss://"))
     return {
         "broker_url": settings.broker_url,
         **({"broker_transport": TRANSPORT} if redis_broker else {}),
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": visibility_timeout},
+        "broker_transport_options": transport_options,
         # A publish to a dead broker must fail fast so the API can answer 503.
         "broker_connection_timeout": 2,
         "task_publish_retry_policy": {

@@ -12,15 +12,17 @@ import logging
 import os
 import threading
 import time
+import uuid
 from typing import Any
 
 import redis
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_ready, worker_shutdown
 from celery.worker import state
 
 from tasks import keys
 from tasks.config import Settings
 from tasks.runtime import get_runtime
+from tasks.workers import INCARNATION_ENV, incarnation
 
 from .sweeper import Sweeper
 
@@ -58,6 +60,7 @@ class Heartbeat:
             "processed": sum(state.total_count.values()),
             "concurrency": self.concurrency,
             "started_at": self.started_at,
+            "incarnation": incarnation(),
         }
 
     def beat(self) -> None:
@@ -77,6 +80,12 @@ class Heartbeat:
 
 
 _current: Heartbeat | None = None
+
+
+@worker_init.connect
+def _new_incarnation(**_: Any) -> None:
+    # Before the pool forks, so that every child records it with the steps it starts.
+    os.environ[INCARNATION_ENV] = uuid.uuid4().hex
 
 
 @worker_ready.connect

@@ -41,12 +41,20 @@ class Sweeper:
             now=now,
             heartbeat_s=settings.heartbeat_s,
         )
-        alive = {w["name"] for w in registry.workers if w["status"] == "ok"}
+        alive = {
+            w["name"]: str(w["extra"].get("incarnation", ""))
+            for w in registry.workers
+            if w["status"] == "ok"
+        }
 
         def lost(attempt: RunningAttempt) -> bool:
+            if attempt.worker in alive:
+                # Alive under that name, but restarted since it started the attempt?
+                current = alive[attempt.worker]
+                return bool(attempt.incarnation and current and current != attempt.incarnation)
             # A worker may start a task before its first heartbeat lands: an unknown
             # holder only counts as lost once its attempt is older than the grace.
-            return attempt.worker not in alive and now - attempt.started >= grace
+            return now - attempt.started >= grace
 
         return take_over(self.store, "worker_lost", lost)
 

@@ -10,7 +10,8 @@ local current = tonumber(step_get(step, 'attempt') or '0')
 local ready = {}
 if redis.call('HGET', RUN, 'status') ~= 'running' then return ready end
 if status == 'ready' and current == attempt + 1 then
-  ready = {step, tostring(current), step_get(step, 'timeout_s'), '0'}
+  -- The retry keeps the backoff its failure was given.
+  ready = {step, tostring(current), step_get(step, 'timeout_s'), step_get(step, 'delay_s') or '0'}
 elseif current == attempt and (status == 'succeeded' or status == 'failed') then
   for _, dep in ipairs(split_csv(step_get(step, 'next'))) do
     if step_get(dep, 'status') == 'ready' and step_get(dep, 'attempt') == '1' then

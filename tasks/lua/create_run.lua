@@ -3,14 +3,18 @@
 -- ARGV[4] step order (csv)  ARGV[5] stream MAXLEN    ARGV[6] TTL of a finished run (s)
 -- ARGV[7] run_queued fields fragment
 -- ARGV[8..] step hash fields and values, flat
--- Returns {created_at in microseconds, EMITTED} or an error when the run already exists.
+-- Returns {created_at in microseconds, EMITTED}. Run ids are new for every request, so
+-- a run that exists already was made by this very call, retried after a lost reply: it
+-- is answered again as it was created.
 if redis.call('EXISTS', RUN) == 1 then
-  return redis.error_reply('run exists')
+  local first = redis.call('XRANGE', EVENTS, '-', '+', 'COUNT', 1)[1]
+  return {redis.call('HGET', RUN, 'created_us'), {first[1], first[2][2]}}
 end
 local order = split_csv(ARGV[4])
 redis.call('HSET', RUN, 'run_id', ARGV[1], 'scenario_id', ARGV[2], 'status', 'queued',
   'input', ARGV[3], 'order', ARGV[4], 'maxlen', ARGV[5], 'ttl_s', ARGV[6],
-  'created_at', NOW_ISO, 'seq', 0, 'remaining', #order, 'message', '')
+  'created_at', NOW_ISO, 'created_us', string.format('%.0f', NOW_US), 'seq', 0,
+  'remaining', #order, 'message', '')
 -- unpack() is bounded by the Lua C stack: write the step fields in slices.
 local batch = {}
 for i = 8, #ARGV do

@@ -24,7 +24,7 @@ if status == 'failed' and not cancelling and n < tonumber(step_get(step, 'max_at
   local delay_s = string.format('%.6g', delay)
   emit('step_retrying', '"step":"' .. step .. '","attempt":' .. attempt .. ',"message":'
     .. str(message) .. ',"delay_s":' .. delay_s)
-  step_set(step, 'message', message)
+  step_set(step, 'message', message, 'delay_s', delay_s)
   make_ready(step, n + 1, ready)
   ready[#ready] = delay_s
   return {'retrying', EMITTED, ready, 'running'}

@@ -8,12 +8,24 @@
 -- ARGV[5] the attempt's Celery task id, or "" for any
 -- ARGV[6] the worker that held the attempt, or "" for any
 -- Returns {outcome, EMITTED, ready, run status}: outcome is "resumed", "failed" or
--- "stale" (the attempt is not running as described: nothing was changed).
+-- "stale" (the attempt is not running as described: nothing was changed). A call
+-- repeated after it took effect answers "resumed" again with no events.
 local step, attempt, reason = ARGV[1], ARGV[2], ARGV[3]
+local function held_as_described()
+  return (ARGV[5] == '' or step_get(step, 'task_id') == ARGV[5])
+    and (ARGV[6] == '' or step_get(step, 'worker') == ARGV[6])
+end
+if redis.call('HGET', RUN, 'status') == 'running' and step_get(step, 'status') == 'ready'
+    and tonumber(step_get(step, 'attempt')) == tonumber(attempt) + 1
+    and step_get(step, 'resumed_reason') == reason and held_as_described() then
+  -- Resumed already, by this call retried after a lost reply or by a peer: the new
+  -- attempt is offered again (dispatching it twice is harmless, starting it is fenced).
+  return {'resumed', {}, {step, step_get(step, 'attempt'), step_get(step, 'timeout_s'), '0'},
+    'running'}
+end
 if redis.call('HGET', RUN, 'status') ~= 'running' or step_get(step, 'status') ~= 'running'
     or step_get(step, 'attempt') ~= attempt
-    or (ARGV[5] ~= '' and step_get(step, 'task_id') ~= ARGV[5])
-    or (ARGV[6] ~= '' and step_get(step, 'worker') ~= ARGV[6]) then
+    or not held_as_described() then
   return {'stale', {}, {}, ''}
 end
 local ready = {}

@@ -102,13 +102,16 @@ def test_events_of_a_finished_attempt_or_run_are_refused(store: RunStore) -> Non
     run_id = new_run(store, sc)
     store.start_run(run_id, "w@test")
     store.start_step(run_id, "only", 1, "w@test")
-    assert store.step_event(run_id, "only", 1, "step_log", {"message": "hi"})
-    assert store.step_event(run_id, "only", 2, "step_log", {"message": "x"}) == []
+    assert store.step_event(run_id, "only", 1, "step_log", {"message": "hi"}, number=1)
+    assert store.step_event(run_id, "only", 2, "step_log", {"message": "x"}, number=1) == []
     store.finish_step(run_id, "only", 1, "succeeded", "", "{}")
     before = stream(store, run_id)
     assert before[-1]["type"] == "run_finished"
     assert (
-        store.step_event(run_id, "only", 1, "step_progress", {"progress": 1.0}, progress=1.0) == []
+        store.step_event(
+            run_id, "only", 1, "step_progress", {"progress": 1.0}, progress=1.0, number=2
+        )
+        == []
     )
     assert store.start_step(run_id, "only", 1, "w@test") is None
     assert store.start_run(run_id, "w@test").outcome == "finished"
@@ -230,7 +233,7 @@ def test_finished_runs_expire_and_streams_are_capped(settings: Settings, r: redi
     store.start_run(run_id, "w@test")
     store.start_step(run_id, "chatty", 1, "w@test")
     for i in range(1000):
-        store.step_event(run_id, "chatty", 1, "step_log", {"message": str(i)})
+        store.step_event(run_id, "chatty", 1, "step_log", {"message": str(i)}, number=i + 1)
     # MAXLEN ~ trims whole stream nodes (100 entries by default), never below 50.
     assert 50 <= r.xlen(keys.run_events(run_id)) <= 250
     for key in keys.run_keys(run_id):
@@ -260,6 +263,7 @@ def test_snapshot_never_disagrees_with_the_stream(store: RunStore) -> None:
                 "step_progress",
                 {"progress": (i % 100) / 100, "message": str(i)},
                 progress=(i % 100) / 100,
+                number=i,
             )
 
     thread = threading.Thread(target=writer)
@@ -303,3 +307,63 @@ def test_expired_runs_leave_the_index(settings: Settings, r: redis.Redis) -> Non
         what="the index to forget the expired run",
     )
     assert all(r.exists(keys.run(run_id)) for run_id in r.zrange(keys.runs_index(), 0, -1))
+
+
+def test_every_write_is_safe_to_repeat_after_a_lost_reply(store: RunStore) -> None:
+    """A worker retries a write whose reply it lost; Redis may have applied it already.
+
+    Each script recognises its own earlier effect: the repeat changes nothing and still
+    answers what the caller needs to go on.
+    """
+    sc = scenario(
+        {"name": "a", "tool": "echo"},
+        {"name": "b", "tool": "echo", "needs": ["a"]},
+    )
+    run_id = str(uuid.uuid4())
+    created = store.create_run(run_id, sc, {"n": 1})
+    again = store.create_run(run_id, sc, {"n": 1})
+    assert again.summary == created.summary and again.events == created.events
+
+    assert [s.step for s in store.start_run(run_id, "w@1").ready] == ["a"]
+    assert [s.step for s in store.start_run(run_id, "w@1").ready] == ["a"]
+
+    first = store.start_step(run_id, "a", 1, "w@1", "task-1", token="t1")
+    repeat = store.start_step(run_id, "a", 1, "w@1", "task-1", token="t1")
+    assert first is not None and repeat is not None and repeat.events == []
+    # The same message delivered again is a new execution, with a new token: refused.
+    assert store.start_step(run_id, "a", 1, "w@1", "task-1", token="t2") is None
+
+    for number in (1, 1, 2, 2, 3):
+        store.step_event(
+            run_id, "a", 1, "step_progress", {"progress": number / 3}, progress=number / 3,
+            number=number,
+        )  # fmt: skip
+
+    done = store.finish_step(run_id, "a", 1, "succeeded", "", "1")
+    assert [s.step for s in done.ready] == ["b"]
+    repeat_finish = store.finish_step(run_id, "a", 1, "succeeded", "", "1")
+    assert repeat_finish.outcome == "stale" and repeat_finish.events == []
+    assert [s.step for s in store.continuation(run_id, "a", 1)] == ["b"]
+
+    store.start_step(run_id, "b", 1, "w@1", "task-2", token="t3")
+    resumed = store.resume_step(run_id, "b", 1, "worker_lost", holder="w@1")
+    repeat_resume = store.resume_step(run_id, "b", 1, "worker_lost", holder="w@1")
+    assert resumed.outcome == repeat_resume.outcome == "resumed"
+    assert [(s.step, s.attempt) for s in repeat_resume.ready] == [("b", 2)]
+    assert repeat_resume.events == []
+    assert store.resume_step(run_id, "b", 1, "worker_lost", holder="w@2").outcome == "stale"
+
+    events = stream(store, run_id)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["type"] for e in events] == [
+        "run_queued",
+        "run_started",
+        "step_started",
+        "step_progress",
+        "step_progress",
+        "step_progress",
+        "step_finished",
+        "step_started",
+    ]
+    assert [e["progress"] for e in events if e["type"] == "step_progress"] == [1 / 3, 2 / 3, 1.0]
+    assert store.snapshot(run_id)["steps"][1]["attempt"] == 2

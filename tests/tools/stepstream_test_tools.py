@@ -136,4 +136,37 @@ def pid_nap(ctx: ToolContext, /, *, seconds: float) -> dict[str, Any]:
     return {"attempt": ctx.attempt}
 
 
-TOOLS: tuple[Tool, ...] = (flaky, barrier, stubborn, immortal, pid_nap)
+@tool(
+    "journal",
+    description=(
+        "Append `<run> <step> <attempt> <pid>` to <dir>/journal as the execution starts, "
+        "then nap `seconds` in `ticks` progress updates: a record of every execution."
+    ),
+    input_schema={
+        "type": "object",
+        "required": ["dir", "seconds"],
+        "additionalProperties": False,
+        "properties": {
+            "dir": {"type": "string", "minLength": 1},
+            "seconds": {"type": "number", "minimum": 0},
+            "ticks": {"type": "integer", "minimum": 1, "default": 4},
+        },
+    },
+)
+def journal(ctx: ToolContext, /, *, dir: str, seconds: float, ticks: int = 4) -> dict[str, Any]:
+    line = f"{ctx.run_id} {ctx.step} {ctx.attempt} {os.getpid()}\n"
+    # One small O_APPEND write: lines from concurrent processes never interleave.
+    fd = os.open(Path(dir) / "journal", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    started = time.monotonic()
+    for tick in range(1, ticks + 1):
+        while time.monotonic() < started + seconds * tick / ticks:
+            time.sleep(STUBBORN_NAP_S)
+        ctx.progress(tick / ticks, f"{tick}/{ticks}")
+    return {"attempt": ctx.attempt}
+
+
+TOOLS: tuple[Tool, ...] = (flaky, barrier, stubborn, immortal, pid_nap, journal)
