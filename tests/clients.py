@@ -108,13 +108,15 @@ def submit(
 class Follower:
     """A client that follows a run to its end the way a careful front end would: when
     the stream is cut short (closed with 1013 or 1001, ended without `run_finished`,
-    refused with 503 or unreachable), it reconnects with the last id it saw.
+    refused with 503 or unreachable), it reconnects with the last id it saw, to the
+    next of `base_url`'s alternatives if it has any (servers behind a load balancer).
 
     `events` is everything received, in order, across connections.
     """
 
-    def __init__(self, base_url: str, run_id: str, transport: str) -> None:
-        self.base_url = base_url
+    def __init__(self, base_url: str | list[str], run_id: str, transport: str) -> None:
+        self.base_urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        self.base_url = self.base_urls[0]
         self.run_id = run_id
         self.transport = transport
         self.events: list[dict[str, Any]] = []
@@ -147,6 +149,7 @@ class Follower:
                 pause = min(pause * 2, 0.5)
             if not self.finished:
                 self.cut_short += 1
+                self.base_url = self.base_urls[self.cut_short % len(self.base_urls)]
 
     def _follow_ws(self) -> None:
         ws_url = "ws" + self.base_url[len("http") :]

@@ -7,6 +7,7 @@ while Redis is gone; WebSocket and SSE clients are cut off and resume with `afte
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -130,3 +131,42 @@ def test_dropped_connections_mid_step_never_run_a_step_twice(
     assert ticks == [f"{i}/15" for i in range(1, 16)]
     # The copy was delivered while the first execution ran, and did nothing.
     assert worker.log().count(f"run_step[{task_id}] received") == 2
+
+
+def test_a_run_whose_redis_data_is_lost_is_gone_cleanly(
+    restartable: tuple[RedisServer, WorkerProcess, LiveServer],
+) -> None:
+    """Redis restarts with its data gone (as one without persistence would): the run
+    is unknown from then on, the step still running writes nothing back (no partial
+    run reappears), and new runs work."""
+    server, worker, web = restartable
+    run = submit(web.url, "test_slow_progress", {"seconds": 1.5})
+    run_url = f"{web.url}/api/runs/{run['run_id']}"
+    wait_for(
+        lambda: httpx.get(run_url).json()["steps"][1]["progress"] > 0,
+        what="the long step under way",
+    )
+    server.stop()
+    for path in server.data_dir.iterdir():
+        if path.name != "redis.log":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    server.start()
+
+    wait_for(lambda: httpx.get(run_url).status_code == 404, what="the run to be unknown")
+
+    def steps_ended() -> int:
+        return sum(
+            "run_step[" in line and "succeeded" in line for line in worker.log().splitlines()
+        )
+
+    wait_for(lambda: steps_ended() >= 2, what="the long step to end (after the first)")
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        assert not client.keys(f"stepstream:run:{{{run['run_id']}}}*")
+    finally:
+        client.close()
+    after = submit(web.url, "hello_sequence", {"name": "again"})
+    wait_for(
+        lambda: httpx.get(f"{web.url}/api/runs/{after['run_id']}").json()["status"] == "succeeded",
+        what="a new run to succeed",
+    )

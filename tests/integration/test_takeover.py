@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
 import websocket
-from clients import submit
-from conftest import LiveServer, WorkerProcess, serve, start_worker, wait_for
+from clients import Follower, submit
+from conftest import LiveServer, WorkerProcess, serve, start_web, start_worker, wait_for
 
 from tasks import keys
 
@@ -126,3 +127,39 @@ def test_after_max_resumes_the_run_fails_with_worker_lost(
         assert [e["type"] for e in events].count("run_resumed") == 0
     finally:
         w.stop()
+
+
+def test_a_killed_web_process_loses_no_subscriber_event(
+    base_env: dict[str, str], worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two web processes behind one address, as a load balancer would have them; the
+    one that clients follow is SIGKILLed and they resume on the other with `after`."""
+    logs = tmp_path_factory.mktemp("webs")
+    webs = [start_web(base_env, logs, name) for name in ("web-a", "web-b")]
+    try:
+        run = submit(webs[0].url, "test_slow_progress", {"seconds": 2})
+        urls = [w.url for w in webs]
+        followers = [Follower(urls, run["run_id"], t) for t in ("ws", "sse")]
+        threads = [threading.Thread(target=f.run, daemon=True) for f in followers]
+        for thread in threads:
+            thread.start()
+        wait_for(
+            lambda: all(
+                sum(e["type"] == "step_progress" for e in f.events) >= 2 for f in followers
+            ),
+            what="both clients following the long step",
+        )
+        webs[0].kill()
+        for thread in threads:
+            thread.join(timeout=60)
+        client = redis.Redis.from_url(base_env["STEPSTREAM_REDIS_URL"], decode_responses=True)
+        stored = [i for i, _ in client.xrange(keys.run_events(run["run_id"]))]
+        client.close()
+        for follower in followers:
+            assert follower.finished, follower.transport
+            assert [e["id"] for e in follower.events] == stored  # each event once, in order
+            assert follower.cut_short >= 1 and follower.base_url == webs[1].url
+            assert follower.events[-1]["status"] == "succeeded"
+    finally:
+        for web in webs:
+            web.kill()
