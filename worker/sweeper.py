@@ -1,10 +1,12 @@
 """Lost-run takeover: attempts held by workers that stopped beating are resumed.
 
-Celery redelivers the message of a lost prefork child at once (and `run_step` resumes
-it), but the messages of a whole lost node come back only after the broker's visibility
-timeout, an hour by default. So every worker's heartbeat thread also sweeps: one at a
-time (a short Redis lock), it walks the unfinished runs and hands each attempt whose
-worker is no longer alive to a new attempt (`run_resumed`, reason `worker_lost`).
+A lost prefork child's attempt is handed back by its node's main process at once
+(`runner.StepRequest`), but nobody is left to do that for a whole lost node, and the
+broker gives its messages back only after `STEPSTREAM_REDELIVER_S`. So every worker's
+heartbeat thread also sweeps: one at a time (a short Redis lock), it walks the
+unfinished runs and hands each attempt whose worker is no longer alive, or has been
+restarted since (a new incarnation under the same name), to a new attempt
+(`run_resumed`, reason `worker_lost`).
 """
 
 from __future__ import annotations
