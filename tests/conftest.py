@@ -188,8 +188,8 @@ class WebProcess:
         self.proc.wait(timeout=10)
 
 
-def start_web(env: dict[str, str], log_dir: Path, name: str) -> WebProcess:
-    port = free_port()
+def start_web(env: dict[str, str], log_dir: Path, name: str, port: int = 0) -> WebProcess:
+    port = port or free_port()
     log_path = log_dir / f"{name}.log"
     command = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread"]
     command += ["--workers", "1", "--threads", "16", "--bind", f"127.0.0.1:{port}"]

@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import click
 import httpx
+from rich.console import Console
+from rich.table import Table
+
+from .live_view import RunView
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+#: Answers after which following a run is worth trying again (the server or its Redis
+#: is restarting); any other error status ends the command.
+RETRYABLE = frozenset({502, 503, 504})
+#: The longest pause between two reconnection attempts.
+MAX_PAUSE_S = 5.0
 
 
 class Api:
@@ -25,19 +35,15 @@ class Api:
         except httpx.HTTPError as exc:
             raise click.ClickException(f"cannot reach {self.http.base_url}: {exc}") from None
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                detail = f"{error['message']}"
-                if error.get("details"):
-                    detail += "\n" + json.dumps(error["details"], indent=2)
-            except (ValueError, KeyError, TypeError):
-                detail = response.text
-            raise click.ClickException(f"{response.status_code}: {detail}")
+            raise click.ClickException(error_text(response))
         return response.json()
 
     def events(self, run_id: str, after: str | None) -> Iterator[dict[str, Any]]:
-        """Follow a run over SSE, reconnecting with the last id after a dropped stream."""
+        """Follow a run over SSE to its `run_finished`. A dropped or cut-short stream,
+        or a server that is restarting, is retried with the last id seen, so every
+        event is yielded once."""
         last = after
+        pause = 0.2
         while True:
             params = {"after": last} if last else {}
             try:
@@ -45,45 +51,69 @@ class Api:
                     "GET",
                     f"/api/runs/{run_id}/events",
                     params=params,
+                    headers={"Accept": "text/event-stream"},
                     timeout=httpx.Timeout(30, read=60),
                 ) as response:
                     if response.status_code >= 400:
                         response.read()
-                        self.call("GET", f"/api/runs/{run_id}/events", params=params)
-                    for line in response.iter_lines():
-                        if line.startswith("data:"):
-                            event: dict[str, Any] = json.loads(line[5:])
-                            last = event["id"]
-                            yield event
-                            if event["type"] == "run_finished":
-                                return
+                        if response.status_code not in RETRYABLE:
+                            raise click.ClickException(error_text(response))
+                        problem = error_text(response)
+                    else:
+                        for line in response.iter_lines():
+                            if line.startswith("data:"):
+                                event: dict[str, Any] = json.loads(line[5:])
+                                last = event["id"]
+                                pause = 0.2
+                                yield event
+                                if event["type"] == "run_finished":
+                                    return
+                        problem = "the stream ended early"
             except httpx.TransportError as exc:
-                click.echo(f"connection lost ({exc}); resuming after {last}", err=True)
+                problem = f"connection lost ({exc})"
+            where = f"after {last}" if last else "from the start"
+            click.echo(f"{problem}; reconnecting {where} in {pause:g} s", err=True)
+            time.sleep(pause)  # back off before reconnecting
+            pause = min(pause * 2, MAX_PAUSE_S)
 
 
-def describe(event: dict[str, Any]) -> str:
-    kind = str(event["type"])
-    step = event.get("step", "")
-    if kind == "step_progress":
-        return f"{step}: {float(event['progress']):.0%} {event.get('message', '')}"
-    if kind == "step_finished":
-        line = f"{step}: {event['status']} in {event.get('duration_ms') or 0:.0f} ms"
-        return line + (f" — {event['message']}" if event.get("message") else "")
-    if kind == "run_finished":
-        return f"run {event['status']}" + (f": {event['message']}" if event["message"] else "")
-    if kind in ("step_started", "step_log", "step_retrying"):
-        return f"{step}: {kind.removeprefix('step_')} {event.get('message', '')}".rstrip()
-    return kind.replace("_", " ")
-
-
-def follow(api: Api, run_id: str, after: str | None, as_json: bool) -> int:
-    status = "failed"
+def error_text(response: httpx.Response) -> str:
     try:
-        for event in api.events(run_id, after):
-            click.echo(json.dumps(event) if as_json else describe(event))
-            if event["type"] == "run_finished":
-                status = event["status"]
+        error = response.json()["error"]
+        detail = str(error["message"])
+        if error.get("details"):
+            detail += "\n" + json.dumps(error["details"], indent=2)
+    except (ValueError, KeyError, TypeError):
+        detail = response.text
+    return f"{response.status_code}: {detail}"
+
+
+def follow(api: Api, run_id: str, after: str | None, as_json: bool, cancel: bool = False) -> int:
+    """Print a run's events until it ends; returns the exit code (SPEC §10)."""
+    status = None
+    try:
+        if as_json:
+            for event in api.events(run_id, after):
+                click.echo(json.dumps(event))
+                if event["type"] == "run_finished":
+                    status = event["status"]
+        else:
+            with RunView(Console()) as view:
+                for event in api.events(run_id, after):
+                    view.show(event)
+            status = view.status
     except KeyboardInterrupt:
+        if not cancel:
+            click.echo(
+                f"interrupted: run {run_id} goes on (stepstream tail {run_id} to follow it)",
+                err=True,
+            )
+            return EXIT_INTERRUPTED
+        try:
+            api.call("POST", f"/api/runs/{run_id}/cancel")
+            click.echo(f"interrupted: run {run_id} is being cancelled", err=True)
+        except click.ClickException as exc:
+            click.echo(f"interrupted; could not cancel run {run_id}: {exc.message}", err=True)
         return EXIT_INTERRUPTED
     return EXIT_OK if status == "succeeded" else EXIT_FAILED
 
@@ -134,6 +164,11 @@ def parse_input(raw: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("-i", "pairs", multiple=True, help="One input field, key=value (repeatable).")
 @click.option("--follow", "follow_run", is_flag=True, help="Follow the run until it ends.")
 @click.option("--json", "as_json", is_flag=True, help="With --follow: events as JSON lines.")
+@click.option(
+    "--cancel-on-interrupt",
+    is_flag=True,
+    help="With --follow: cancel the run on Ctrl-C (by default it goes on).",
+)
 @click.pass_obj
 def run_command(
     api: Api,
@@ -142,15 +177,20 @@ def run_command(
     pairs: tuple[str, ...],
     follow_run: bool,
     as_json: bool,
+    cancel_on_interrupt: bool,
 ) -> None:
-    """Start a run of SCENARIO; with --follow, watch it to the end."""
+    """Start a run of SCENARIO; with --follow, watch it to the end.
+
+    With --follow, exits 0 when the run succeeded, 1 when it failed or was cancelled,
+    130 when interrupted.
+    """
     body = {"scenario_id": scenario, "input": parse_input(raw_input, pairs)}
     summary = api.call("POST", "/api/runs", json=body)
     if not follow_run:
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(f"run {summary['run_id']} queued", err=True)
-    sys.exit(follow(api, summary["run_id"], None, as_json))
+    sys.exit(follow(api, summary["run_id"], None, as_json, cancel_on_interrupt))
 
 
 @main.command()
@@ -172,8 +212,15 @@ def runs(api: Api, status: str | None, scenario_id: str | None, limit: int) -> N
     """List runs, newest first."""
     params = {k: v for k, v in (("status", status), ("scenario_id", scenario_id)) if v}
     page = api.call("GET", "/api/runs", params={**params, "limit": limit})
+    table = Table(box=None)
+    # Ids are for copying: never cut them short, whatever the terminal's width.
+    table.add_column("run", no_wrap=True, min_width=36)
+    table.add_column("status", no_wrap=True)
+    table.add_column("scenario", overflow="fold")
+    table.add_column("created", overflow="fold")
     for r in page["runs"]:
-        click.echo(f"{r['run_id']}  {r['status']:<9}  {r['scenario_id']}  {r['created_at']}")
+        table.add_row(r["run_id"], r["status"], r["scenario_id"], r["created_at"])
+    Console().print(table)
 
 
 @main.command()
@@ -185,11 +232,45 @@ def show(api: Api, run_id: str) -> None:
 
 
 @main.command()
+@click.argument("run_id")
+@click.pass_obj
+def cancel(api: Api, run_id: str) -> None:
+    """Cancel RUN_ID: no new step starts, running steps are asked to stop."""
+    api.call("POST", f"/api/runs/{run_id}/cancel")
+    click.echo(f"run {run_id} is being cancelled")
+
+
+@main.command()
 @click.pass_obj
 def scenarios(api: Api) -> None:
     """List the scenarios the server offers."""
+    table = Table(box=None)
+    table.add_column("scenario", no_wrap=True)
+    table.add_column("steps", justify="right")
+    table.add_column("name", overflow="fold")
     for s in api.call("GET", "/api/scenarios"):
-        click.echo(f"{s['scenario_id']:<28} {s['step_count']:>3} steps  {s['name']}")
+        table.add_row(s["scenario_id"], str(s["step_count"]), s["name"])
+    Console().print(table)
+
+
+@main.command()
+@click.pass_obj
+def workers(api: Api) -> None:
+    """List the workers the registry knows, alive or not."""
+    table = Table(box=None)
+    table.add_column("worker", no_wrap=True)
+    for title in ("status", "last heartbeat", "active runs", "processed"):
+        table.add_column(title, overflow="fold")
+    colours = {"ok": "green", "stale": "red", "unknown": "yellow"}
+    for w in api.call("GET", "/api/workers"):
+        table.add_row(
+            w["name"],
+            f"[{colours.get(w['status'], 'white')}]{w['status']}[/]",
+            w["last_heartbeat"] or "never",
+            str(w["active_runs"]),
+            str(w["processed"]),
+        )
+    Console().print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

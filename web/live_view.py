@@ -1,0 +1,109 @@
+"""A run's events drawn on a terminal: one progress bar per running step, and a line for
+every step that ends, retries or logs.
+
+On a terminal the bars redraw in place; anywhere else (a pipe, a CI log) the bars are
+left out and only the lines are printed, so the same code serves both.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+
+#: How each final step status is shown.
+MARKS = {
+    "succeeded": "[green]✔[/]",
+    "failed": "[red]✘[/]",
+    "cancelled": "[yellow]■[/]",
+    "skipped": "[dim]-[/]",
+}
+
+
+class RunView:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[step]}[/]"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=console,
+            transient=True,
+        )
+        self.bars: dict[str, TaskID] = {}
+        #: The status of the run once its `run_finished` arrived.
+        self.status: str | None = None
+
+    def __enter__(self) -> Self:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.progress.stop()
+
+    def show(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        step = escape(str(event.get("step", "")))
+        if kind == "step_started":
+            self._drop_bar(step)
+            label = step if event["attempt"] == 1 else f"{step} (attempt {event['attempt']})"
+            self.bars[step] = self.progress.add_task("", total=1.0, step=label, note="")
+        elif kind == "step_progress":
+            if step in self.bars:
+                note = escape(str(event.get("message") or ""))
+                self.progress.update(self.bars[step], completed=event["progress"], note=note)
+        elif kind == "step_log":
+            self._print(f"  [dim]{step}: {escape(str(event['message']))}[/]")
+        elif kind == "step_retrying":
+            self._drop_bar(step)
+            self._print(
+                f"[yellow]↻[/] {step} attempt {event['attempt']} failed: "
+                f"{escape(str(event['message']))}; retrying in {event['delay_s']:g} s"
+            )
+        elif kind == "step_finished":
+            self._drop_bar(step)
+            self._print(self._finished_line(step, event))
+        elif kind == "run_resumed":
+            self._print(f"[yellow]↻[/] run resumed on {event['worker']} ({event['reason']})")
+        elif kind == "run_started":
+            self._print(f"[dim]run started on {escape(str(event.get('worker', '')))}[/]")
+        elif kind == "run_finished":
+            self.status = event["status"]
+            colour = {"succeeded": "green", "failed": "red"}.get(event["status"], "yellow")
+            message = f": {escape(event['message'])}" if event.get("message") else ""
+            self._print(f"[bold {colour}]run {event['status']}[/]{message}")
+
+    def _finished_line(self, step: str, event: dict[str, Any]) -> str:
+        status = event["status"]
+        line = f"{MARKS.get(status, '?')} {step} {status}"
+        if event.get("duration_ms") is not None:
+            line += f" in {_duration(float(event['duration_ms']))}"
+        if event.get("message"):
+            line += f" — {escape(str(event['message']))}"
+        return line
+
+    def _drop_bar(self, step: str) -> None:
+        task = self.bars.pop(step, None)
+        if task is not None:
+            self.progress.remove_task(task)
+
+    def _print(self, markup: str) -> None:
+        # Printed through the progress' console so the lines stay above the bars.
+        self.progress.console.print(markup, highlight=False)
+
+
+def _duration(ms: float) -> str:
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{int(ms // 60_000)} min {ms % 60_000 / 1000:.0f} s"
