@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 PIP_FLAGS := --quiet --disable-pip-version-check --progress-bar off
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install up test lint fmt bench clean
+.PHONY: help venv install browser up test lint fmt bench clean
 
 help:
 	@echo "make up     install, then run redis + worker + web + flower in the foreground"
@@ -46,7 +46,24 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install lint
+# The browser tests drive Debian's Chromium (no browser download). Installed here when
+# it is missing and this user may (root, apt-get); otherwise those tests say why they
+# are skipped.
+CHROMIUM := /usr/bin/chromium
+
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian's chromium for the browser tests"; \
+			apt-get install -y -q chromium >/dev/null 2>&1 \
+				|| { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+				|| echo "warning: chromium could not be installed; the browser tests will be skipped" >&2; \
+		else \
+			echo "warning: no $(CHROMIUM) and no way to install it; the browser tests will be skipped" >&2; \
+		fi; \
+	fi
+
+test: install lint browser
 	$(VENV_PYTHON) -m pytest -q
 
 fmt: install

@@ -55,6 +55,8 @@ class Settings:
     #: After this long the broker hands out again a message whose worker never
     #: acknowledged it (a lost node's): the backstop for anything such a node held.
     redeliver_s: float = 300.0
+    #: Where the browser UI links to Flower; "" means port 5555 of the page's host.
+    flower_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -78,4 +80,5 @@ class Settings:
             max_output_bytes=_int(env, "STEPSTREAM_MAX_OUTPUT_BYTES", cls.max_output_bytes),
             redis_retry_s=_float(env, "STEPSTREAM_REDIS_RETRY_S", cls.redis_retry_s),
             redeliver_s=_float(env, "STEPSTREAM_REDELIVER_S", cls.redeliver_s),
+            flower_url=env.get("STEPSTREAM_FLOWER_URL", ""),
         )

@@ -47,6 +47,8 @@ STEP_FIELDS = (
     "progress",
     "message",
     "output",
+    "needs",
+    "input",
 )
 TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
 #: How many old index entries each new run checks for expiry, so the index shrinks as
@@ -567,6 +569,7 @@ def _step(name: str, fields: Mapping[str, str]) -> dict[str, Any]:
 
     attempt = int(get("attempt") or 0)
     duration = _num(get("duration_ms"))
+    definition = _json(get("def")) or {}
     status = step_status(get("status") or "pending", attempt)
     return {
         "name": name,
@@ -579,4 +582,8 @@ def _step(name: str, fields: Mapping[str, str]) -> dict[str, Any]:
         "progress": _num(get("progress")) or 0.0,
         "message": get("message") or "",
         "output": _json(get("output")),
+        # From the definition the run carries, so the graph and the step's input template
+        # are the run's own even if the scenario file has changed since.
+        "needs": definition.get("needs", []),
+        "input": definition.get("input", {}),
     }

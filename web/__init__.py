@@ -14,7 +14,7 @@ from tasks.store import RunStore
 from tasks.tools import default_registry
 from worker.celery_app import create_celery_app
 
-from . import api, errors, openapi, probes, streaming
+from . import api, errors, openapi, probes, streaming, ui
 from .auth import RedactTokens, check_token
 from .catalog import Catalog
 from .metrics import Metrics
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     streaming.sock.init_app(app)
     app.register_blueprint(probes.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(ui.bp)
 
     @app.before_request
     def _before() -> None:

@@ -61,6 +61,14 @@ SCHEMAS: dict[str, Any] = {
             "progress": {"type": "number", "minimum": 0, "maximum": 1},
             "message": {"type": "string"},
             "output": {},
+            "needs": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The steps this one waits for, from the run's own definition.",
+            },
+            "input": {
+                "description": "The step's input as defined, references unresolved.",
+            },
         },
     },
     "RunSnapshot": {
