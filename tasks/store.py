@@ -182,19 +182,28 @@ class RunStore:
         }
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, retry_s: float = 1.0) -> RunStore:
+    def from_settings(
+        cls, settings: Settings, *, retry_s: float = 1.0, max_connections: int | None = None
+    ) -> RunStore:
         """A store whose calls ride out a Redis outage of up to `retry_s` seconds.
 
         Workers wait long (`STEPSTREAM_REDIS_RETRY_S`): a step's events must not be lost.
-        The web waits briefly, so that a request answers 503 rather than hanging.
+        The web waits briefly, so that a request answers 503 rather than hanging, and
+        caps its connections (`max_connections`): callers beyond the cap wait their turn.
         """
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            decode_responses=True,
-            health_check_interval=30,
-            socket_connect_timeout=2,
-            retry=outage_retry(retry_s),
-        )
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "health_check_interval": 30,
+            "socket_connect_timeout": 2,
+            "retry": outage_retry(retry_s),
+        }
+        if max_connections is None:
+            client = redis.Redis.from_url(settings.redis_url, **options)
+        else:
+            pool = redis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=max_connections, timeout=10, **options
+            )
+            client = redis.Redis(connection_pool=pool)
         return cls(client, settings)
 
     def _run(self, script: str, run_id: str, *args: Any) -> Any:

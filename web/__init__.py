@@ -6,7 +6,6 @@ import logging
 import time
 from typing import Any
 
-import redis
 from flask import Flask, Response, g, request
 
 from tasks.config import Settings
@@ -17,11 +16,16 @@ from worker.celery_app import create_celery_app
 from . import api, errors, openapi, probes, streaming, ui
 from .auth import RedactTokens, check_token
 from .catalog import Catalog
+from .hub import Hub
 from .metrics import Metrics
 from .services import Services, services
 
 #: Routes whose time is not a request's latency but a stream's lifetime.
 STREAMING = frozenset({"api.run_events", "stream.run_ws"})
+
+
+#: Pooled Redis connections of one web process (the hub holds one more of its own).
+WEB_REDIS_CONNECTIONS = 6
 
 
 def create_app(settings: Settings | None = None, **config: Any) -> Flask:
@@ -37,17 +41,13 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.config.update(config)
 
     tools = default_registry()
-    store = RunStore.from_settings(settings)
-    blocking = redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_timeout=streaming.SSE_KEEPALIVE_S + 20,
-        health_check_interval=30,
-    )
+    # The web's Redis connections stay few whatever the load: requests share a capped
+    # pool, and live events come through the hub's single connection.
+    store = RunStore.from_settings(settings, max_connections=WEB_REDIS_CONNECTIONS)
     app.extensions["stepstream"] = Services(
         settings=settings,
         store=store,
-        blocking_redis=blocking,
+        hub=Hub(settings.redis_url, store.redis),
         tools=tools,
         catalog=Catalog(settings.scenarios_dir, tools),
         celery=create_celery_app(settings),

@@ -38,3 +38,9 @@ class Metrics:
             ["transport"],
             registry=self.registry,
         )
+        self.dropped = Counter(
+            "stepstream_stream_dropped_total",
+            "Streaming clients cut off before run_finished (slow, unavailable, shutdown).",
+            ["transport", "reason"],
+            registry=self.registry,
+        )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-import redis
 from celery import Celery
 from flask import current_app
 
@@ -14,6 +13,7 @@ from tasks.store import RunStore
 from tasks.tools import ToolRegistry
 
 from .catalog import Catalog
+from .hub import Hub
 from .metrics import Metrics
 
 
@@ -21,9 +21,8 @@ from .metrics import Metrics
 class Services:
     settings: Settings
     store: RunStore
-    #: A separate client for blocking stream reads, whose socket timeout outlasts them
-    #: (redis-py's default would cut a long XREAD BLOCK short).
-    blocking_redis: redis.Redis
+    #: The process's one reader of live events (see hub.py).
+    hub: Hub
     tools: ToolRegistry
     catalog: Catalog
     celery: Celery

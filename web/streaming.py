@@ -15,11 +15,9 @@ from flask import Blueprint, Response, request, stream_with_context
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed, Server
 
-from tasks.events import Event
-
 from .api import bp as api_bp
 from .api import cursor_arg, events_page, require_run
-from .follow import follow
+from .hub import Gone
 from .services import services
 
 log = logging.getLogger(__name__)
@@ -35,6 +33,13 @@ WS_NORMAL = 1000
 WS_GOING_AWAY = 1001
 WS_TRY_AGAIN = 1013
 
+#: How a WebSocket is closed when its subscription is dropped, by reason.
+CLOSES = {
+    "slow": (WS_TRY_AGAIN, "too far behind; reconnect with after"),
+    "unavailable": (WS_TRY_AGAIN, "event store unavailable; reconnect with after"),
+    "shutdown": (WS_GOING_AWAY, "server going away; reconnect with after"),
+}
+
 sock = Sock()
 ws_bp = Blueprint("stream", __name__, url_prefix="/api")
 
@@ -47,22 +52,22 @@ def sse_frames(run_id: str, after: str) -> Iterator[str]:
     try:
         # A first byte lets proxies and clients know the stream is open.
         yield ": stream open\n\n"
-        for event in follow_run(run_id, after, SSE_KEEPALIVE_S):
+        for event in svc.hub.follow(run_id, after, SSE_KEEPALIVE_S):
             if event is None:
                 yield ": keepalive\n\n"
                 continue
             yield f"id: {event.id}\nevent: {event.type}\ndata: {event.encode()}\n\n"
             sent.inc()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except (Gone, redis.ConnectionError, redis.TimeoutError) as exc:
         # Ending the response lets the client reconnect with Last-Event-ID.
         log.warning("SSE stream of run %s ended: %s", run_id, exc)
+        svc.metrics.dropped.labels("sse", _reason(exc)).inc()
     finally:
         gauge.dec()
 
 
-def follow_run(run_id: str, after: str, wait_s: float) -> Iterator[Event | None]:
-    svc = services()
-    return follow(svc.store.redis, svc.blocking_redis, run_id, after, wait_s)
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, Gone) else "unavailable"
 
 
 @api_bp.get("/runs/<run_id>/events")
@@ -97,7 +102,7 @@ def run_ws(ws: Server, run_id: str) -> None:
     sent = svc.metrics.events_sent.labels("ws")
     gauge.inc()
     try:
-        for event in follow_run(run_id, after, WS_WAIT_S):
+        for event in svc.hub.follow(run_id, after, WS_WAIT_S):
             # Messages from the client mean nothing here; drop them so they cannot pile up.
             while ws.receive(timeout=0) is not None:
                 pass
@@ -110,9 +115,12 @@ def run_ws(ws: Server, run_id: str) -> None:
         ws.close(reason=WS_NORMAL, message="run finished")
     except ConnectionClosed:
         pass
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        log.warning("WebSocket stream of run %s ended: %s", run_id, exc)
-        ws.close(reason=WS_TRY_AGAIN, message="event store unavailable; reconnect with after")
+    except (Gone, redis.ConnectionError, redis.TimeoutError) as exc:
+        reason = _reason(exc)
+        log.warning("WebSocket stream of run %s ended: %s", run_id, reason)
+        svc.metrics.dropped.labels("ws", reason).inc()
+        code, text = CLOSES.get(reason, CLOSES["unavailable"])
+        ws.close(reason=code, message=text)
     finally:
         gauge.dec()
 
