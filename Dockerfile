@@ -23,5 +23,7 @@ USER stepstream
 
 EXPOSE 8000 5555
 
-CMD ["gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "64", \
-     "--bind", "0.0.0.0:8000", "--graceful-timeout", "5", "web:create_app()"]
+# gevent workers: thousands of live WebSockets and SSE streams per process (see
+# web/gunicorn_conf.py); WEB_CONCURRENCY sets the number of processes.
+CMD ["gunicorn", "--config", "python:web.gunicorn_conf", "--bind", "0.0.0.0:8000", \
+     "web:create_app()"]

@@ -88,8 +88,8 @@ def service_commands(bin_dir: Path) -> dict[str, list[str]]:
             "--loglevel=INFO", "--concurrency=2", "-n", "worker1@%h",
         ],
         "web": [
-            gunicorn, "--worker-class", "gthread", "--workers", "1", "--threads", "64",
-            "--bind", f"{HOST}:{WEB_PORT}", "--graceful-timeout", "5", "web:create_app()",
+            gunicorn, "--config", "python:web.gunicorn_conf",
+            "--bind", f"{HOST}:{WEB_PORT}", "web:create_app()",
         ],
         "flower": [
             celery, "-A", "worker", "flower", f"--address={HOST}", f"--port={FLOWER_PORT}",

@@ -183,7 +183,12 @@ class RunStore:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, retry_s: float = 1.0, max_connections: int | None = None
+        cls,
+        settings: Settings,
+        *,
+        retry_s: float = 1.0,
+        max_connections: int | None = None,
+        client_name: str | None = None,
     ) -> RunStore:
         """A store whose calls ride out a Redis outage of up to `retry_s` seconds.
 
@@ -196,6 +201,8 @@ class RunStore:
             "health_check_interval": 30,
             "socket_connect_timeout": 2,
             "retry": outage_retry(retry_s),
+            # Names the connections in CLIENT LIST, so they can be counted per role.
+            "client_name": client_name,
         }
         if max_connections is None:
             client = redis.Redis.from_url(settings.redis_url, **options)

@@ -191,8 +191,8 @@ class WebProcess:
 def start_web(env: dict[str, str], log_dir: Path, name: str, port: int = 0) -> WebProcess:
     port = port or free_port()
     log_path = log_dir / f"{name}.log"
-    command = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread"]
-    command += ["--workers", "1", "--threads", "16", "--bind", f"127.0.0.1:{port}"]
+    command = [sys.executable, "-m", "gunicorn", "--config", "python:web.gunicorn_conf"]
+    command += ["--bind", f"127.0.0.1:{port}"]
     proc = subprocess.Popen(
         [*command, "web:create_app()"],
         cwd=ROOT,

@@ -26,6 +26,8 @@ STREAMING = frozenset({"api.run_events", "stream.run_ws"})
 
 #: Pooled Redis connections of one web process (the hub holds one more of its own).
 WEB_REDIS_CONNECTIONS = 6
+#: The name a web process's Redis connections carry in CLIENT LIST (the hub's too).
+WEB_CLIENT_NAME = "stepstream-web"
 
 
 def create_app(settings: Settings | None = None, **config: Any) -> Flask:
@@ -43,11 +45,13 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     tools = default_registry()
     # The web's Redis connections stay few whatever the load: requests share a capped
     # pool, and live events come through the hub's single connection.
-    store = RunStore.from_settings(settings, max_connections=WEB_REDIS_CONNECTIONS)
+    store = RunStore.from_settings(
+        settings, max_connections=WEB_REDIS_CONNECTIONS, client_name=WEB_CLIENT_NAME
+    )
     app.extensions["stepstream"] = Services(
         settings=settings,
         store=store,
-        hub=Hub(settings.redis_url, store.redis),
+        hub=Hub(settings.redis_url, store.redis, client_name=WEB_CLIENT_NAME),
         tools=tools,
         catalog=Catalog(settings.scenarios_dir, tools),
         celery=create_celery_app(settings),

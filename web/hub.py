@@ -114,11 +114,18 @@ class Subscription:
 class Hub:
     """The process's reader; started on the first subscription (and again after a fork)."""
 
-    def __init__(self, redis_url: str, client: redis.Redis, queue_limit: int = QUEUE_LIMIT):
+    def __init__(
+        self,
+        redis_url: str,
+        client: redis.Redis,
+        queue_limit: int = QUEUE_LIMIT,
+        client_name: str | None = None,
+    ) -> None:
         #: For replays, catch-ups and wake-ups: the process's pooled client.
         self.client = client
         self.redis_url = redis_url
         self.queue_limit = queue_limit
+        self.client_name = client_name
         self._lock = threading.Lock()
         self._joining: list[Subscription] = []
         self._leaving: list[Subscription] = []
@@ -239,6 +246,7 @@ class Hub:
             socket_timeout=BLOCK_S + 10,
             socket_connect_timeout=2,
             health_check_interval=0,
+            client_name=self.client_name,
         )
         pause = 0.1
         while True:

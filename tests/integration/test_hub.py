@@ -1,0 +1,222 @@
+"""The per-process hub: one Redis reader, many subscribers, a seamless join, bounded
+queues, and a goodbye on shutdown."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from clients import sse_events, submit, ws_events
+from conftest import LiveServer, WorkerProcess, start_web, wait_for
+
+from tasks import keys
+from tasks.config import Settings
+from tasks.events import Event
+from tasks.scenario import parse_scenario
+from tasks.store import RunStore
+from web import WEB_CLIENT_NAME, WEB_REDIS_CONNECTIONS
+from web.hub import Gone, Hub, Subscription
+
+SCENARIO = parse_scenario(
+    {
+        "schema_version": "1",
+        "scenario_id": "s",
+        "name": "S",
+        "steps": [{"name": "only", "tool": "echo"}],
+    },
+    {"echo"},
+)
+
+
+class Live:
+    """A running run whose step the test makes talk, and a hub that follows it."""
+
+    def __init__(self, settings: Settings, queue_limit: int = 1000) -> None:
+        self.store = RunStore.from_settings(settings)
+        self.run_id = str(uuid.uuid4())
+        self.store.create_run(self.run_id, SCENARIO, {})
+        self.store.start_run(self.run_id, "w@test")
+        self.store.start_step(self.run_id, "only", 1, "w@test")
+        self.hub = Hub(settings.redis_url, self.store.redis, queue_limit=queue_limit)
+        self.said = 0
+
+    def say(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.said += 1
+            self.store.step_event(
+                self.run_id, "only", 1, "step_log", {"message": str(self.said)}, number=self.said
+            )
+
+    def ids(self) -> list[str]:
+        return [e.id for e in self.store.read_events(self.run_id, "0", 10_000)]
+
+    def close(self) -> None:
+        self.hub.stop()
+        self.store.redis.close()
+
+
+def drain(sub: Subscription, count: int, timeout: float = 10) -> list[Event]:
+    got: list[Event] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        assert time.monotonic() < deadline, f"got {len(got)} of {count} events"
+        got += sub.take(0.2)
+    return got
+
+
+@pytest.fixture
+def live(settings: Settings, r: redis.Redis) -> Any:
+    live = Live(settings)
+    yield live
+    live.close()
+
+
+def test_joiners_behind_level_with_or_ahead_of_the_hub_each_get_every_event_once(
+    live: Live,
+) -> None:
+    start = live.ids()  # run_queued, run_started, step_started
+    first = live.hub.subscribe(live.run_id, start[-1])
+    live.say(3)
+    assert [e.data["message"] for e in drain(first, 3)] == ["1", "2", "3"]
+    # The hub has read past all of them now; one joiner replayed only run_queued, one
+    # has everything, one is ahead of what the hub has delivered (a fresh replay).
+    behind = live.hub.subscribe(live.run_id, start[0])
+    level = live.hub.subscribe(live.run_id, live.ids()[-1])
+    live.say(1)
+    ahead = live.hub.subscribe(live.run_id, live.ids()[-1])
+    live.say(1)
+    everything = live.ids()
+    assert [e.id for e in drain(behind, len(everything) - 1)] == everything[1:]
+    assert [e.data["message"] for e in drain(level, 2)] == ["4", "5"]
+    assert [e.data["message"] for e in drain(ahead, 1)] == ["5"]
+    assert [e.data["message"] for e in drain(first, 2)] == ["4", "5"]
+    for sub in (behind, level, ahead, first):
+        assert sub.take(0.05) == []  # and nothing twice
+
+
+def test_a_subscriber_that_falls_behind_is_dropped_and_the_others_are_not(
+    settings: Settings, r: redis.Redis
+) -> None:
+    live = Live(settings, queue_limit=5)
+    try:
+        last = live.ids()[-1]
+        slow = live.hub.subscribe(live.run_id, last)
+        fast = live.hub.subscribe(live.run_id, last)
+        got: list[Event] = []
+        for _ in range(4):
+            live.say(4)
+            got += drain(fast, 4)
+        with pytest.raises(Gone) as gone:
+            while True:
+                slow.take(1.0)  # drains at most the 5 it held, then learns it was dropped
+        assert gone.value.reason == "slow"
+        assert [e.data["message"] for e in got] == [str(i) for i in range(1, 17)]
+    finally:
+        live.close()
+
+
+def test_streams_of_many_subscribers_share_a_handful_of_connections(
+    live_server: LiveServer, worker: WorkerProcess, r: redis.Redis
+) -> None:
+    runs = [submit(live_server.url, "test_slow_progress", {"seconds": 1.5}) for _ in range(8)]
+    results: dict[tuple[int, int], list[dict[str, Any]]] = {}
+
+    def follow(i: int, j: int) -> None:
+        if j % 2:
+            results[i, j] = sse_events(live_server.url, runs[i]["run_id"])
+        else:
+            results[i, j] = ws_events(live_server.ws_url, runs[i]["run_id"])[0]
+
+    threads = [
+        threading.Thread(target=follow, args=(i, j), daemon=True)
+        for i in range(len(runs))
+        for j in range(10)
+    ]
+    for thread in threads:
+        thread.start()
+    peak = 0
+    while any(t.is_alive() for t in threads):
+        names = [c.get("name") for c in r.client_list()]
+        peak = max(peak, sum(1 for n in names if n == WEB_CLIENT_NAME))
+        time.sleep(0.05)  # sampling interval while the followers run
+    for thread in threads:
+        thread.join()
+    # The capped pool and the hub's own reader, whatever the number of subscribers.
+    assert 1 <= peak <= WEB_REDIS_CONNECTIONS + 1
+    for (i, _), events in results.items():
+        stored = [e for e, _ in r.xrange(keys.run_events(runs[i]["run_id"]))]
+        assert [e["id"] for e in events] == stored
+        assert events[-1]["type"] == "run_finished"
+
+
+def test_a_stopping_web_process_closes_websockets_with_1001(
+    live_server: LiveServer, worker: WorkerProcess
+) -> None:
+    run = submit(live_server.url, "test_cancellable", {"seconds": 30})
+    outcome: dict[str, Any] = {}
+
+    def follow() -> None:
+        outcome["ws"] = ws_events(live_server.ws_url, run["run_id"])
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    hub = live_server.app.extensions["stepstream"].hub
+    wait_for(lambda: hub.subscriber_count() == 1, what="the subscriber to join the hub")
+    hub.stop()
+    thread.join(timeout=15)
+    events, code = outcome["ws"]
+    assert code == 1001
+    assert events and events[-1]["type"] != "run_finished"
+    # Leave no long run behind for the shared worker.
+    assert httpx.post(f"{live_server.url}/api/runs/{run['run_id']}/cancel").status_code == 202
+
+
+def test_sigterm_to_the_production_server_says_going_away(
+    base_env: dict[str, str], worker: WorkerProcess, tmp_path: Path
+) -> None:
+    """gunicorn with gevent workers, as `make up` and the image run it."""
+    web = start_web(base_env, tmp_path, "web-term")
+    try:
+        run = submit(web.url, "test_cancellable", {"seconds": 30})
+        ws_url = "ws" + web.url[len("http") :]
+        outcome: dict[str, Any] = {}
+
+        def follow_ws() -> None:
+            outcome["ws"] = ws_events(ws_url, run["run_id"])
+
+        def follow_sse() -> None:
+            outcome["sse"] = sse_events(web.url, run["run_id"])
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (follow_ws, follow_sse)]
+        for thread in threads:
+            thread.start()
+        metrics = f"{web.url}/metrics"
+        wait_for(
+            lambda: (
+                'stepstream_stream_subscribers{transport="ws"} 1.0' in httpx.get(metrics).text
+                and 'stepstream_stream_subscribers{transport="sse"} 1.0' in httpx.get(metrics).text
+            ),
+            what="both subscribers following",
+        )
+        started = time.monotonic()
+        web.proc.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(timeout=15)
+        events, code = outcome["ws"]
+        assert code == 1001 and events
+        assert outcome["sse"] and outcome["sse"][-1]["type"] != "run_finished"
+        assert web.proc.wait(timeout=15) == 0
+        assert time.monotonic() - started < 10  # no waiting out the graceful timeout
+    finally:
+        web.kill()
+        # Leave no long run behind for the shared worker: its step sees ctx.cancelled.
+        store = RunStore.from_settings(Settings.from_env(base_env))
+        store.cancel_run(run["run_id"])
+        store.redis.close()
