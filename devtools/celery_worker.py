@@ -42,9 +42,10 @@ class WorkerProcess:
 
 
 def start_worker(
-    env: dict[str, str], name: str, log_dir: Path, concurrency: int = 2
+    env: dict[str, str], name: str, log_dir: Path, concurrency: int = 2, pool: str = "prefork"
 ) -> WorkerProcess:
-    """Start a prefork worker and wait for its heartbeat in `env`'s Redis."""
+    """Start a worker (prefork unless `pool` says otherwise) and wait for its heartbeat
+    in `env`'s Redis."""
     log_path = log_dir / f"{name}.log"
     proc = subprocess.Popen(
         [
@@ -55,7 +56,7 @@ def start_worker(
             "worker",
             "worker",
             "-P",
-            "prefork",
+            pool,
             "-c",
             str(concurrency),
             "-n",

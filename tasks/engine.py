@@ -5,7 +5,6 @@ This module knows nothing of Celery; `runner.py` wires it to tasks and the store
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
@@ -16,6 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from .errors import StepCancelled, StepstreamError
 from .references import resolve
+from .step_events import EventWriter
 from .store import RunStore
 from .tools import ToolContext, ToolRegistry
 
@@ -53,31 +53,15 @@ class StepContext:
         self.attempt = attempt
         self._cancelled = False
         self._checked_at = 0.0
-        # Numbers this attempt's events, so that a write retried after a lost reply
-        # is recognised as a repeat (itertools.count is atomic under the GIL).
-        self._numbers = itertools.count(1)
+        self.events = EventWriter(store, run_id, step, attempt)
 
     def progress(self, fraction: float, message: str = "") -> None:
         fraction = min(1.0, max(0.0, float(fraction)))
-        self.store.step_event(
-            self.run_id,
-            self.step,
-            self.attempt,
-            "step_progress",
-            {"progress": fraction, "message": str(message)},
-            progress=fraction,
-            number=next(self._numbers),
-        )
+        fields = {"progress": fraction, "message": str(message)}
+        self.events.put("step_progress", fields, fraction)
 
     def log(self, message: str) -> None:
-        self.store.step_event(
-            self.run_id,
-            self.step,
-            self.attempt,
-            "step_log",
-            {"message": str(message)},
-            number=next(self._numbers),
-        )
+        self.events.put("step_log", {"message": str(message)})
 
     @property
     def cancelled(self) -> bool:

@@ -163,15 +163,20 @@ def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
         dispatch(run_id, store.continuation(run_id, step, attempt))
         return
     _, soft_limit = self.request.timelimit or (None, None)
+    ctx = StepContext(store, run_id, step, attempt)
     outcome = execute(
         runtime.tools,
         start.definition,
         start.run_input,
         start.outputs,
-        StepContext(store, run_id, step, attempt),
+        ctx,
         timeout_s=float(soft_limit or runtime.settings.step_timeout_s),
         max_output_bytes=runtime.settings.max_output_bytes,
     )
+    try:
+        ctx.events.close()  # every progress and log event lands before step_finished
+    except Exception:
+        log.exception("run %s: step %s: some of its events could not be written", run_id, step)
     finish(store, run_id, step, attempt, outcome.status, outcome.message, outcome.output_json)
 
 

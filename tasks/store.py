@@ -351,24 +351,34 @@ class RunStore:
         *,
         number: int,
     ) -> list[Event]:
-        """Append step_progress or step_log; nothing if the attempt is no longer running.
+        """Append one step_progress or step_log (see `step_events`)."""
+        return self.step_events(run_id, step, attempt, [(event_type, fields, progress, number)])
 
-        `number` counts the attempt's events from 1: a number already recorded is a
-        repeat of a call whose reply was lost, and is not appended again.
+    def step_events(
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        batch: list[tuple[str, Mapping[str, Any], float | None, int]],
+    ) -> list[Event]:
+        """Append step_progress and step_log events, in order, in one call; nothing if
+        the attempt is no longer running.
+
+        Each item is (type, fields, progress fraction or None, number): `number` counts
+        the attempt's events from 1, and a number already recorded is a repeat of a
+        call whose reply was lost, not appended again.
         """
-        fragment = json.dumps({"step": step, "attempt": attempt, **fields})[1:-1]
-        message = str(fields.get("message", ""))
-        emitted = self._run(
-            "step_event",
-            run_id,
-            step,
-            attempt,
-            event_type,
-            fragment,
-            "" if progress is None else repr(progress),
-            message,
-            number,
-        )
+        args: list[Any] = []
+        for event_type, fields, progress, number in batch:
+            fragment = json.dumps({"step": step, "attempt": attempt, **fields})[1:-1]
+            args += [
+                event_type,
+                fragment,
+                "" if progress is None else repr(progress),
+                str(fields.get("message", "")),
+                number,
+            ]
+        emitted = self._run("step_event", run_id, step, attempt, *args)
         events = _events(emitted)
         self.publish_all(events)
         return events

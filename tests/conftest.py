@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -19,13 +17,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 from werkzeug.serving import make_server
 
 from devtools.celery_worker import WorkerProcess, start_worker
-from devtools.redis_server import RedisServer, free_port
+from devtools.redis_server import RedisServer
+from devtools.web_server import WebProcess, start_web
 from tasks.config import Settings
 
 __all__ = ["WebProcess", "WorkerProcess", "start_web", "start_worker", "wait_for"]
@@ -171,49 +169,3 @@ def serve(app: Any) -> Iterator[LiveServer]:
 def live_server(app: Any) -> Iterator[LiveServer]:
     with serve(app) as server:
         yield server
-
-
-@dataclass
-class WebProcess:
-    """A web server in a process of its own (gunicorn, as `make up` runs it)."""
-
-    url: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def kill(self) -> None:
-        """SIGKILL the master and its workers: a crash, no goodbye to anyone."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-
-def start_web(env: dict[str, str], log_dir: Path, name: str, port: int = 0) -> WebProcess:
-    port = port or free_port()
-    log_path = log_dir / f"{name}.log"
-    command = [sys.executable, "-m", "gunicorn", "--config", "python:web.gunicorn_conf"]
-    command += ["--bind", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(
-        [*command, "web:create_app()"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    web = WebProcess(f"http://127.0.0.1:{port}", proc, log_path)
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"web {name} exited:\n{log_path.read_text()}")
-        try:
-            return httpx.get(f"{web.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(healthy, timeout=30, what=f"web {name} to answer /healthz")
-    except BaseException:
-        web.kill()
-        raise
-    return web

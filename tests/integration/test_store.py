@@ -15,6 +15,7 @@ from conftest import wait_for
 from tasks import keys
 from tasks.config import Settings
 from tasks.scenario import parse_scenario
+from tasks.step_events import EventWriter
 from tasks.store import RunStore
 
 TOOLS = {"echo", "sleep", "fail"}
@@ -367,3 +368,33 @@ def test_every_write_is_safe_to_repeat_after_a_lost_reply(store: RunStore) -> No
     ]
     assert [e["progress"] for e in events if e["type"] == "step_progress"] == [1 / 3, 2 / 3, 1.0]
     assert store.snapshot(run_id)["steps"][1]["attempt"] == 2
+
+
+def test_a_chatty_steps_events_are_batched_in_order(settings: Settings, r: redis.Redis) -> None:
+    class CountingStore(RunStore):
+        calls = 0
+
+        def step_events(self, *args: Any, **kwargs: Any) -> Any:
+            CountingStore.calls += 1
+            return super().step_events(*args, **kwargs)
+
+    store = CountingStore(RunStore.from_settings(settings).redis, settings)
+    sc = scenario({"name": "chatty", "tool": "echo"})
+    run_id = new_run(store, sc)
+    store.start_run(run_id, "w@test")
+    store.start_step(run_id, "chatty", 1, "w@test")
+    writer = EventWriter(store, run_id, "chatty", 1)
+    for i in range(1, 5001):
+        if i % 1000 == 0:
+            writer.put("step_log", {"message": f"log {i}"})
+        else:
+            writer.put("step_progress", {"progress": i / 5000, "message": str(i)}, i / 5000)
+    writer.close()
+    events = stream(store, run_id)[3:]
+    assert len(events) == 5000
+    assert [e["message"] for e in events] == [
+        f"log {i}" if i % 1000 == 0 else str(i) for i in range(1, 5001)
+    ]
+    assert [e["seq"] for e in events] == list(range(4, 5004))
+    assert CountingStore.calls < 5000 / 4  # batched, not one round trip per event
+    assert store.snapshot(run_id)["steps"][0]["progress"] == 4999 / 5000
