@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md gunicorn.conf.py ./
 COPY tasks ./tasks
 COPY web ./web
 COPY worker ./worker
@@ -24,6 +24,6 @@ USER stepstream
 EXPOSE 8000 5555
 
 # gevent workers: thousands of live WebSockets and SSE streams per process (see
-# web/gunicorn_conf.py); WEB_CONCURRENCY sets the number of processes.
-CMD ["gunicorn", "--config", "python:web.gunicorn_conf", "--bind", "0.0.0.0:8000", \
+# gunicorn.conf.py); WEB_CONCURRENCY sets the number of processes.
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "--bind", "0.0.0.0:8000", \
      "web:create_app()"]

@@ -71,6 +71,7 @@ fmt: install
 	$(VENV)/bin/ruff check --fix .
 
 bench: install
+	$(VENV_PYTHON) -m pip install $(PIP_FLAGS) -e '.[bench]'
 	$(VENV_PYTHON) -m bench
 
 clean:

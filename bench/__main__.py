@@ -12,6 +12,7 @@ from .fanout import fanout_1000
 from .hops import celery_hop_latency
 from .latency import event_latency_1, run_latency_3
 from .stack import running_stack
+from .streaming import run as streaming
 from .throughput import throughput
 
 #: The bare Celery baseline's Redis database: same server, never the same queue.
@@ -30,6 +31,7 @@ def main() -> int:
         with bare_worker(stack.env, stack.redis_url(BARE_DB), stack.log_dir) as bare:
             emit(*throughput(stack, bare), celery_hop_latency(bare))
         emit(*fanout_1000(stack))
+    streaming(emit)
     return 0
 
 

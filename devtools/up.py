@@ -88,7 +88,7 @@ def service_commands(bin_dir: Path) -> dict[str, list[str]]:
             "--loglevel=INFO", "--concurrency=2", "-n", "worker1@%h",
         ],
         "web": [
-            gunicorn, "--config", "python:web.gunicorn_conf",
+            gunicorn, "--config", "gunicorn.conf.py",
             "--bind", f"{HOST}:{WEB_PORT}", "web:create_app()",
         ],
         "flower": [

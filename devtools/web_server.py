@@ -38,10 +38,10 @@ class WebProcess:
 def start_web(
     env: dict[str, str], log_dir: Path, name: str, port: int = 0, app: str = "web:create_app()"
 ) -> WebProcess:
-    """Start gunicorn with `web/gunicorn_conf.py` serving `app`; returns once it answers."""
+    """Start gunicorn with `gunicorn.conf.py` serving `app`; returns once it answers."""
     port = port or free_port()
     log_path = log_dir / f"{name}.log"
-    command = [sys.executable, "-m", "gunicorn", "--config", "python:web.gunicorn_conf"]
+    command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py"]
     command += ["--bind", f"127.0.0.1:{port}"]
     proc = subprocess.Popen(
         [*command, app],

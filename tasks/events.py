@@ -11,6 +11,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -23,15 +24,35 @@ STREAM_ID = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
 TERMINAL_TYPE = "run_finished"
 
 
+#: How every event the run scripts write begins (see `emit` in `lua/prelude.lua`).
+WRITTEN_PREFIX = '{"schema_version":1,"type":"'
+
+
 @dataclass(frozen=True)
 class Event:
-    """One entry of a run's stream: its stream `id` and the event fields."""
+    """One entry of a run's stream: its stream `id` and the event's JSON as stored.
+
+    The JSON is parsed only when a field is asked for: relaying an event (replay, live
+    fan-out) needs just its type, read from the fixed way the scripts begin it, and its
+    wire form, the stored text with the `id` spliced in.
+    """
 
     id: str
-    data: dict[str, Any]
+    raw: str
+
+    @classmethod
+    def from_data(cls, entry_id: str, data: dict[str, Any]) -> Event:
+        return cls(entry_id, json.dumps(data, separators=(",", ":")))
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.raw)
+        return data
 
     @property
     def type(self) -> str:
+        if self.raw.startswith(WRITTEN_PREFIX):
+            return self.raw[len(WRITTEN_PREFIX) : self.raw.index('"', len(WRITTEN_PREFIX))]
         return str(self.data.get("type", ""))
 
     @property
@@ -47,21 +68,25 @@ class Event:
         return {**self.data, "id": self.id}
 
     def encode(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        """The wire form: the stored JSON with `"id"` added as its last member."""
+        return f'{self.raw[:-1]},"id":"{self.id}"}}'
 
     @classmethod
     def decode(cls, entry_id: str | bytes, raw: str | bytes) -> Event | None:
-        """Decode a stream entry's `data`; None (and a log line) if unreadable."""
+        """Read a stream entry's `data`; None (and a log line) if unreadable."""
         eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        if isinstance(text, str) and text.startswith(WRITTEN_PREFIX) and text.endswith("}"):
+            return cls(eid, text)  # written by the run scripts: well formed by construction
         try:
-            data = json.loads(raw)
+            data = json.loads(text)
         except (ValueError, TypeError):
             log.warning("skipping event %s: not JSON", eid)
             return None
         if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
             log.warning("skipping event %s: unknown schema_version", eid)
             return None
-        return cls(eid, data)
+        return cls.from_data(eid, data)
 
 
 #: Both halves of a Redis stream id are unsigned 64-bit integers.

@@ -43,9 +43,10 @@ class EventWriter:
     ) -> None:
         """Queue one event; raises what writing an earlier batch raised."""
         with self._ready:
-            self._ready.wait_for(
-                lambda: len(self._pending) < MAX_PENDING or self._error is not None
-            )
+            if len(self._pending) >= MAX_PENDING:
+                self._ready.wait_for(
+                    lambda: len(self._pending) < MAX_PENDING or self._error is not None
+                )
             if self._error is not None:
                 raise self._error
             self._count += 1
@@ -55,7 +56,8 @@ class EventWriter:
                     target=self._write, name="stepstream-events", daemon=True
                 )
                 self._thread.start()
-            self._ready.notify_all()
+            elif len(self._pending) == 1 and not self._writing:
+                self._ready.notify_all()  # the writer is idle, waiting for this one
 
     def close(self) -> None:
         """Write everything queued, then stop; raises what writing raised."""

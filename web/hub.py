@@ -141,11 +141,13 @@ class Hub:
 
     # -- for request handlers ----------------------------------------------------------
 
-    def follow(self, run_id: str, after: str, wait_s: float) -> Iterator[Event | None]:
+    def follow(self, run_id: str, after: str, wait_s: float) -> Iterator[list[Event]]:
         """Replay a run from `after`, then follow it live until `run_finished`.
 
-        Yields None after each `wait_s` of silence (for keepalives). Raises Gone when
-        the subscriber is dropped, and redis errors when replaying fails.
+        Yields events in batches as they come (a replay page, what arrived live) and an
+        empty batch after each `wait_s` of silence (for keepalives); the last batch ends
+        with `run_finished`. Raises Gone when the subscriber is dropped, and redis
+        errors when replaying fails.
         """
         cursor = after if after not in ("", "0") else "0-0"
         while True:  # replay, page by page, on this request's own time
@@ -160,24 +162,18 @@ class Hub:
                 if status is None or status in TERMINAL_RUN:
                     return  # finished (run_finished was replayed already) or expired
                 break
-            for entry_id, fields in entries:
-                cursor = entry_id
-                event = Event.decode(entry_id, fields.get("data", ""))
-                if event is None:
-                    continue
-                yield event
-                if event.is_final:
-                    return
+            cursor = entries[-1][0]
+            page, final = _until_final(_decode(entries))
+            yield page
+            if final:
+                return
         sub = self.subscribe(run_id, cursor)
         try:
             while True:
-                batch = sub.take(wait_s)
-                if not batch:
-                    yield None
-                for event in batch:
-                    yield event
-                    if event.is_final:
-                        return
+                batch, final = _until_final(sub.take(wait_s))
+                yield batch
+                if final:
+                    return
         except Gone as gone:
             if gone.reason == "expired":
                 return
@@ -347,6 +343,14 @@ class Hub:
             self._joining = []
         for sub in subs:
             sub.end(reason)
+
+
+def _until_final(events: list[Event]) -> tuple[list[Event], bool]:
+    """The events up to and including `run_finished`, and whether it was among them."""
+    for i, event in enumerate(events):
+        if event.is_final:
+            return events[: i + 1], True
+    return events, False
 
 
 def _decode(entries: list[Any]) -> list[Event]:

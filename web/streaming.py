@@ -8,12 +8,17 @@ plain HTTP, so every client library can see them.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import redis
 from flask import Blueprint, Response, request, stream_with_context
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed, Server
+from wsproto.events import TextMessage
+
+from tasks.events import Event
 
 from .api import bp as api_bp
 from .api import cursor_arg, events_page, require_run
@@ -52,12 +57,12 @@ def sse_frames(run_id: str, after: str) -> Iterator[str]:
     try:
         # A first byte lets proxies and clients know the stream is open.
         yield ": stream open\n\n"
-        for event in svc.hub.follow(run_id, after, SSE_KEEPALIVE_S):
-            if event is None:
+        for batch in svc.hub.follow(run_id, after, SSE_KEEPALIVE_S):
+            if not batch:
                 yield ": keepalive\n\n"
                 continue
-            yield f"id: {event.id}\nevent: {event.type}\ndata: {event.encode()}\n\n"
-            sent.inc()
+            yield "".join(f"id: {e.id}\nevent: {e.type}\ndata: {e.encode()}\n\n" for e in batch)
+            sent.inc(len(batch))
     except (Gone, redis.ConnectionError, redis.TimeoutError) as exc:
         # Ending the response lets the client reconnect with Last-Event-ID.
         log.warning("SSE stream of run %s ended: %s", run_id, exc)
@@ -94,24 +99,57 @@ def ws_checks() -> None:
     require_run(run_id)
 
 
+class WholeFrames:
+    """The connection's socket, for simple-websocket to write frames to whole.
+
+    It writes each frame with `socket.send()`, which may write only part of it when the
+    send buffer is full (under gevent, as soon as a client reads slower than a replay
+    writes): the rest would be lost and the stream corrupted. Its ping thread may also
+    write at the same moment. Here every frame goes out whole, one at a time.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self._lock:
+            self._sock.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def send_frames(ws: Server, events: list[Event]) -> None:
+    """One text frame per event (SPEC §7), written together in one send.
+
+    The frames are built by the connection's own wsproto state (`ws.ws`), so a
+    negotiated permessage-deflate applies to them as to any frame simple-websocket sends.
+    """
+    if not ws.connected:
+        raise ConnectionClosed(ws.close_reason, ws.close_message)
+    ws.sock.send(b"".join(ws.ws.send(TextMessage(data=e.encode())) for e in events))
+
+
 @sock.route("/runs/<run_id>/ws", bp=ws_bp)
 def run_ws(ws: Server, run_id: str) -> None:
+    ws.sock = WholeFrames(ws.sock)
     svc = services()
     after = cursor_arg()
     gauge = svc.metrics.subscribers.labels("ws")
     sent = svc.metrics.events_sent.labels("ws")
     gauge.inc()
     try:
-        for event in svc.hub.follow(run_id, after, WS_WAIT_S):
+        for batch in svc.hub.follow(run_id, after, WS_WAIT_S):
             # Messages from the client mean nothing here; drop them so they cannot pile up.
             while ws.receive(timeout=0) is not None:
                 pass
             if not ws.connected:
                 return
-            if event is None:
-                continue
-            ws.send(event.encode())
-            sent.inc()
+            if batch:
+                send_frames(ws, batch)
+                sent.inc(len(batch))
         ws.close(reason=WS_NORMAL, message="run finished")
     except ConnectionClosed:
         pass

@@ -41,16 +41,21 @@ local function str(s)
   return cjson.encode(s)
 end
 
+--- The run's id and stream cap, read once per script call (a batch emits many events).
+local EMIT_RUN_ID, EMIT_MAXLEN
+
 --- Append one event: bump seq, XADD, and record last_event_id in the same call.
 local function emit(etype, fields)
-  local run_id = redis.call('HGET', RUN, 'run_id')
+  if not EMIT_RUN_ID then
+    EMIT_RUN_ID = redis.call('HGET', RUN, 'run_id')
+    EMIT_MAXLEN = redis.call('HGET', RUN, 'maxlen') or '100000'
+  end
   local seq = redis.call('HINCRBY', RUN, 'seq', 1)
-  local body = '{"schema_version":1,"type":"' .. etype .. '","run_id":"' .. run_id
+  local body = '{"schema_version":1,"type":"' .. etype .. '","run_id":"' .. EMIT_RUN_ID
     .. '","seq":' .. seq .. ',"ts":"' .. NOW_ISO .. '"'
   if fields ~= '' then body = body .. ',' .. fields end
   body = body .. '}'
-  local maxlen = redis.call('HGET', RUN, 'maxlen') or '100000'
-  local id = redis.call('XADD', EVENTS, 'MAXLEN', '~', maxlen, '*', 'data', body)
+  local id = redis.call('XADD', EVENTS, 'MAXLEN', '~', EMIT_MAXLEN, '*', 'data', body)
   redis.call('HSET', RUN, 'last_event_id', id)
   EMITTED[#EMITTED + 1] = id
   EMITTED[#EMITTED + 1] = body

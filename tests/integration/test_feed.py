@@ -34,7 +34,7 @@ def test_every_event_of_a_run_reaches_the_all_runs_stream(
 def test_the_feed_drops_rather_than_blocks_when_redis_is_gone() -> None:
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
     feed = AllEventsFeed(dead, maxlen=100)
-    events = [Event(f"1-{i}", {"seq": i}) for i in range(5)]
+    events = [Event.from_data(f"1-{i}", {"seq": i}) for i in range(5)]
     feed.put(events)  # returns at once whatever Redis does
     assert feed.flush(timeout=10)
     assert feed.dropped == 5
@@ -42,11 +42,11 @@ def test_the_feed_drops_rather_than_blocks_when_redis_is_gone() -> None:
 
 def test_a_forked_child_gets_its_own_feed_thread(r: redis.Redis) -> None:
     feed = AllEventsFeed(r, maxlen=100)
-    feed.put([Event("1-1", {"seq": 1, "run_id": "parent"})])
+    feed.put([Event.from_data("1-1", {"seq": 1, "run_id": "parent"})])
     assert feed.flush()
     pid = os.fork()
     if pid == 0:  # the child: the parent's thread does not exist here
-        feed.put([Event("1-2", {"seq": 2, "run_id": "child"})])
+        feed.put([Event.from_data("1-2", {"seq": 2, "run_id": "child"})])
         os._exit(0 if feed.flush() else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0

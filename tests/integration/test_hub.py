@@ -3,6 +3,7 @@ queues, and a goodbye on shutdown."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import websocket
 from clients import sse_events, submit, ws_events
 from conftest import LiveServer, WorkerProcess, start_web, wait_for
 
@@ -20,6 +22,7 @@ from tasks import keys
 from tasks.config import Settings
 from tasks.events import Event
 from tasks.scenario import parse_scenario
+from tasks.step_events import EventWriter
 from tasks.store import RunStore
 from web import WEB_CLIENT_NAME, WEB_REDIS_CONNECTIONS
 from web.hub import Gone, Hub, Subscription
@@ -220,3 +223,34 @@ def test_sigterm_to_the_production_server_says_going_away(
         store = RunStore.from_settings(Settings.from_env(base_env))
         store.cancel_run(run["run_id"])
         store.redis.close()
+
+
+def test_a_long_replay_to_a_slow_websocket_client_arrives_intact(
+    base_env: dict[str, str], settings: Settings, r: redis.Redis, tmp_path: Path
+) -> None:
+    """20,000 events to a client that reads slower than the server writes: every frame
+    whole (a partly written frame would corrupt the stream), every event once, in order."""
+    live = Live(settings)
+    writer = EventWriter(live.store, live.run_id, "only", 1)
+    for i in range(1, 20_001):
+        writer.put("step_progress", {"progress": i / 20_000, "message": "x" * 200}, i / 20_000)
+    writer.close()
+    live.store.finish_step(live.run_id, "only", 1, "succeeded", "", "1")
+    web = start_web(base_env, tmp_path, "web-replay")
+    try:
+        conn = websocket.create_connection(f"ws{web.url[4:]}/api/runs/{live.run_id}/ws", timeout=30)
+        seqs = []
+        try:
+            while True:
+                opcode, data = conn.recv_data()
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    break
+                seqs.append(json.loads(data)["seq"])
+                if len(seqs) % 500 == 0:
+                    time.sleep(0.02)  # a slow reader: the server's send buffer fills up
+        finally:
+            conn.close()
+    finally:
+        web.kill()
+        live.close()
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == 3 + 20_000 + 2

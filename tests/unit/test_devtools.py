@@ -230,8 +230,7 @@ def test_up_check_uses_stepstream_redis_url_and_prints_the_commands() -> None:
         f"{bin_dir / 'celery'} -A worker worker --loglevel=INFO --concurrency=2 -n worker1@%h"
     )
     assert lines["web"] == (
-        f"{bin_dir / 'gunicorn'} --config python:web.gunicorn_conf "
-        "--bind 127.0.0.1:8000 'web:create_app()'"
+        f"{bin_dir / 'gunicorn'} --config gunicorn.conf.py --bind 127.0.0.1:8000 'web:create_app()'"
     )
     assert lines["flower"] == (
         f"{bin_dir / 'celery'} -A worker flower --address=127.0.0.1 --port=5555"

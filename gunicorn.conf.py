@@ -1,4 +1,7 @@
-"""gunicorn settings for the web app: `gunicorn -c python:web.gunicorn_conf 'web:create_app()'`.
+"""gunicorn settings for the web app: `gunicorn -c gunicorn.conf.py 'web:create_app()'`.
+
+A file beside the packages rather than a module inside `web`: importing `web` in the
+master would load redis-py and ssl before the gevent workers patch them.
 
 gevent workers hold thousands of WebSockets and SSE streams per process, each a
 greenlet waiting on its subscription to the process's hub. On SIGTERM a worker first
