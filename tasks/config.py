@@ -55,6 +55,8 @@ class Settings:
     #: After this long the broker hands out again a message whose worker never
     #: acknowledged it (a lost node's): the backstop for anything such a node held.
     redeliver_s: float = 300.0
+    #: Events a streaming client may fall behind before it is cut off (1013).
+    stream_queue: int = 10_000
     #: Where the browser UI links to Flower; "" means port 5555 of the page's host.
     flower_url: str = ""
 
@@ -81,4 +83,5 @@ class Settings:
             redis_retry_s=_float(env, "STEPSTREAM_REDIS_RETRY_S", cls.redis_retry_s),
             redeliver_s=_float(env, "STEPSTREAM_REDELIVER_S", cls.redeliver_s),
             flower_url=env.get("STEPSTREAM_FLOWER_URL", ""),
+            stream_queue=_int(env, "STEPSTREAM_STREAM_QUEUE", cls.stream_queue),
         )

@@ -51,7 +51,12 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.extensions["stepstream"] = Services(
         settings=settings,
         store=store,
-        hub=Hub(settings.redis_url, store.redis, client_name=WEB_CLIENT_NAME),
+        hub=Hub(
+            settings.redis_url,
+            store.redis,
+            queue_limit=settings.stream_queue,
+            client_name=WEB_CLIENT_NAME,
+        ),
         tools=tools,
         catalog=Catalog(settings.scenarios_dir, tools),
         celery=create_celery_app(settings),

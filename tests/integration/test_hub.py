@@ -254,3 +254,49 @@ def test_a_long_replay_to_a_slow_websocket_client_arrives_intact(
         web.kill()
         live.close()
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == 3 + 20_000 + 2
+
+
+def test_a_websocket_client_that_stops_reading_is_closed_with_1013(
+    base_env: dict[str, str], settings: Settings, r: redis.Redis, tmp_path: Path
+) -> None:
+    """Live events pile up for a client that does not read, until the server gives up
+    on it (1013, resume with `after`); a client that reads gets every event."""
+    live = Live(settings)
+    web = start_web({**base_env, "STEPSTREAM_STREAM_QUEUE": "300"}, tmp_path, "web-slow")
+    ws_url = "ws" + web.url[len("http") :]
+    metrics = f"{web.url}/metrics"
+    try:
+        stalled = websocket.create_connection(f"{ws_url}/api/runs/{live.run_id}/ws", timeout=30)
+        reader: dict[str, Any] = {}
+        thread = threading.Thread(
+            target=lambda: reader.update(result=ws_events(ws_url, live.run_id)), daemon=True
+        )
+        thread.start()
+        wait_for(
+            lambda: 'stepstream_stream_subscribers{transport="ws"} 2.0' in httpx.get(metrics).text,
+            what="both clients live",
+        )
+        writer = EventWriter(live.store, live.run_id, "only", 1)
+        # Far more than the socket buffers hold, at a pace a reading client keeps up with.
+        for i in range(1, 4_001):
+            writer.put("step_log", {"message": f"{i:06d} " + "x" * 4000})
+            if i % 100 == 0:
+                time.sleep(0.1)  # the load's pace, not a wait for a result
+        writer.close()
+        live.store.finish_step(live.run_id, "only", 1, "succeeded", "", "1")
+        thread.join(timeout=60)
+        code = None
+        received = 0
+        while code is None:
+            opcode, data = stalled.recv_data(control_frame=False)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                code = int.from_bytes(data[:2], "big")
+            else:
+                received += 1
+        stalled.close()
+    finally:
+        web.kill()
+        live.close()
+    assert (code, received < 4_000) == (1013, True), received
+    events, reader_code = reader["result"]
+    assert reader_code == 1000 and len(events) == 3 + 4_000 + 2
