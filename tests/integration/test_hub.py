@@ -4,6 +4,7 @@ queues, and a goodbye on shutdown."""
 from __future__ import annotations
 
 import json
+import random
 import signal
 import threading
 import time
@@ -125,38 +126,86 @@ def test_a_subscriber_that_falls_behind_is_dropped_and_the_others_are_not(
         live.close()
 
 
-def test_streams_of_many_subscribers_share_a_handful_of_connections(
-    live_server: LiveServer, worker: WorkerProcess, r: redis.Redis
+def test_200_subscribers_on_20_runs_each_get_every_event_once_on_few_connections(
+    base_env: dict[str, str], settings: Settings, r: redis.Redis, tmp_path: Path
 ) -> None:
-    runs = [submit(live_server.url, "test_slow_progress", {"seconds": 1.5}) for _ in range(8)]
+    """Counted, not timed: half over WebSocket, half over SSE, to one gunicorn process."""
+    runs = [Live(settings) for _ in range(20)]
+    web = start_web(base_env, tmp_path, "web-200")
+    ws_url = "ws" + web.url[len("http") :]
     results: dict[tuple[int, int], list[dict[str, Any]]] = {}
 
     def follow(i: int, j: int) -> None:
+        run_id = runs[i].run_id
         if j % 2:
-            results[i, j] = sse_events(live_server.url, runs[i]["run_id"])
+            results[i, j] = sse_events(web.url, run_id)
         else:
-            results[i, j] = ws_events(live_server.ws_url, runs[i]["run_id"])[0]
+            results[i, j] = ws_events(ws_url, run_id, timeout=60)[0]
 
     threads = [
         threading.Thread(target=follow, args=(i, j), daemon=True)
-        for i in range(len(runs))
+        for i in range(20)
         for j in range(10)
     ]
-    for thread in threads:
-        thread.start()
-    peak = 0
-    while any(t.is_alive() for t in threads):
-        names = [c.get("name") for c in r.client_list()]
-        peak = max(peak, sum(1 for n in names if n == WEB_CLIENT_NAME))
-        time.sleep(0.05)  # sampling interval while the followers run
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.start()
+
+        def following() -> bool:
+            text = httpx.get(f"{web.url}/metrics").text
+            return all(f'transport="{t}"}} 100.0' in text for t in ("ws", "sse"))
+
+        wait_for(following, timeout=60, what="200 subscribers following")
+        peak = 0
+        for _ in range(50):  # appended while everyone follows, interleaved over runs
+            for live in runs:
+                live.say(4)
+            names = [c.get("name") for c in r.client_list()]
+            peak = max(peak, names.count(WEB_CLIENT_NAME))
+        for live in runs:
+            live.store.finish_step(live.run_id, "only", 1, "succeeded", "", "1")
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        web.kill()
+        for live in runs:
+            live.close()
     # The capped pool and the hub's own reader, whatever the number of subscribers.
     assert 1 <= peak <= WEB_REDIS_CONNECTIONS + 1
+    assert len(results) == 200
     for (i, _), events in results.items():
-        stored = [e for e, _ in r.xrange(keys.run_events(runs[i]["run_id"]))]
-        assert [e["id"] for e in events] == stored
-        assert events[-1]["type"] == "run_finished"
+        stored = [e for e, _ in r.xrange(keys.run_events(runs[i].run_id))]
+        assert len(stored) == 3 + 200 + 2
+        assert [e["id"] for e in events] == stored  # every event, once, in order
+
+
+def test_joining_while_events_are_appended_gets_the_seam_right(live: Live) -> None:
+    """A tight loop: a writer appends without pause while subscribers join from random
+    points of the stream, again and again; each sees a gap-free run of seq."""
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.is_set():
+            live.say(1)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    rng = random.Random(7)
+    try:
+        for _ in range(150):
+            ids = live.ids()
+            start = rng.randrange(len(ids))
+            seen: list[int] = []
+            stream = live.hub.follow(live.run_id, ids[start], 2.0)
+            for batch in stream:
+                seen += [e.seq for e in batch]
+                if len(seen) >= 40:
+                    break
+            stream.close()  # leaves the hub
+            assert seen[:40] == list(range(start + 2, start + 42)), (start, seen[:5])
+    finally:
+        stop.set()
+        writer.join()
 
 
 def test_a_stopping_web_process_closes_websockets_with_1001(
