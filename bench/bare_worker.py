@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -14,7 +12,8 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-from devtools.celery_worker import ROOT, WorkerProcess
+from devtools.celery_worker import WorkerProcess
+from devtools.processes import spawn
 from tasks.config import Settings
 from worker.celery_app import create_celery_app
 
@@ -55,15 +54,7 @@ def bare_worker(
         "-P", "prefork", "-c", str(concurrency), "-n", "bare@%h",
         "--without-mingle", "--without-gossip", "--loglevel=INFO",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        env={**os.environ, **bare_env},
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    process = WorkerProcess("bare", proc, log_path)
+    process = WorkerProcess("bare", spawn(argv, bare_env, log_path), log_path)
     app = create_celery_app(Settings.from_env(bare_env), name="bench_bare", config=bare_config)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:

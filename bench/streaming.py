@@ -26,9 +26,11 @@ import redis
 import websockets
 
 from devtools.celery_worker import start_worker
+from devtools.processes import child_pids
 from devtools.redis_server import RedisServer
 from devtools.web_server import WebProcess, start_web
 from tasks import keys
+from web import WEB_CLIENT_NAME
 
 from .api import wait_finished
 from .report import figure, percentiles
@@ -39,7 +41,6 @@ RUNS = 100
 PER_RUN = 10
 #: Events per second each live run appends, and for how long.
 TICKS, TICK_SECONDS = 30, 15.0
-WEB_CLIENT_NAME = "stepstream-web"
 
 
 @dataclass
@@ -59,9 +60,7 @@ class StreamingStack:
         return str(response.json()["run_id"])
 
     def web_worker_pid(self) -> int:
-        pid = self.web.proc.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        return int(children[0])
+        return child_pids(self.web.proc.pid)[0]
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +13,7 @@ import redis
 
 from tasks import keys
 
-ROOT = Path(__file__).resolve().parent.parent
-#: A new worker must publish its first heartbeat within this many seconds.
-START_TIMEOUT_S = 30.0
+from .processes import spawn, wait_ready
 
 
 @dataclass
@@ -47,7 +44,7 @@ def start_worker(
     """Start a worker (prefork unless `pool` says otherwise) and wait for its heartbeat
     in `env`'s Redis."""
     log_path = log_dir / f"{name}.log"
-    proc = subprocess.Popen(
+    proc = spawn(
         [
             sys.executable,
             "-m",
@@ -65,23 +62,20 @@ def start_worker(
             "--without-gossip",
             "--loglevel=INFO",
         ],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        env,
+        log_path,
     )
     worker = WorkerProcess(name, proc, log_path)
     client = redis.Redis.from_url(env["STEPSTREAM_REDIS_URL"], decode_responses=True)
-    deadline = time.monotonic() + START_TIMEOUT_S
+
+    def beating() -> bool:
+        return any(str(k).startswith(f"{name}@") for k in client.hkeys(keys.workers()))
+
     try:
-        while not any(str(k).startswith(f"{name}@") for k in client.hkeys(keys.workers())):
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker {name} exited:\n{worker.log()}")
-            if time.monotonic() > deadline:
-                worker.stop()
-                raise RuntimeError(f"worker {name} sent no heartbeat:\n{worker.log()}")
-            time.sleep(0.05)  # polling for the heartbeat row
+        wait_ready(
+            proc, beating, what=f"worker {name}'s heartbeat", log_path=log_path,
+            give_up=worker.stop,
+        )  # fmt: skip
     finally:
         client.close()
     return worker

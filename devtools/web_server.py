@@ -7,17 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from .processes import spawn, wait_ready
 from .redis_server import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-#: A new server must answer /healthz within this many seconds.
-START_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -43,26 +39,14 @@ def start_web(
     log_path = log_dir / f"{name}.log"
     command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py"]
     command += ["--bind", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(
-        [*command, app],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = spawn([*command, app], env, log_path)
     web = WebProcess(f"http://127.0.0.1:{port}", proc, log_path)
 
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"web {name} exited:\n{log_path.read_text()}")
+    def healthy() -> bool:
         try:
-            if httpx.get(f"{web.url}/healthz", timeout=1).status_code == 200:
-                return web
+            return httpx.get(f"{web.url}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            web.kill()
-            raise RuntimeError(f"web {name} did not answer /healthz:\n{log_path.read_text()}")
-        time.sleep(0.05)  # polling for the server to come up
+            return False
+
+    wait_ready(proc, healthy, what=f"web {name}'s /healthz", log_path=log_path, give_up=web.kill)
+    return web

@@ -23,6 +23,7 @@ import redis
 from clients import submit
 from conftest import LiveServer, WorkerProcess, serve, start_worker, wait_for
 
+from devtools.processes import child_pids
 from tasks import keys
 from tasks.config import Settings
 from tasks.store import RunStore
@@ -86,13 +87,6 @@ def cluster(
         store.redis.close()
 
 
-def pool_children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-
-
 def submit_runs(cluster: Cluster) -> list[str]:
     return [
         submit(cluster.web.url, "test_chaos", {"dir": str(cluster.journal_dir)})["run_id"]
@@ -146,7 +140,7 @@ def test_killed_pool_processes_lose_no_run(cluster: Cluster) -> None:
     while kills < 8 and unfinished(cluster, run_ids):
         time.sleep(rng.uniform(0.3, 0.8))  # the chaos schedule
         node = cluster.workers[rng.choice(NODES)]
-        children = pool_children(node.proc.pid)
+        children = child_pids(node.proc.pid)
         if children:
             os.kill(rng.choice(children), signal.SIGKILL)
             kills += 1
