@@ -133,7 +133,6 @@ class Hub:
         self._cursors: dict[str, str] = {}
         self._pid = -1
         self._stopping = False
-        self._thread: threading.Thread | None = None
         # A stream of this hub's own in the XREAD set: appending to it wakes the read
         # when a subscriber joins, so joining never waits for the block to time out.
         self._wake_key = f"stepstream:hub:{uuid.uuid4().hex}"
@@ -202,14 +201,18 @@ class Hub:
         """Tell every subscriber the process is going away (WebSocket close 1001)."""
         with self._lock:
             self._stopping = True
-            subs = [s for group in self._subs.values() for s in group] + self._joining
+            subs = self._everyone()
         for sub in subs:
             sub.end("shutdown")
         self._wake()
 
     def subscriber_count(self) -> int:
         with self._lock:
-            return sum(len(group) for group in self._subs.values()) + len(self._joining)
+            return len(self._everyone())
+
+    def _everyone(self) -> list[Subscription]:
+        """Every subscriber, joined or joining (call with the lock held)."""
+        return [s for group in self._subs.values() for s in group] + self._joining
 
     # -- the hub's thread --------------------------------------------------------------
 
@@ -222,8 +225,7 @@ class Hub:
             # A forked child inherits no thread (and must not share connections).
             self._subs.clear()
             self._cursors.clear()
-            self._thread = threading.Thread(target=self._run, name="stepstream-hub", daemon=True)
-            self._thread.start()
+            threading.Thread(target=self._run, name="stepstream-hub", daemon=True).start()
             self._pid = os.getpid()
 
     def _wake(self) -> None:
@@ -245,23 +247,23 @@ class Hub:
             client_name=self.client_name,
         )
         pause = 0.1
-        while True:
-            try:
-                self._loop(reader)
-            except redis.RedisError as exc:
-                log.warning("event hub: %s; dropping subscribers so they resume", exc)
-                self._drop_all("unavailable")
-                with self._lock:
-                    if not self._joining:
-                        # Nobody is waiting: stop here, the next subscriber starts afresh.
-                        self._pid = -1
-                        return
-                time.sleep(pause)  # back off while Redis is away
-                pause = min(pause * 2, 2.0)
-            else:
-                return
-            finally:
-                reader.close()
+        try:
+            while True:
+                try:
+                    self._loop(reader)
+                    return
+                except redis.RedisError as exc:
+                    log.warning("event hub: %s; dropping subscribers so they resume", exc)
+                    self._drop_all("unavailable")
+                    with self._lock:
+                        if not self._joining:
+                            # Nobody is waiting: stop here; the next subscriber starts afresh.
+                            self._pid = -1
+                            return
+                    time.sleep(pause)  # back off while Redis is away
+                    pause = min(pause * 2, 2.0)
+        finally:
+            reader.close()
 
     def _loop(self, reader: redis.Redis) -> None:
         last_check = time.monotonic()
@@ -272,12 +274,7 @@ class Hub:
                 joining, self._joining = self._joining, []
                 leaving, self._leaving = self._leaving, []
             for sub in leaving:
-                group = self._subs.get(sub.stream)
-                if group is not None:
-                    group.discard(sub)
-                    if not group:
-                        del self._subs[sub.stream]
-                        self._cursors.pop(sub.stream, None)
+                self._remove(sub)
             for sub in joining:
                 self._admit(sub)
             streams: dict[Any, Any] = dict(self._cursors)
@@ -337,7 +334,7 @@ class Hub:
 
     def _drop_all(self, reason: str) -> None:
         with self._lock:
-            subs = [s for group in self._subs.values() for s in group] + self._joining
+            subs = self._everyone()
             self._subs.clear()
             self._cursors.clear()
             self._joining = []
