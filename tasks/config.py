@@ -59,6 +59,10 @@ class Settings:
     stream_queue: int = 10_000
     #: Where the browser UI links to Flower; "" means port 5555 of the page's host.
     flower_url: str = ""
+    #: The file listing MCP servers whose tools steps may call; None: no MCP tools.
+    mcp_config: Path | None = None
+    #: How often the web asks the MCP servers for their tools again.
+    mcp_refresh_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,4 +88,8 @@ class Settings:
             redeliver_s=_float(env, "STEPSTREAM_REDELIVER_S", cls.redeliver_s),
             flower_url=env.get("STEPSTREAM_FLOWER_URL", ""),
             stream_queue=_int(env, "STEPSTREAM_STREAM_QUEUE", cls.stream_queue),
+            mcp_config=Path(env["STEPSTREAM_MCP_CONFIG"])
+            if env.get("STEPSTREAM_MCP_CONFIG")
+            else None,
+            mcp_refresh_s=_float(env, "STEPSTREAM_MCP_REFRESH_S", cls.mcp_refresh_s),
         )

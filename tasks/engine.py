@@ -17,7 +17,7 @@ from .errors import StepCancelled, StepstreamError
 from .references import resolve
 from .step_events import EventWriter
 from .store import RunStore
-from .tools import ToolContext, ToolRegistry
+from .tools import ToolContext, ToolLookup
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class StepContext:
 
 
 def execute(
-    tools: ToolRegistry,
+    tools: ToolLookup,
     definition: dict[str, Any],
     run_input: Any,
     outputs: dict[str, Any],

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from functools import cache
 
 from .config import Settings
+from .mcp_tools.source import McpToolSource, ToolsWithMcp
 from .store import RunStore
-from .tools import ToolRegistry, default_registry
+from .tools import ToolLookup, default_registry
 
 
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
     store: RunStore
-    tools: ToolRegistry
+    tools: ToolLookup
 
 
 _lock = threading.Lock()
@@ -29,7 +30,11 @@ _lock = threading.Lock()
 def _build() -> Runtime:
     settings = Settings.from_env()
     store = RunStore.from_settings(settings, retry_s=settings.redis_retry_s)
-    return Runtime(settings, store, default_registry())
+    registry = default_registry()
+    tools: ToolLookup = registry
+    if settings.mcp_config is not None:
+        tools = ToolsWithMcp(registry, McpToolSource.from_file(settings.mcp_config))
+    return Runtime(settings, store, tools)
 
 
 def get_runtime() -> Runtime:

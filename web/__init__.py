@@ -17,6 +17,7 @@ from . import api, errors, openapi, probes, streaming, ui
 from .auth import RedactTokens, check_token
 from .catalog import Catalog
 from .hub import Hub
+from .mcp_catalog import KnownTools, McpCatalog
 from .metrics import Metrics
 from .services import Services, services
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.config.update(config)
 
     tools = default_registry()
+    mcp = McpCatalog(settings.mcp_config, settings.mcp_refresh_s)
     # The web's Redis connections stay few whatever the load: requests share a capped
     # pool, and live events come through the hub's single connection.
     store = RunStore.from_settings(
@@ -58,7 +60,9 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
             client_name=WEB_CLIENT_NAME,
         ),
         tools=tools,
-        catalog=Catalog(settings.scenarios_dir, tools),
+        mcp=mcp,
+        # Scenarios are checked again whenever the MCP servers' tools change.
+        catalog=Catalog(settings.scenarios_dir, KnownTools(tools, mcp), lambda: mcp.version),
         celery=create_celery_app(settings),
         metrics=Metrics(),
     )
@@ -73,9 +77,12 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(ui.bp)
 
+    mcp.start()
+
     @app.before_request
     def _before() -> None:
         g.started = time.perf_counter()
+        mcp.start()  # again in a forked process; otherwise a no-op
         token = settings.api_token
         if token and request.path.startswith("/api"):
             check_token(token)

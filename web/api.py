@@ -269,4 +269,16 @@ def list_workers() -> Response:
 
 @bp.get("/tools")
 def list_tools() -> Response:
-    return jsonify([t.summary() for t in services().tools.list()])
+    svc = services()
+    python = [t.summary() for t in svc.tools.list()]
+    return jsonify(sorted(python + svc.mcp.summaries(), key=lambda t: str(t["name"])))
+
+
+@bp.post("/tools/refresh")
+def refresh_tools() -> tuple[Response, int]:
+    """List the MCP servers' tools again, in the background: GET /api/tools shows it."""
+    mcp = services().mcp
+    if not mcp.enabled:
+        return jsonify({"status": "no MCP servers configured"}), 202
+    mcp.request_refresh()
+    return jsonify({"status": "refreshing"}), 202

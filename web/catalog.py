@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Container
 from pathlib import Path
 
 from tasks.loader import LoadError, load_scenarios
 from tasks.scenario import Scenario
-from tasks.tools import ToolRegistry
 
 #: Seconds between checks of the directory for changed files.
 RECHECK_S = 1.0
@@ -17,22 +17,29 @@ RECHECK_S = 1.0
 class Catalog:
     """Scenarios by id; a changed, added or removed file is picked up within a second."""
 
-    def __init__(self, directory: Path, tools: ToolRegistry) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        tools: Container[str],
+        tools_version: Callable[[], object] = lambda: None,
+    ) -> None:
         self.directory = directory
         self.tools = tools
+        #: Changes when the set of known tools does: the files are then checked again.
+        self.tools_version = tools_version
         self._lock = threading.Lock()
-        self._signature: tuple[tuple[str, int, int], ...] | None = None
+        self._signature: tuple[object, ...] | None = None
         self._checked_at = 0.0
         self._scenarios: dict[str, Scenario] = {}
         self._errors: tuple[LoadError, ...] = ()
         self.refresh(force=True)
 
-    def _current_signature(self) -> tuple[tuple[str, int, int], ...]:
+    def _current_signature(self) -> tuple[object, ...]:
+        signature: list[object] = [self.tools_version()]
         try:
             files = sorted(self.directory.iterdir())
         except OSError:
-            return ()
-        signature = []
+            return tuple(signature)
         for path in files:
             try:
                 stat = path.stat()

@@ -169,11 +169,18 @@ SCHEMAS: dict[str, Any] = {
     },
     "Tool": {
         "type": "object",
-        "required": ["name", "description", "input_schema"],
+        "required": ["name", "description", "input_schema", "source", "available"],
         "properties": {
-            "name": {"type": "string"},
+            "name": {"type": "string", "description": "`<server>.<tool>` for an MCP tool."},
             "description": {"type": "string"},
             "input_schema": {"type": "object"},
+            "source": {"type": "string", "enum": ["python", "mcp"]},
+            "available": {
+                "type": "boolean",
+                "description": "False while the tool's MCP server does not answer.",
+            },
+            "server": {"type": "string", "description": "The MCP server (MCP tools only)."},
+            "error": {"type": "string", "description": "Why the server is unavailable."},
         },
     },
     "Worker": {
@@ -389,6 +396,24 @@ PATHS: dict[str, Any] = {
                 "200": {
                     "description": "Tools.",
                     "content": json_content({"type": "array", "items": ref("Tool")}),
+                },
+                **AUTH_ERRORS,
+            },
+        }
+    },
+    "/api/tools/refresh": {
+        "post": {
+            "summary": "List the MCP servers' tools again, in the background",
+            "responses": {
+                "202": {
+                    "description": "Refreshing; GET /api/tools shows the result.",
+                    "content": json_content(
+                        {
+                            "type": "object",
+                            "required": ["status"],
+                            "properties": {"status": {"type": "string"}},
+                        }
+                    ),
                 },
                 **AUTH_ERRORS,
             },

@@ -28,6 +28,10 @@ def readyz() -> tuple[Response, int]:
         checks["workers"] = workers
         if workers == 0:
             reason = "no live worker"
+        mcp = services().mcp
+        if mcp.enabled:
+            # Reported, not required: steps calling other tools work without them.
+            checks["mcp"] = mcp.status()
     except redis.RedisError as exc:
         checks["redis"] = f"unavailable: {exc}"
         reason = "redis unavailable"

@@ -14,6 +14,7 @@ from tasks.tools import ToolRegistry
 
 from .catalog import Catalog
 from .hub import Hub
+from .mcp_catalog import McpCatalog
 from .metrics import Metrics
 
 
@@ -24,6 +25,8 @@ class Services:
     #: The process's one reader of live events (see hub.py).
     hub: Hub
     tools: ToolRegistry
+    #: The MCP servers' tools, listed in the background.
+    mcp: McpCatalog
     catalog: Catalog
     celery: Celery
     metrics: Metrics

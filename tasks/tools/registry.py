@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -39,6 +39,9 @@ class Tool:
     defined, not when a run first reaches it.
     """
 
+    #: What `name` must look like; MCP tools keep their server's names (see mcp_tools).
+    name_pattern: ClassVar[re.Pattern[str]] = TOOL_NAME_PATTERN
+
     name: str
     description: str
     #: JSON Schema (draft 2020-12) for the keyword arguments; treat it as read-only.
@@ -49,9 +52,9 @@ class Tool:
     _validator: Draft202012Validator = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if not TOOL_NAME_PATTERN.fullmatch(self.name):
+        if not self.name_pattern.fullmatch(self.name):
             raise ValueError(
-                f"invalid tool name {self.name!r}: must match {TOOL_NAME_PATTERN.pattern}"
+                f"invalid tool name {self.name!r}: must match {self.name_pattern.pattern}"
             )
         try:
             Draft202012Validator.check_schema(self.input_schema)
@@ -71,6 +74,8 @@ class Tool:
             "description": self.description,
             # A copy, so a caller editing the answer cannot change what is validated.
             "input_schema": copy.deepcopy(self.input_schema),
+            "source": "python",
+            "available": True,
         }
 
     def input_errors(self, value: Mapping[str, Any]) -> builtins.list[dict[str, str]]:
@@ -95,6 +100,12 @@ def tool(
         return Tool(name=name, description=description, input_schema=input_schema, func=func)
 
     return decorate
+
+
+class ToolLookup(Protocol):
+    """Where a worker finds a step's tool by name: the registry, or more (MCP tools)."""
+
+    def get(self, name: str) -> Tool: ...
 
 
 class ToolRegistry:

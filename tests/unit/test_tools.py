@@ -56,6 +56,8 @@ def test_tool_decorator_builds_a_tool_with_its_summary() -> None:
         "name": "acme.double",
         "description": "Double n.",
         "input_schema": schema,
+        "source": "python",
+        "available": True,
     }
 
 

@@ -1,0 +1,55 @@
+"""Ask every configured MCP server for its tools, in a process of its own.
+
+    python -m tasks.mcp_tools.listing CONFIG
+
+prints one JSON object: `{"servers": {name: {"tools": [...]} or {"error": "..."}}}`, or
+`{"error": "..."}` when the file itself is unusable. The web runs this instead of
+holding sessions itself: its processes stay free of event loops and child servers, and
+a server that hangs costs a subprocess, never a request.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .client import McpClients, McpUnavailable
+from .config import McpConfigError, load_config
+from .source import tool_info
+
+
+def list_servers(path: Path) -> dict[str, Any]:
+    try:
+        config = load_config(path)
+    except McpConfigError as exc:
+        return {"error": str(exc)}
+    clients = McpClients(dict(config.servers))
+
+    def one(server: str) -> dict[str, Any]:
+        try:
+            return {"tools": [tool_info(tool) for tool in clients.list_tools(server)]}
+        except McpUnavailable as exc:
+            return {"error": str(exc)}
+
+    try:
+        with ThreadPoolExecutor(max(1, len(config.servers))) as pool:
+            listed = dict(zip(config.servers, pool.map(one, config.servers), strict=True))
+    finally:
+        clients.close()
+    return {"servers": listed}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m tasks.mcp_tools.listing CONFIG", file=sys.stderr)
+        return 2
+    json.dump(list_servers(Path(argv[0])), sys.stdout)
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,210 @@
+"""The MCP servers' tools as the web knows them: listed in the background, served cached.
+
+A daemon thread (a greenlet under gevent) asks every server for its tools at start,
+every `STEPSTREAM_MCP_REFRESH_S` and whenever asked (`POST /api/tools/refresh`), by
+running `python -m tasks.mcp_tools.listing` and reading its answer. Requests only read
+what the last listing found, so a slow or dead server never holds one up. A server that
+stops answering keeps its last known tools, marked unavailable with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.mcp_tools.client import CONNECT_TIMEOUT_S, LIST_TIMEOUT_S
+from tasks.mcp_tools.config import McpConfigError, load_config
+from tasks.mcp_tools.source import McpTool, build_tool, split_name
+
+log = logging.getLogger(__name__)
+
+#: The most one listing may take: connecting and listing, plus starting Python.
+LISTING_TIMEOUT_S = CONNECT_TIMEOUT_S + LIST_TIMEOUT_S + 15
+
+
+@dataclass(frozen=True)
+class ServerState:
+    #: The tools of the last listing that worked; None until one has.
+    tools: tuple[McpTool, ...] | None = None
+    #: Why the last listing failed; None when it worked.
+    error: str | None = None
+    #: When the last listing ended (time.time()); None before the first.
+    checked_at: float | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.checked_at is not None and self.error is None
+
+
+def _not_here(*_: Any, **__: Any) -> Any:
+    raise RuntimeError("MCP tools are called by workers, not by the web")
+
+
+class McpCatalog:
+    """Tools of the configured MCP servers, refreshed in the background."""
+
+    def __init__(self, path: Path | None, refresh_s: float) -> None:
+        self.path = path
+        self.refresh_s = refresh_s
+        self.config_error: str | None = None
+        self.servers: dict[str, ServerState] = {}
+        #: Bumped whenever what is known changes, so scenarios are checked again.
+        self.version = 0
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._pid = -1
+        if path is not None:
+            try:
+                self.servers = {name: ServerState() for name in load_config(path).servers}
+            except McpConfigError as exc:
+                self.config_error = str(exc)
+                log.error("MCP tools unavailable: %s", exc)
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    def start(self) -> None:
+        """Start the refresher of this process, once (after a fork, again)."""
+        if self.path is None or self.config_error is not None:
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            threading.Thread(
+                target=self._refresher, name="stepstream-mcp-catalog", daemon=True
+            ).start()
+
+    def request_refresh(self) -> None:
+        """Ask for a listing now; returns at once."""
+        self.start()
+        self._wake.set()
+
+    def _refresher(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                self.refresh()
+            except Exception:  # the refresher must outlive any one bad listing
+                log.exception("MCP catalog: listing failed")
+            self._wake.wait(self.refresh_s)
+
+    def refresh(self) -> None:
+        """List every server now (blocking) and take in what was found."""
+        assert self.path is not None
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "tasks.mcp_tools.listing", str(self.path)],
+                capture_output=True,
+                text=True,
+                timeout=LISTING_TIMEOUT_S,
+                check=False,
+            )
+            answer = json.loads(done.stdout) if done.returncode == 0 else None
+        except (subprocess.TimeoutExpired, OSError, json.JSONDecodeError) as exc:
+            answer, done = None, None
+            failure = f"listing the MCP servers failed: {exc}"
+        if answer is None:
+            if done is not None:
+                failure = f"listing the MCP servers failed: {done.stderr.strip()[-500:]}"
+            self._take({"error": failure})
+            return
+        self._take(answer)
+
+    def _take(self, answer: dict[str, Any]) -> None:
+        now = time.time()
+        listed: dict[str, Any] = answer.get("servers") or {}
+        general = answer.get("error")
+        servers = dict(self.servers)
+        for name in set(servers) | set(listed):
+            previous = servers.get(name, ServerState())
+            result = listed.get(name) or {"error": general or "not listed"}
+            if "tools" in result:
+                state = ServerState(self._tools(name, result["tools"]), None, now)
+                if previous.error is not None or previous.tools is None:
+                    log.info("MCP server %r: %d tools", name, len(state.tools or ()))
+            else:
+                state = ServerState(previous.tools, str(result["error"]), now)
+                if previous.error != state.error:
+                    log.warning("MCP server %r unavailable: %s", name, state.error)
+            servers[name] = state
+        if servers != self.servers:
+            self.servers = servers
+            self.version += 1
+
+    @staticmethod
+    def _tools(server: str, listed: list[dict[str, Any]]) -> tuple[McpTool, ...]:
+        tools = []
+        for info in listed:
+            try:
+                tools.append(build_tool(server, info, _not_here))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("MCP server %r: tool %r left out: %s", server, info.get("name"), exc)
+        return tuple(tools)
+
+    # -- what the API reads ------------------------------------------------------------
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """Every known MCP tool as `/api/tools` lists it, by name."""
+        entries = []
+        for _, state in sorted(self.servers.items()):
+            for tool in state.tools or ():
+                entry = {**tool.summary(), "available": state.available}
+                if state.error is not None:
+                    entry["error"] = state.error
+                entries.append(entry)
+        return entries
+
+    def knows(self, name: str) -> bool | None:
+        """Whether `name` is a tool of a server: True, False, or None when nobody knows yet.
+
+        None when the name is not `<configured server>.<tool>` at all is False instead.
+        """
+        server, tool = split_name(name)
+        state = self.servers.get(server)
+        if not tool or state is None:
+            return False
+        if state.tools is None:
+            return None
+        return any(t.name == name for t in state.tools)
+
+    def status(self) -> dict[str, Any]:
+        """For `/readyz`: the configuration's or each server's state, in words."""
+        if self.config_error is not None:
+            return {"config": f"invalid: {self.config_error}"}
+        report: dict[str, Any] = {}
+        for name, state in sorted(self.servers.items()):
+            if state.checked_at is None:
+                report[name] = "not listed yet"
+            elif state.error is None:
+                report[name] = f"ok: {len(state.tools or ())} tools"
+            else:
+                report[name] = f"unavailable: {state.error}"
+        return report
+
+
+class KnownTools:
+    """The tool names scenarios may use: Python tools, and MCP tools unless known absent.
+
+    A scenario naming a tool of a server that has not been listed yet is accepted (the
+    step fails with a clear message if the tool turns out not to exist); once the
+    server's tools are known, a missing one leaves the scenario out.
+    """
+
+    def __init__(self, python: Any, mcp: McpCatalog) -> None:
+        self.python = python
+        self.mcp = mcp
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        return name in self.python or self.mcp.knows(name) is not False
