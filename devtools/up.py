@@ -37,6 +37,8 @@ from devtools.redis_server import (
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / ".stepstream" / "redis"
+#: The MCP servers `make up` offers unless STEPSTREAM_MCP_CONFIG names others.
+MCP_CONFIG = ROOT / "mcp.yaml"
 REDIS_PORT = 6379
 WEB_PORT = 8000
 FLOWER_PORT = 5555
@@ -291,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         print(f"redis: {choice.url}")
         print(f"redis source: {choice.source}")
+        print(f"mcp config: {os.environ.get('STEPSTREAM_MCP_CONFIG') or MCP_CONFIG}")
         for name, command in commands.items():
             print(f"{name}: {shlex.join(command)}")
         return 0
@@ -313,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = _Output(sys.stdout)
         out.write(_banner(choice) + "\n")
         env = dict(os.environ, STEPSTREAM_REDIS_URL=choice.url, PYTHONUNBUFFERED="1")
+        env.setdefault("STEPSTREAM_MCP_CONFIG", str(MCP_CONFIG))
         supervisor = Supervisor(_kill_wait(os.environ), Printer(out))
         for name, command in commands.items():
             supervisor.add_process(name, "exec " + shlex.join(command), env=env, cwd=str(ROOT))

@@ -11,10 +11,13 @@ Over HTTP it binds before it announces itself: the first line on stdout is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import sys
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -73,6 +76,33 @@ def serve_http(port: int) -> None:
     config = uvicorn.Config(app, log_level="warning")
     print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}/mcp", flush=True)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def http_server(log_path: Path) -> Iterator[str]:
+    """This server over streamable HTTP in a child process, for tests: yields its URL."""
+    from devtools.processes import spawn, wait_ready
+
+    proc = spawn([sys.executable, str(Path(__file__).resolve()), "http"], {}, log_path)
+
+    def url() -> str | None:
+        for line in log_path.read_text().splitlines():
+            if line.startswith("listening on "):
+                return line.split()[-1]
+        return None
+
+    try:
+        wait_ready(
+            proc,
+            lambda: url() is not None,
+            what="MCP test server",
+            log_path=log_path,
+            give_up=proc.kill,
+        )
+        yield str(url())
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def main() -> None:

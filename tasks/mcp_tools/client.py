@@ -247,7 +247,9 @@ class McpClients:
             if call.done():
                 return call.result()
             call.cancel()
-            raise McpUnavailable(f"MCP server {server!r} went away during the call to {tool!r}")
+            raise McpUnavailable(
+                f"MCP server {server!r} failed during the call to {tool!r}: the server went away"
+            )
         except asyncio.CancelledError:
             call.cancel()
             raise
