@@ -9,25 +9,19 @@ stops answering keeps its last known tools, marked unavailable with the reason.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.mcp_tools.client import CONNECT_TIMEOUT_S, LIST_TIMEOUT_S
 from tasks.mcp_tools.config import McpConfigError, load_config
+from tasks.mcp_tools.listing import list_in_subprocess
 from tasks.mcp_tools.source import McpTool, build_tool, split_name
 
 log = logging.getLogger(__name__)
-
-#: The most one listing may take: connecting and listing, plus starting Python.
-LISTING_TIMEOUT_S = CONNECT_TIMEOUT_S + LIST_TIMEOUT_S + 15
 
 
 @dataclass(frozen=True)
@@ -101,24 +95,7 @@ class McpCatalog:
     def refresh(self) -> None:
         """List every server now (blocking) and take in what was found."""
         assert self.path is not None
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", "tasks.mcp_tools.listing", str(self.path)],
-                capture_output=True,
-                text=True,
-                timeout=LISTING_TIMEOUT_S,
-                check=False,
-            )
-            answer = json.loads(done.stdout) if done.returncode == 0 else None
-        except (subprocess.TimeoutExpired, OSError, json.JSONDecodeError) as exc:
-            answer, done = None, None
-            failure = f"listing the MCP servers failed: {exc}"
-        if answer is None:
-            if done is not None:
-                failure = f"listing the MCP servers failed: {done.stderr.strip()[-500:]}"
-            self._take({"error": failure})
-            return
-        self._take(answer)
+        self._take(list_in_subprocess(self.path))
 
     def _take(self, answer: dict[str, Any]) -> None:
         now = time.time()

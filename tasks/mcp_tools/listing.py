@@ -11,12 +11,13 @@ a server that hangs costs a subprocess, never a request.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .client import McpClients, McpUnavailable
+from .client import CONNECT_TIMEOUT_S, LIST_TIMEOUT_S, McpClients, McpUnavailable
 from .config import McpConfigError, load_config
 from .source import tool_info
 
@@ -40,6 +41,30 @@ def list_servers(path: Path) -> dict[str, Any]:
     finally:
         clients.close()
     return {"servers": listed}
+
+
+#: The most one listing may take: connecting and listing, plus starting Python.
+LISTING_TIMEOUT_S = CONNECT_TIMEOUT_S + LIST_TIMEOUT_S + 15
+
+
+def list_in_subprocess(path: Path) -> dict[str, Any]:
+    """`list_servers(path)`, run in a child process; a failure of its own is an `error`."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", __name__, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=LISTING_TIMEOUT_S,
+            check=False,
+        )
+    except (subprocess.TimeoutExpired, OSError) as exc:
+        return {"error": f"listing the MCP servers failed: {exc}"}
+    try:
+        answer: dict[str, Any] = json.loads(done.stdout)
+        return answer
+    except json.JSONDecodeError:
+        stderr = done.stderr.strip()[-500:] or f"exit status {done.returncode}"
+        return {"error": f"listing the MCP servers failed: {stderr}"}
 
 
 def main(argv: list[str]) -> int:

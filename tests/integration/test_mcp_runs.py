@@ -20,7 +20,7 @@ import httpx
 import pytest
 import redis
 from clients import submit, ws_events
-from conftest import LiveServer, serve, start_worker, wait_for
+from conftest import LiveServer, WorkerProcess, serve, start_worker, wait_for
 from mcp_server import http_server
 
 from devtools.redis_server import RedisServer
@@ -62,6 +62,13 @@ steps:
   - {name: call, tool: demo.hang, input: {}}
   - {name: after, tool: echo}
 """,
+    "mcp_retry": """
+steps:
+  - name: call
+    tool: demo.fail
+    input: {message: again and again}
+    retry: {max_attempts: 2, backoff_s: 0.1}
+""",
     "mcp_unknown": "steps:\n  - {name: call, tool: demo.nope, input: {}}\n",
     "python_only": "steps:\n  - {name: call, tool: echo, input: {x: 1}}\n",
 }
@@ -102,17 +109,19 @@ def mcp_env(
 
 
 @pytest.fixture(scope="module")
-def server(
+def mcp_worker(
     mcp_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
+) -> Iterator[WorkerProcess]:
     redis.Redis.from_url(mcp_env["STEPSTREAM_REDIS_URL"]).flushdb()
     worker = start_worker(mcp_env, "mcp", tmp_path_factory.mktemp("logs"), concurrency=1)
-    app = create_app(Settings.from_env(mcp_env))
-    try:
-        with serve(app) as live:
-            yield live
-    finally:
-        worker.stop()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="module")
+def server(mcp_env: dict[str, str], mcp_worker: WorkerProcess) -> Iterator[LiveServer]:
+    with serve(create_app(Settings.from_env(mcp_env))) as live:
+        yield live
 
 
 def tools(url: str) -> dict[str, dict[str, Any]]:
@@ -215,6 +224,24 @@ def test_an_error_result_fails_the_step_with_the_tools_message(listed: LiveServe
     step = finished(events)
     assert step["status"] == "failed"
     assert "demo.fail failed: Error executing tool fail: no luck" in step["message"]
+
+
+def test_a_failing_call_is_retried_like_any_step(listed: LiveServer) -> None:
+    events = run(listed, "mcp_retry")
+    assert run_status(events) == "failed"
+    started = [e["attempt"] for e in events if e["type"] == "step_started"]
+    assert started == [1, 2]
+    (retrying,) = [e for e in events if e["type"] == "step_retrying"]
+    assert retrying["delay_s"] == 0.1
+
+
+def test_the_worker_reports_the_servers_at_start(mcp_worker: WorkerProcess) -> None:
+    def logged() -> str:
+        return mcp_worker.log_path.read_text()
+
+    wait_for(lambda: "MCP server 'gone' unavailable" in logged(), 60, "the worker's report")
+    assert "MCP server 'demo': 6 tools" in logged()
+    assert "MCP server 'remote': 6 tools" in logged()
 
 
 def test_input_is_checked_against_the_tools_schema_before_the_call(listed: LiveServer) -> None:
