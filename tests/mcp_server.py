@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 # Logging notifications are deprecated by the 2026-07-28 protocol yet still delivered to
 # clients that opt in; stepstream turns them into step_log events.
@@ -48,6 +48,17 @@ async def count(n: int, ctx: Context) -> dict[str, int]:
 @server.tool(description="Say hello, as text content only.", structured_output=False)
 def greet(name: str) -> str:
     return f"hello, {name}"
+
+
+@server.tool(description="Say which Authorization header the call came with (HTTP only).")
+def whoami(ctx: Context) -> dict[str, str | None]:
+    headers = {k.lower(): v for k, v in (ctx.headers or {}).items()}
+    return {"authorization": headers.get("authorization")}
+
+
+@server.tool(description="Answer with a JSON-RPC error rather than a result.")
+def refuse() -> str:
+    raise MCPError(code=-32602, message="not today")
 
 
 @server.tool(description="Always fail, with the given message.")

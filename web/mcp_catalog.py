@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,9 @@ class ServerState:
     tools: tuple[McpTool, ...] | None = None
     #: Why the last listing failed; None when it worked.
     error: str | None = None
-    #: When the last listing ended (time.time()); None before the first.
-    checked_at: float | None = None
+    #: When the last listing ended (time.time()); None before the first. Not compared:
+    #: a listing that finds the same as the last changes nothing.
+    checked_at: float | None = field(default=None, compare=False)
 
     @property
     def available(self) -> bool:

@@ -11,6 +11,7 @@ a server that hangs costs a subprocess, never a request.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,9 @@ def list_servers(path: Path) -> dict[str, Any]:
         config = load_config(path)
     except McpConfigError as exc:
         return {"error": str(exc)}
-    clients = McpClients(dict(config.servers))
+    # A server's stderr must not hold this process's pipes open (its reader waits for
+    # their end), nor mix into its answer.
+    clients = McpClients(dict(config.servers), errlog=open(os.devnull, "w"))  # noqa: SIM115
 
     def one(server: str) -> dict[str, Any]:
         try:
@@ -71,7 +74,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m tasks.mcp_tools.listing CONFIG", file=sys.stderr)
         return 2
-    json.dump(list_servers(Path(argv[0])), sys.stdout)
+    json.dump(list_servers(Path(argv[0])), sys.stdout)  # close() never raises
     sys.stdout.flush()
     return 0
 

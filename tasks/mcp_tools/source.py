@@ -23,7 +23,7 @@ from mcp.types import Tool as McpToolInfo
 from tasks.errors import StepCancelled, ToolFailure, UnknownTool
 from tasks.tools import Tool, ToolContext, ToolRegistry
 
-from .client import CallStopped, McpClients, McpUnavailable
+from .client import CallStopped, McpCallFailed, McpClients, McpUnavailable
 from .config import McpConfig, McpConfigError, load_config
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,8 @@ class McpToolSource:
                 raise StepCancelled(f"cancelled during the call to {name}") from None
             except McpUnavailable as exc:
                 raise ToolFailure(str(exc)) from None
+            except McpCallFailed as exc:
+                raise ToolFailure(f"{server}.{exc}") from None
             return step_output(name, result)
 
         return call

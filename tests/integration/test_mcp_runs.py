@@ -166,7 +166,8 @@ def test_api_lists_mcp_tools_next_to_python_ones(listed: LiveServer) -> None:
     assert echo["description"] == "Return the message it is given, and who answered."
     assert echo["input_schema"]["required"] == ["message"]
     assert {name for name in listing if name.startswith("remote.")} == {
-        f"remote.{t}" for t in ("echo", "count", "greet", "fail", "hang", "crash")
+        f"remote.{t}"
+        for t in ("echo", "count", "greet", "whoami", "refuse", "fail", "hang", "crash")
     }
     assert not [name for name in listing if name.startswith("gone.")]
 
@@ -174,8 +175,8 @@ def test_api_lists_mcp_tools_next_to_python_ones(listed: LiveServer) -> None:
 def test_readyz_reports_each_server(listed: LiveServer) -> None:
     body = httpx.get(f"{listed.url}/readyz", timeout=10).json()
     mcp = body["checks"]["mcp"]
-    assert mcp["demo"] == "ok: 6 tools"
-    assert mcp["remote"] == "ok: 6 tools"
+    assert mcp["demo"] == "ok: 8 tools"
+    assert mcp["remote"] == "ok: 8 tools"
     assert mcp["gone"].startswith("unavailable: MCP server 'gone' (http://127.0.0.1:1/mcp)")
 
 
@@ -240,8 +241,8 @@ def test_the_worker_reports_the_servers_at_start(mcp_worker: WorkerProcess) -> N
         return mcp_worker.log_path.read_text()
 
     wait_for(lambda: "MCP server 'gone' unavailable" in logged(), 60, "the worker's report")
-    assert "MCP server 'demo': 6 tools" in logged()
-    assert "MCP server 'remote': 6 tools" in logged()
+    assert "MCP server 'demo': 8 tools" in logged()
+    assert "MCP server 'remote': 8 tools" in logged()
 
 
 def test_input_is_checked_against_the_tools_schema_before_the_call(listed: LiveServer) -> None:

@@ -6,15 +6,19 @@ for the step; the end-to-end runs through Celery are in test_mcp_runs.py.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from mcp_server import http_server
 
 from tasks.errors import StepCancelled, ToolFailure, UnknownTool
+from tasks.mcp_tools import client
 from tasks.mcp_tools.config import HttpServer, McpConfig, StdioServer
 from tasks.mcp_tools.listing import list_servers
 from tasks.mcp_tools.source import McpToolSource
@@ -104,6 +108,47 @@ def test_a_server_that_exits_mid_call_fails_the_step_and_is_restarted() -> None:
         source.close()
 
 
+def test_a_server_gone_between_steps_is_reopened_before_the_next_call() -> None:
+    source = McpToolSource(McpConfig(servers={"demo": STDIO}))
+    try:
+        first = source.get("demo.echo").func(LocalContext(), message="a")["server_pid"]
+        session = source.clients._sessions["demo"]
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(first), what="the server to exit")
+        wait_for(lambda: client._connection_closed(session.client), what="the session to see it")
+        second = source.get("demo.echo").func(LocalContext(), message="b")["server_pid"]
+        assert second != first
+    finally:
+        source.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is gone for the purpose here.
+    return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_a_protocol_error_fails_the_call_and_keeps_the_session(source: McpToolSource) -> None:
+    echo = source.get("demo.echo")
+    pid = echo.func(LocalContext(), message="a")["server_pid"]
+    with pytest.raises(ToolFailure, match=r"^demo.refuse: not today$"):
+        source.get("demo.refuse").func(LocalContext())
+    assert echo.func(LocalContext(), message="b")["server_pid"] == pid
+
+
+def test_http_headers_are_sent(http_url: str) -> None:
+    server = HttpServer(url=http_url, headers={"Authorization": "Bearer secret"})
+    source = McpToolSource(McpConfig(servers={"remote": server}))
+    try:
+        output = source.get("remote.whoami").func(LocalContext())
+        assert output == {"authorization": "Bearer secret"}
+    finally:
+        source.close()
+
+
 @pytest.mark.parametrize(
     ("server", "message"),
     [
@@ -140,7 +185,7 @@ def test_listing_reports_each_server(tmp_path: Path, http_url: str) -> None:
     )
     listed = list_servers(config)["servers"]
     names = {t["name"] for t in listed["local"]["tools"]}
-    assert {"echo", "count", "greet", "fail", "hang", "crash"} <= names
+    assert {"echo", "count", "greet", "whoami", "refuse", "fail", "hang", "crash"} <= names
     assert {t["name"] for t in listed["remote"]["tools"]} == names
     assert "is unreachable" in listed["gone"]["error"]
     assert list_servers(tmp_path / "absent.yaml") == {

@@ -193,7 +193,10 @@ def test_duplicate_scenario_id_keeps_the_first_file(tmp_path: Path) -> None:
 
 def test_shipped_scenarios_load_cleanly() -> None:
     # mcp_demo calls the tools of the MCP server that the shipped mcp.yaml names `demo`.
-    demo = {f"demo.{name}" for name in ("echo", "count", "greet", "fail", "hang", "crash")}
+    demo = {
+        f"demo.{name}"
+        for name in ("echo", "count", "greet", "whoami", "refuse", "fail", "hang", "crash")
+    }
     result = load_scenarios(SHIPPED, set(TOOLS) | demo)
     assert result.errors == ()
     assert {"hello_sequence", "fan_out_join", "failing_step", "http_fetch", "mcp_demo"} <= set(
