@@ -4,7 +4,9 @@ A daemon thread (a greenlet under gevent) asks every server for its tools at sta
 every `STEPSTREAM_MCP_REFRESH_S` and whenever asked (`POST /api/tools/refresh`), by
 running `python -m tasks.mcp_tools.listing` and reading its answer. Requests only read
 what the last listing found, so a slow or dead server never holds one up. A server that
-stops answering keeps its last known tools, marked unavailable with the reason.
+stops answering keeps its last known tools, marked unavailable with the reason. The
+file is read again at each refresh, so servers can be added, removed or fixed without a
+restart of the web (workers read it when they start).
 """
 
 from __future__ import annotations
@@ -57,19 +59,34 @@ class McpCatalog:
         self._lock = threading.Lock()
         self._pid = -1
         if path is not None:
-            try:
-                self.servers = {name: ServerState() for name in load_config(path).servers}
-            except McpConfigError as exc:
-                self.config_error = str(exc)
+            self._read_config()
+
+    def _read_config(self) -> bool:
+        """Take in the file's servers (forgetting those it no longer names); False if
+        the file is unusable, which is then `config_error`."""
+        assert self.path is not None
+        try:
+            names = set(load_config(self.path).servers)
+        except McpConfigError as exc:
+            if self.config_error != str(exc):
                 log.error("MCP tools unavailable: %s", exc)
+                self.config_error, self.servers = str(exc), {}
+                self.version += 1
+            return False
+        servers = {name: self.servers.get(name, ServerState()) for name in sorted(names)}
+        if self.config_error is not None or servers != self.servers:
+            self.config_error, self.servers = None, servers
+            self.version += 1
+        return True
 
     @property
     def enabled(self) -> bool:
         return self.path is not None
 
     def start(self) -> None:
-        """Start the refresher of this process, once (after a fork, again)."""
-        if self.path is None or self.config_error is not None:
+        """Start the refresher of this process, once (after a fork, again). It runs even
+        while the file is broken: a fixed file is picked up by the next refresh."""
+        if self.path is None:
             return
         with self._lock:
             if self._pid == os.getpid():
@@ -94,16 +111,17 @@ class McpCatalog:
             self._wake.wait(self.refresh_s)
 
     def refresh(self) -> None:
-        """List every server now (blocking) and take in what was found."""
+        """Read the file again, list every server now (blocking), take in what was found."""
         assert self.path is not None
-        self._take(list_in_subprocess(self.path))
+        if self._read_config():
+            self._take(list_in_subprocess(self.path))
 
     def _take(self, answer: dict[str, Any]) -> None:
         now = time.time()
         listed: dict[str, Any] = answer.get("servers") or {}
         general = answer.get("error")
         servers = dict(self.servers)
-        for name in set(servers) | set(listed):
+        for name in set(servers) & set(listed) if listed else set(servers):
             previous = servers.get(name, ServerState())
             result = listed.get(name) or {"error": general or "not listed"}
             if "tools" in result:

@@ -357,6 +357,14 @@ def test_a_broken_configuration_is_reported_and_nothing_else_breaks(
     assert "echo" in listing and not [n for n in listing if "." in n and n.startswith("demo.")]
     assert web.get("/api/scenarios/python_only").status_code == 200
     assert web.get("/api/scenarios/mcp_echo").status_code == 404
+    # Fixed, the file is read again by the next refresh.
+    config.write_text(f"servers:\n  demo: {{command: {sys.executable}, args: ['{SERVER}']}}\n")
+    assert web.post("/api/tools/refresh").status_code == 202
+    wait_for(
+        lambda: "demo.echo" in {t["name"] for t in web.get("/api/tools").json}, 60, "demo's tools"
+    )
+    assert web.get("/readyz").json["checks"]["mcp"] == {"demo": "ok: 8 tools"}
+    assert web.get("/api/scenarios/mcp_echo").status_code == 200
 
 
 def test_without_a_configuration_there_are_no_mcp_tools(mcp_env: dict[str, str]) -> None:
