@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import cache
 
 from .config import Settings
-from .mcp_tools.source import McpToolSource, ToolsWithMcp
 from .store import RunStore
 from .tools import ToolLookup, default_registry
 
@@ -33,6 +32,9 @@ def _build() -> Runtime:
     registry = default_registry()
     tools: ToolLookup = registry
     if settings.mcp_config is not None:
+        # Imported only when used: the MCP SDK takes most of a second to import.
+        from .mcp_tools.source import McpToolSource, ToolsWithMcp
+
         tools = ToolsWithMcp(registry, McpToolSource.from_file(settings.mcp_config))
     return Runtime(settings, store, tools)
 

@@ -271,7 +271,8 @@ def list_workers() -> Response:
 def list_tools() -> Response:
     svc = services()
     python = [t.summary() for t in svc.tools.list()]
-    return jsonify(sorted(python + svc.mcp.summaries(), key=lambda t: str(t["name"])))
+    mcp = svc.mcp.summaries(shadowed=svc.tools)
+    return jsonify(sorted(python + mcp, key=lambda t: str(t["name"])))
 
 
 @bp.post("/tools/refresh")

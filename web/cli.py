@@ -254,6 +254,26 @@ def scenarios(api: Api) -> None:
 
 
 @main.command()
+@click.option("--refresh", is_flag=True, help="ask the server to list its MCP servers again first")
+@click.pass_obj
+def tools(api: Api, refresh: bool) -> None:
+    """List the tools steps can call: Python tools and those of MCP servers."""
+    if refresh:
+        api.call("POST", "/api/tools/refresh")
+        click.echo("asked the server to list its MCP servers again; listed below is what it knew")
+    table = Table(box=None)
+    table.add_column("tool", no_wrap=True)
+    table.add_column("source")
+    table.add_column("description", overflow="fold")
+    for t in api.call("GET", "/api/tools"):
+        source = t.get("source", "python")
+        if not t.get("available", True):
+            source = f"[red]{source}: unavailable[/] ({t.get('error', '')})"
+        table.add_row(t["name"], source, t["description"])
+    Console().print(table)
+
+
+@main.command()
 @click.pass_obj
 def workers(api: Api) -> None:
     """List the workers the registry knows, alive or not."""

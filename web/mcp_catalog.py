@@ -15,13 +15,15 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tasks.mcp_tools.config import McpConfigError, load_config
-from tasks.mcp_tools.listing import list_in_subprocess
-from tasks.mcp_tools.source import McpTool, build_tool, split_name
+from tasks.mcp_tools.config import McpConfigError, load_config, split_name
+
+if TYPE_CHECKING:
+    from tasks.mcp_tools.source import McpTool
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,9 @@ class McpCatalog:
         """Read the file again, list every server now (blocking), take in what was found."""
         assert self.path is not None
         if self._read_config():
+            # Imported here: the MCP SDK is only loaded where servers are configured.
+            from tasks.mcp_tools.listing import list_in_subprocess
+
             self._take(list_in_subprocess(self.path))
 
     def _take(self, answer: dict[str, Any]) -> None:
@@ -139,6 +144,8 @@ class McpCatalog:
 
     @staticmethod
     def _tools(server: str, listed: list[dict[str, Any]]) -> tuple[McpTool, ...]:
+        from tasks.mcp_tools.source import build_tool
+
         tools = []
         for info in listed:
             try:
@@ -149,11 +156,14 @@ class McpCatalog:
 
     # -- what the API reads ------------------------------------------------------------
 
-    def summaries(self) -> list[dict[str, Any]]:
-        """Every known MCP tool as `/api/tools` lists it, by name."""
+    def summaries(self, shadowed: Container[str] = ()) -> list[dict[str, Any]]:
+        """Every known MCP tool as `/api/tools` lists it, by name, but those `shadowed`
+        by a Python tool of the same name (which is the one a step would call)."""
         entries = []
         for _, state in sorted(self.servers.items()):
             for tool in state.tools or ():
+                if tool.name in shadowed:
+                    continue
                 entry = {**tool.summary(), "available": state.available}
                 if state.error is not None:
                     entry["error"] = state.error
@@ -182,7 +192,8 @@ class McpCatalog:
             if state.checked_at is None:
                 report[name] = "not listed yet"
             elif state.error is None:
-                report[name] = f"ok: {len(state.tools or ())} tools"
+                count = len(state.tools or ())
+                report[name] = f"ok: {count} tool{'' if count == 1 else 's'}"
             else:
                 report[name] = f"unavailable: {state.error}"
         return report

@@ -28,13 +28,13 @@ def readyz() -> tuple[Response, int]:
         checks["workers"] = workers
         if workers == 0:
             reason = "no live worker"
-        mcp = services().mcp
-        if mcp.enabled:
-            # Reported, not required: steps calling other tools work without them.
-            checks["mcp"] = mcp.status()
     except redis.RedisError as exc:
         checks["redis"] = f"unavailable: {exc}"
         reason = "redis unavailable"
+    mcp = services().mcp
+    if mcp.enabled:
+        # Reported, not required: steps calling other tools work without them.
+        checks["mcp"] = mcp.status()
     body = {"status": "ready" if reason is None else "not_ready", "checks": checks}
     if reason is not None:
         body["reason"] = reason

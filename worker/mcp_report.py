@@ -15,7 +15,6 @@ from typing import Any
 from celery.signals import worker_ready
 
 from tasks.config import Settings
-from tasks.mcp_tools.listing import list_in_subprocess
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +26,8 @@ def _report_mcp_servers(**_: Any) -> None:
         return
 
     def report() -> None:
+        from tasks.mcp_tools.listing import list_in_subprocess  # loads the MCP SDK
+
         answer = list_in_subprocess(path)
         if "error" in answer:
             log.error("MCP tools unavailable: %s", answer["error"])

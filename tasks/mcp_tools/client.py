@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -79,7 +80,8 @@ class _Session:
 class McpClients:
     """Sessions to the configured servers, for this process (re-created after a fork).
 
-    `errlog` receives the stderr of stdio servers (default: this process's stderr).
+    `errlog` receives the stderr of stdio servers (default: this process's real stderr,
+    which is the worker's log).
     """
 
     def __init__(self, servers: dict[str, ServerConfig], errlog: TextIO | None = None) -> None:
@@ -188,9 +190,7 @@ class McpClients:
         params = StdioServerParameters(
             command=config.command, args=config.args, env=config.env or None, cwd=config.cwd
         )
-        if self.errlog is None:
-            return params
-        return stdio_client(params, errlog=self.errlog)
+        return stdio_client(params, errlog=self.errlog or _real_stderr())
 
     @staticmethod
     def _shut(close: asyncio.Event, holder: asyncio.Task[None]) -> None:
@@ -350,6 +350,12 @@ async def _http_with_headers(config: HttpServer) -> AsyncIterator[Any]:
         streamable_http_client(config.url, http_client=http) as streams,
     ):
         yield streams
+
+
+def _real_stderr() -> TextIO:
+    # Not sys.stderr: a Celery worker replaces it with a logging proxy that has no file
+    # descriptor, and a child process needs one.
+    return sys.__stderr__ or open(os.devnull, "w")
 
 
 def _connection_closed(client: Client) -> bool:

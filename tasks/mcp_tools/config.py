@@ -64,6 +64,12 @@ class McpConfig(_Strict):
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
 
 
+def split_name(name: str) -> tuple[str, str]:
+    """`("server", "tool")` from an MCP tool's `server.tool`; the tool may hold dots."""
+    server, _, tool = name.partition(".")
+    return server, tool
+
+
 def parse_config(data: Any) -> McpConfig:
     """Check the parsed file; raises McpConfigError naming every problem."""
     if not isinstance(data, dict):

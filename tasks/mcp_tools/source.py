@@ -24,7 +24,7 @@ from tasks.errors import StepCancelled, ToolFailure, UnknownTool
 from tasks.tools import Tool, ToolContext, ToolRegistry
 
 from .client import CallStopped, McpCallFailed, McpClients, McpUnavailable
-from .config import McpConfig, McpConfigError, load_config
+from .config import McpConfig, McpConfigError, load_config, split_name
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,6 @@ class McpTool(Tool):
 
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "source": "mcp", "server": self.server}
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """`("server", "tool")` from `server.tool`; the tool part may hold dots of its own."""
-    server, _, tool = name.partition(".")
-    return server, tool
 
 
 def build_tool(server: str, info: dict[str, Any], func: Callable[..., Any]) -> McpTool:

@@ -82,6 +82,9 @@ def test_listing_showing_and_cancelling(live_server: LiveServer, worker: WorkerP
 
     assert run_id in cli(live_server, "runs", "--scenario", "test_cancellable").output
     assert "hello_sequence" in cli(live_server, "scenarios").output
+    listed = cli(live_server, "tools", "--refresh")
+    assert listed.exit_code == 0
+    assert "http_request" in listed.output and "python" in listed.output
 
     # The store was emptied for this test: the worker's row is back at its next beat.
     def worker_listed() -> str | None:

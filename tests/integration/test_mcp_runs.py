@@ -182,7 +182,7 @@ def test_readyz_reports_each_server(listed: LiveServer) -> None:
 
 def test_python_and_mcp_steps_run_together_and_stream_their_events(listed: LiveServer) -> None:
     events = run(listed, "mcp_mixed")
-    assert run_status(events) == "succeeded"
+    assert run_status(events) == "succeeded", [e.get("message") for e in events]
     count = [e for e in events if e.get("step") == "count"]
     progress = [(e["progress"], e["message"]) for e in count if e["type"] == "step_progress"]
     assert progress == [
