@@ -10,7 +10,7 @@ from typing import Any
 from .bare_worker import bare_worker
 from .fanout import fanout_1000
 from .hops import celery_hop_latency
-from .latency import event_latency_1, run_latency_3
+from .latency import event_latency_1, mcp_step_latency, run_latency_3
 from .stack import running_stack
 from .streaming import run as streaming
 from .throughput import throughput
@@ -27,7 +27,7 @@ def emit(*figures: dict[str, Any]) -> None:
 def main() -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     with running_stack() as stack:
-        emit(run_latency_3(stack), event_latency_1(stack))
+        emit(run_latency_3(stack), event_latency_1(stack), *mcp_step_latency(stack))
         with bare_worker(stack.env, stack.redis_url(BARE_DB), stack.log_dir) as bare:
             emit(*throughput(stack, bare), celery_hop_latency(bare))
         emit(*fanout_1000(stack))

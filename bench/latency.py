@@ -29,6 +29,41 @@ def run_latency_3(stack: Stack, runs: int = 60, warmup: int = 5) -> dict[str, An
     )
 
 
+def mcp_step_latency(stack: Stack, runs: int = 60, warmup: int = 5) -> list[dict[str, Any]]:
+    """A one-step run calling an MCP tool against the same run calling a Python tool.
+
+    POST to run_finished, one run at a time, the two kinds alternating so that both see
+    the same machine; the MCP server is the suite's test server over stdio, its session
+    already open (the warm-up opens it).
+    """
+    client = redis.Redis.from_url(stack.settings.redis_url, decode_responses=True)
+    samples: dict[str, list[float]] = {"bench_mcp_echo": [], "bench_one_echo": []}
+    for i in range(warmup + runs):
+        for scenario, kept in samples.items():
+            started = time.perf_counter()
+            wait_finished(client, submit(stack, scenario))
+            if i >= warmup:
+                kept.append((time.perf_counter() - started) * 1000)
+    python = percentiles(samples["bench_one_echo"])
+    return [
+        figure(
+            "mcp_step_latency",
+            percentiles(samples["bench_mcp_echo"]),
+            "ms",
+            f"{runs} one-step runs calling the test MCP server's echo over stdio, POST to "
+            f"run_finished, alternating with the same run calling the Python echo "
+            f"(python_step_latency); {stack.setup}",
+        ),
+        figure(
+            "python_step_latency",
+            python,
+            "ms",
+            f"{runs} one-step runs calling the built-in echo, measured alongside "
+            f"mcp_step_latency; {stack.setup}",
+        ),
+    ]
+
+
 def event_latency_1(stack: Stack, runs: int = 3) -> dict[str, Any]:
     """From an event's append (its `ts`, Redis' clock) to its arrival at a WS client."""
     samples = []

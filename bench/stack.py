@@ -19,6 +19,8 @@ from tasks.config import Settings
 from web import create_app
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+#: The repository's example MCP configuration: the test server, as `demo`.
+MCP_CONFIG = Path(__file__).resolve().parent.parent / "mcp.yaml"
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ def running_stack(concurrency: int = 2) -> Iterator[Stack]:
             "STEPSTREAM_REDIS_URL": redis.url,
             "STEPSTREAM_SCENARIOS_DIR": str(SCENARIOS),
             "STEPSTREAM_HEARTBEAT_S": "1",
+            # The suite's MCP server over stdio, for mcp_step_latency.
+            "STEPSTREAM_MCP_CONFIG": str(MCP_CONFIG),
         }
         settings = Settings.from_env(env)
         worker = start_worker(env, "bench", Path(tmp), concurrency=concurrency)
