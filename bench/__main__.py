@@ -27,10 +27,13 @@ def emit(*figures: dict[str, Any]) -> None:
 def main() -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     with running_stack() as stack:
-        emit(run_latency_3(stack), event_latency_1(stack), *mcp_step_latency(stack))
+        emit(run_latency_3(stack), event_latency_1(stack))
         with bare_worker(stack.env, stack.redis_url(BARE_DB), stack.log_dir) as bare:
             emit(*throughput(stack, bare), celery_hop_latency(bare))
         emit(*fanout_1000(stack))
+    # One pool process: every MCP call goes through the one session the warm-up opened.
+    with running_stack(concurrency=1, mcp=True) as stack:
+        emit(*mcp_step_latency(stack))
     streaming(emit)
     return 0
 

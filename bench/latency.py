@@ -12,7 +12,7 @@ import websocket
 
 from .api import submit, wait_finished
 from .report import figure, percentiles
-from .stack import Stack
+from .stack import WORKER, Stack
 
 
 def run_latency_3(stack: Stack, runs: int = 60, warmup: int = 5) -> dict[str, Any]:
@@ -33,10 +33,11 @@ def mcp_step_latency(stack: Stack, runs: int = 60, warmup: int = 5) -> list[dict
     """A one-step run calling an MCP tool against the same run calling a Python tool.
 
     POST to run_finished, one run at a time, the two kinds alternating so that both see
-    the same machine; the MCP server is the suite's test server over stdio, its session
-    already open (the warm-up opens it).
+    the same machine; the MCP server is the suite's test server over stdio. Measured
+    once the start-up listings are over and the session is open (the warm-up opens it).
     """
     client = redis.Redis.from_url(stack.settings.redis_url, decode_responses=True)
+    settle(stack)
     samples: dict[str, list[float]] = {"bench_mcp_echo": [], "bench_one_echo": []}
     for i in range(warmup + runs):
         for scenario, kept in samples.items():
@@ -62,6 +63,18 @@ def mcp_step_latency(stack: Stack, runs: int = 60, warmup: int = 5) -> list[dict
             f"mcp_step_latency; {stack.setup}",
         ),
     ]
+
+
+def settle(stack: Stack, timeout_s: float = 60.0) -> None:
+    """Until the web and the worker have each listed the MCP servers once (a subprocess
+    each, at start), so that their work is not measured."""
+    log = stack.log_dir / f"{WORKER}.log"
+    mcp = stack.app.extensions["stepstream"].mcp
+    deadline = time.monotonic() + timeout_s
+    while not (mcp.knows("demo.echo") and "MCP server 'demo'" in log.read_text()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the MCP server was not listed")
+        time.sleep(0.1)  # polling for the start-up listings to end
 
 
 def event_latency_1(stack: Stack, runs: int = 3) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from tasks.config import Settings
 from web import create_app
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+#: The stack's worker's name (its log is `<log_dir>/<name>.log`).
+WORKER = "bench"
 #: The repository's example MCP configuration: the test server, as `demo`.
 MCP_CONFIG = Path(__file__).resolve().parent.parent / "mcp.yaml"
 
@@ -53,17 +55,18 @@ def host() -> str:
 
 
 @contextlib.contextmanager
-def running_stack(concurrency: int = 2) -> Iterator[Stack]:
+def running_stack(concurrency: int = 2, mcp: bool = False) -> Iterator[Stack]:
+    """The stack; with `mcp`, its worker and web know the suite's MCP server as `demo`."""
     with tempfile.TemporaryDirectory() as tmp, RedisServer(port=0, data_dir=tmp) as redis:
         env = {
             "STEPSTREAM_REDIS_URL": redis.url,
             "STEPSTREAM_SCENARIOS_DIR": str(SCENARIOS),
             "STEPSTREAM_HEARTBEAT_S": "1",
-            # The suite's MCP server over stdio, for mcp_step_latency.
-            "STEPSTREAM_MCP_CONFIG": str(MCP_CONFIG),
         }
+        if mcp:
+            env["STEPSTREAM_MCP_CONFIG"] = str(MCP_CONFIG)
         settings = Settings.from_env(env)
-        worker = start_worker(env, "bench", Path(tmp), concurrency=concurrency)
+        worker = start_worker(env, WORKER, Path(tmp), concurrency=concurrency)
         app = create_app(settings)
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)

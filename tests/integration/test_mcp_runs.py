@@ -80,32 +80,37 @@ def scenario_file(directory: Path, scenario_id: str, body: str) -> None:
 
 
 @pytest.fixture(scope="module")
+def http_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with http_server(tmp_path_factory.mktemp("mcp-http") / "http.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def mcp_env(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, http_url: str
+) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("mcp-runs")
     scenarios = tmp / "scenarios"
     scenarios.mkdir()
     for scenario_id, body in SCENARIOS.items():
         scenario_file(scenarios, scenario_id, body)
     shutil.copy(EXAMPLE, scenarios / EXAMPLE.name)
-    with http_server(tmp / "http.log") as url:
-        config = tmp / "mcp.yaml"
-        config.write_text(
-            "servers:\n"
-            f"  demo: {{command: {sys.executable}, args: ['{SERVER}']}}\n"
-            f"  remote: {{url: '{url}'}}\n"
-            "  gone: {url: 'http://127.0.0.1:1/mcp'}\n"
-        )
-        base = redis_server.url.rsplit("/", 1)[0]
-        yield {
-            "STEPSTREAM_REDIS_URL": f"{base}/{STORE_DB}",
-            "STEPSTREAM_BROKER_URL": f"{base}/{BROKER_DB}",
-            "STEPSTREAM_SCENARIOS_DIR": str(scenarios),
-            "STEPSTREAM_HEARTBEAT_S": "1",
-            "STEPSTREAM_CANCEL_GRACE_S": "10",
-            "STEPSTREAM_MCP_CONFIG": str(config),
-        }
+    config = tmp / "mcp.yaml"
+    config.write_text(
+        "servers:\n"
+        f"  demo: {{command: {sys.executable}, args: ['{SERVER}']}}\n"
+        f"  remote: {{url: '{http_url}'}}\n"
+        "  gone: {url: 'http://127.0.0.1:1/mcp'}\n"
+    )
+    base = redis_server.url.rsplit("/", 1)[0]
+    return {
+        "STEPSTREAM_REDIS_URL": f"{base}/{STORE_DB}",
+        "STEPSTREAM_BROKER_URL": f"{base}/{BROKER_DB}",
+        "STEPSTREAM_SCENARIOS_DIR": str(scenarios),
+        "STEPSTREAM_HEARTBEAT_S": "1",
+        "STEPSTREAM_CANCEL_GRACE_S": "10",
+        "STEPSTREAM_MCP_CONFIG": str(config),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -365,6 +370,23 @@ def test_a_broken_configuration_is_reported_and_nothing_else_breaks(
     )
     assert web.get("/readyz").json["checks"]["mcp"] == {"demo": "ok: 8 tools"}
     assert web.get("/api/scenarios/mcp_echo").status_code == 200
+
+
+def test_the_catalog_is_refreshed_on_a_timer(
+    mcp_env: dict[str, str], tmp_path: Path, http_url: str
+) -> None:
+    config = tmp_path / "mcp.yaml"
+    config.write_text(f"servers:\n  first: {{url: '{http_url}'}}\n")
+    app = create_app(replace(Settings.from_env(mcp_env), mcp_config=config, mcp_refresh_s=0.2))
+    web = app.test_client()
+
+    def names() -> set[str]:
+        return {t["name"] for t in web.get("/api/tools").json}
+
+    wait_for(lambda: "first.echo" in names(), 60, "the first listing")
+    # No refresh asked for: the timer reads the file again and lists the new server.
+    config.write_text(f"servers:\n  second: {{url: '{http_url}'}}\n")
+    wait_for(lambda: "second.echo" in names() and "first.echo" not in names(), 60, "the timer")
 
 
 def test_without_a_configuration_there_are_no_mcp_tools(mcp_env: dict[str, str]) -> None:
