@@ -60,6 +60,7 @@ class McpCatalog:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._pid = -1
+        self._stopped = False
         if path is not None:
             self._read_config()
 
@@ -103,8 +104,13 @@ class McpCatalog:
         self.start()
         self._wake.set()
 
+    def stop(self) -> None:
+        """End the refresher (for tests: a process normally keeps it to the end)."""
+        self._stopped = True
+        self._wake.set()
+
     def _refresher(self) -> None:
-        while True:
+        while not self._stopped:
             self._wake.clear()
             try:
                 self.refresh()

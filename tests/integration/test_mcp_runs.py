@@ -8,6 +8,7 @@ that is what proves a stdio server is started once, not once per step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -20,7 +21,7 @@ import httpx
 import pytest
 import redis
 from clients import submit, ws_events
-from conftest import LiveServer, WorkerProcess, serve, start_worker, wait_for
+from conftest import LiveServer, WorkerProcess, serve, start_web, start_worker, wait_for
 from mcp_server import http_server
 
 from devtools.redis_server import RedisServer
@@ -125,8 +126,25 @@ def mcp_worker(
 
 @pytest.fixture(scope="module")
 def server(mcp_env: dict[str, str], mcp_worker: WorkerProcess) -> Iterator[LiveServer]:
-    with serve(create_app(Settings.from_env(mcp_env))) as live:
+    with mcp_app(Settings.from_env(mcp_env)) as app, serve(app) as live:
         yield live
+
+
+@contextlib.contextmanager
+def mcp_app(settings: Settings) -> Iterator[Any]:
+    """A web app whose MCP refresher is stopped afterwards (it would otherwise go on
+    listing servers for the rest of the test session)."""
+    app = create_app(settings)
+    try:
+        yield app
+    finally:
+        app.extensions["stepstream"].mcp.stop()
+
+
+@pytest.fixture
+def stack() -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as exits:
+        yield exits
 
 
 def tools(url: str) -> dict[str, dict[str, Any]]:
@@ -311,12 +329,14 @@ def test_python_scenarios_run_whatever_the_mcp_servers_do(listed: LiveServer) ->
 
 
 def test_a_server_that_stops_answering_keeps_its_tools_marked_unavailable(
-    mcp_env: dict[str, str], tmp_path: Path
+    stack: contextlib.ExitStack, mcp_env: dict[str, str], tmp_path: Path
 ) -> None:
     with http_server(tmp_path / "http.log") as url:
         config = tmp_path / "mcp.yaml"
         config.write_text(f"servers:\n  flaky: {{url: '{url}'}}\n")
-        app = create_app(replace(Settings.from_env(mcp_env), mcp_config=config, mcp_refresh_s=3600))
+        app = stack.enter_context(
+            mcp_app(replace(Settings.from_env(mcp_env), mcp_config=config, mcp_refresh_s=3600))
+        )
         web = app.test_client()
         listing = wait_for(
             lambda: {
@@ -347,11 +367,11 @@ def test_a_server_that_stops_answering_keeps_its_tools_marked_unavailable(
 
 
 def test_a_broken_configuration_is_reported_and_nothing_else_breaks(
-    mcp_env: dict[str, str], tmp_path: Path
+    stack: contextlib.ExitStack, mcp_env: dict[str, str], tmp_path: Path
 ) -> None:
     config = tmp_path / "mcp.yaml"
     config.write_text("servers:\n  demo: {command: x, url: http://x}\n")
-    app = create_app(replace(Settings.from_env(mcp_env), mcp_config=config))
+    app = stack.enter_context(mcp_app(replace(Settings.from_env(mcp_env), mcp_config=config)))
     web = app.test_client()
     checks = web.get("/readyz").json["checks"]
     assert checks["mcp"] == {
@@ -372,12 +392,33 @@ def test_a_broken_configuration_is_reported_and_nothing_else_breaks(
     assert web.get("/api/scenarios/mcp_echo").status_code == 200
 
 
+def test_under_gunicorn_and_gevent_the_catalog_lists_the_servers(
+    mcp_env: dict[str, str], mcp_worker: WorkerProcess, tmp_path: Path
+) -> None:
+    # The production shape: the refresher is a greenlet, its subprocess cooperative.
+    web = start_web(mcp_env, tmp_path, "web-mcp")
+    try:
+        wait_for(lambda: "demo.echo" in tools(web.url), 60, "the listing under gevent")
+        assert httpx.post(f"{web.url}/api/tools/refresh", timeout=10).status_code == 202
+        checks = httpx.get(f"{web.url}/readyz", timeout=10).json()["checks"]
+        assert checks["mcp"]["remote"] == "ok: 8 tools"
+        # And it is served while steps run through the worker.
+        run_id = submit(web.url, "mcp_echo", {"message": "gevent"})["run_id"]
+        events, code = ws_events(web.url.replace("http", "ws", 1), run_id, timeout=60)
+        assert code == 1000
+        assert finished(events)["output"]["message"] == "gevent"
+    finally:
+        web.kill()
+
+
 def test_the_catalog_is_refreshed_on_a_timer(
-    mcp_env: dict[str, str], tmp_path: Path, http_url: str
+    stack: contextlib.ExitStack, mcp_env: dict[str, str], tmp_path: Path, http_url: str
 ) -> None:
     config = tmp_path / "mcp.yaml"
     config.write_text(f"servers:\n  first: {{url: '{http_url}'}}\n")
-    app = create_app(replace(Settings.from_env(mcp_env), mcp_config=config, mcp_refresh_s=0.2))
+    app = stack.enter_context(
+        mcp_app(replace(Settings.from_env(mcp_env), mcp_config=config, mcp_refresh_s=0.2))
+    )
     web = app.test_client()
 
     def names() -> set[str]:
