@@ -89,8 +89,8 @@ class McpCatalog:
     def start(self) -> None:
         """Start the refresher of this process, once (after a fork, again). It runs even
         while the file is broken: a fixed file is picked up by the next refresh."""
-        if self.path is None:
-            return
+        if self.path is None or self._pid == os.getpid():
+            return  # the common case, on every request: no lock taken
         with self._lock:
             if self._pid == os.getpid():
                 return
