@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -97,12 +98,27 @@ class McpClients:
 
     # -- the loop thread -------------------------------------------------------------
 
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    def _run(
+        self,
+        coro: Coroutine[Any, Any, T],
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> T:
+        """Run `coro` on the loop and wait for it: TimeoutError after `timeout`,
+        CallStopped once `should_stop()` is true. Whatever ends the wait (these, or a
+        soft time limit raised in this thread) cancels `coro` on the loop too."""
         future = asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            return future.result(timeout)
+            while True:
+                try:
+                    return future.result(POLL_S)
+                except concurrent.futures.TimeoutError:
+                    if should_stop is not None and should_stop():
+                        raise CallStopped() from None
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise
         except BaseException:
-            # A soft time limit (or anything else) interrupting the wait stops the call too.
             future.cancel()
             raise
 
@@ -210,27 +226,24 @@ class McpClients:
         return self._run(self._list_tools(server))
 
     async def _list_tools(self, server: str) -> list[McpToolInfo]:
-        while True:
-            session, fresh = await self._session(server)
-            tools: list[McpToolInfo] = []
-            cursor: str | None = None
-            try:
-                while True:
-                    page = await asyncio.wait_for(
-                        session.client.list_tools(cursor=cursor, cache_mode="refresh"),
-                        LIST_TIMEOUT_S,
-                    )
-                    tools.extend(page.tools)
-                    cursor = page.next_cursor
-                    if not cursor:
-                        return tools
-            except Exception as exc:
-                self._drop(server, session)
-                if _closed(exc) and not fresh:
-                    continue  # the server went away since the last use: open it again
-                raise McpUnavailable(
-                    f"MCP server {server!r} could not list its tools: {_reason(exc)}"
-                ) from None
+        session = await self._checked_session(server)
+        tools: list[McpToolInfo] = []
+        cursor: str | None = None
+        try:
+            while True:
+                page = await asyncio.wait_for(
+                    session.client.list_tools(cursor=cursor, cache_mode="refresh"),
+                    LIST_TIMEOUT_S,
+                )
+                tools.extend(page.tools)
+                cursor = page.next_cursor
+                if not cursor:
+                    return tools
+        except Exception as exc:
+            self._drop(server, session)
+            raise McpUnavailable(
+                f"MCP server {server!r} could not list its tools: {_reason(exc)}"
+            ) from None
 
     def call_tool(
         self,
@@ -248,20 +261,8 @@ class McpClients:
         The wait can also be interrupted from outside (a Celery soft time limit): the
         call is then cancelled on the loop as well.
         """
-        future = asyncio.run_coroutine_threadsafe(
-            self._call_tool(server, tool, arguments, on_progress, on_log), self._ensure_loop()
-        )
-        try:
-            while True:
-                try:
-                    return future.result(POLL_S)
-                except concurrent.futures.TimeoutError:
-                    if should_stop():
-                        future.cancel()
-                        raise CallStopped() from None
-        except BaseException:
-            future.cancel()
-            raise
+        call = self._call_tool(server, tool, arguments, on_progress, on_log)
+        return self._run(call, should_stop=should_stop)
 
     async def _call_tool(
         self,
@@ -292,20 +293,15 @@ class McpClients:
         except asyncio.CancelledError:
             call.cancel()
             raise
-        except MCPError as exc:
-            if not _closed(exc):
+        except Exception as exc:
+            if isinstance(exc, MCPError) and not _closed(exc):
                 # The server refused this call; the session itself is fine.
                 raise McpCallFailed(f"{tool}: {exc.message}") from None
-            # Never sent again: the server may have run it before it went away.
+            # The session is broken. The call is never sent again: the server may have
+            # acted on it before it went away.
             self._drop(server, session)
-            raise McpUnavailable(
-                f"MCP server {server!r} failed during the call to {tool!r}: {_reason(exc)}"
-            ) from None
-        except McpUnavailable:
-            self._drop(server, session)
-            raise
-        except Exception as exc:
-            self._drop(server, session)
+            if isinstance(exc, McpUnavailable):
+                raise
             raise McpUnavailable(
                 f"MCP server {server!r} failed during the call to {tool!r}: {_reason(exc)}"
             ) from None
@@ -313,8 +309,8 @@ class McpClients:
             session.log_sink[0] = None
 
     async def _checked_session(self, server: str) -> _Session:
-        """The server's session, reopened first if its connection has closed since the
-        last call (a stdio server that exited between steps): a call is never sent
+        """The server's session, reopened first if its connection has closed since its
+        last use (a stdio server that exited between steps): a call is never sent
         twice, so a dead session must be noticed before, not after."""
         session, fresh = await self._session(server)
         if fresh or not _connection_closed(session.client):
