@@ -45,11 +45,10 @@ class McpTool(Tool):
 
 def build_tool(server: str, info: dict[str, Any], func: Callable[..., Any]) -> McpTool:
     """The stepstream tool for one entry of a server's `tools/list`; ValueError if unusable."""
-    schema = info.get("input_schema") or info.get("inputSchema") or {"type": "object"}
     return McpTool(
         name=f"{server}.{info['name']}",
         description=info.get("description") or "",
-        input_schema=schema,
+        input_schema=info.get("input_schema") or {"type": "object"},
         func=func,
         server=server,
     )
