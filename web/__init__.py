@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from tasks.config import Settings
+from tasks.mcp_tools.catalog import KnownTools, McpCatalog
 from tasks.store import RunStore
 from tasks.tools import default_registry
 from worker.celery_app import create_celery_app
@@ -17,7 +18,6 @@ from . import api, errors, openapi, probes, streaming, ui
 from .auth import RedactTokens, check_token
 from .catalog import Catalog
 from .hub import Hub
-from .mcp_catalog import KnownTools, McpCatalog
 from .metrics import Metrics
 from .services import Services, services
 

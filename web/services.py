@@ -9,12 +9,12 @@ from celery import Celery
 from flask import current_app
 
 from tasks.config import Settings
+from tasks.mcp_tools.catalog import McpCatalog
 from tasks.store import RunStore
 from tasks.tools import ToolRegistry
 
 from .catalog import Catalog
 from .hub import Hub
-from .mcp_catalog import McpCatalog
 from .metrics import Metrics
 
 

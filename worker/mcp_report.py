@@ -15,27 +15,16 @@ from typing import Any
 from celery.signals import worker_ready
 
 from tasks.config import Settings
+from tasks.mcp_tools.catalog import McpCatalog
 
 log = logging.getLogger(__name__)
 
 
 @worker_ready.connect
 def _report_mcp_servers(**_: Any) -> None:
-    path = Settings.from_env().mcp_config
-    if path is None:
+    settings = Settings.from_env()
+    if settings.mcp_config is None:
         return
-
-    def report() -> None:
-        from tasks.mcp_tools.listing import list_in_subprocess  # loads the MCP SDK
-
-        answer = list_in_subprocess(path)
-        if "error" in answer:
-            log.error("MCP tools unavailable: %s", answer["error"])
-            return
-        for server, result in answer["servers"].items():
-            if "error" in result:
-                log.warning("MCP server %r unavailable: %s", server, result["error"])
-            else:
-                log.info("MCP server %r: %d tools", server, len(result["tools"]))
-
-    threading.Thread(target=report, name="stepstream-mcp-report", daemon=True).start()
+    # One listing, logged as the web's catalog logs its own: each server, or the file.
+    catalog = McpCatalog(settings.mcp_config, settings.mcp_refresh_s)
+    threading.Thread(target=catalog.refresh, name="stepstream-mcp-report", daemon=True).start()

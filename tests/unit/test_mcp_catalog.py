@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from web.mcp_catalog import KnownTools, McpCatalog
+from tasks.mcp_tools.catalog import KnownTools, McpCatalog
 
 ECHO = {"name": "echo", "description": "Echo.", "input_schema": {"type": "object"}}
 BAD = {"name": "bad", "description": "", "input_schema": {"type": "no-such-type"}}

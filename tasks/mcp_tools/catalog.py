@@ -1,4 +1,5 @@
 """The MCP servers' tools as the web knows them: listed in the background, served cached.
+A worker uses it once at start, to report what it can reach.
 
 A daemon thread (a greenlet under gevent) asks every server for its tools at start,
 every `STEPSTREAM_MCP_REFRESH_S` and whenever asked (`POST /api/tools/refresh`), by
@@ -20,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.mcp_tools.config import McpConfigError, load_config, split_name
+from .config import McpConfigError, load_config, split_name
 
 if TYPE_CHECKING:
-    from tasks.mcp_tools.source import McpTool
+    from .source import McpTool
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class McpCatalog:
         assert self.path is not None
         if self._read_config():
             # Imported here: the MCP SDK is only loaded where servers are configured.
-            from tasks.mcp_tools.listing import list_in_subprocess
+            from .listing import list_in_subprocess
 
             self._take(list_in_subprocess(self.path))
 
@@ -150,7 +151,7 @@ class McpCatalog:
 
     @staticmethod
     def _tools(server: str, listed: list[dict[str, Any]]) -> tuple[McpTool, ...]:
-        from tasks.mcp_tools.source import build_tool
+        from .source import build_tool
 
         tools = []
         for info in listed:
@@ -213,7 +214,7 @@ class KnownTools:
     server's tools are known, a missing one leaves the scenario out.
     """
 
-    def __init__(self, python: Any, mcp: McpCatalog) -> None:
+    def __init__(self, python: Container[str], mcp: McpCatalog) -> None:
         self.python = python
         self.mcp = mcp
 
