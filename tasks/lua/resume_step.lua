@@ -1,8 +1,9 @@
 -- Take over a running attempt whose execution is gone (its worker process or node was
 -- lost, or its worker is shutting down): the step becomes ready again as the next
 -- attempt, and the worker that starts it appends `run_resumed` (start_step.lua). Steps
--- that already finished are kept. After `max_resumes` takeovers the step fails, and
--- with it the run, for that reason.
+-- that already finished are kept. After `max_resumes` takeovers of the same step it
+-- fails, and with it the run, for that reason: counted per step, so that one lost node
+-- running several steps of a run never uses up the run's chances by itself.
 -- ARGV[1] step   ARGV[2] attempt   ARGV[3] reason: worker_lost | shutdown
 -- ARGV[4] max resumes
 -- ARGV[5] the attempt's Celery task id, or "" for any
@@ -35,7 +36,7 @@ if redis.call('HGET', RUN, 'cancel_requested') then
   finish_if_done()
   return {'failed', EMITTED, ready, redis.call('HGET', RUN, 'status')}
 end
-local resumes = redis.call('HINCRBY', RUN, 'resumes', 1)
+local resumes = redis.call('HINCRBY', STEPS, step .. '.resumes', 1)
 if resumes > tonumber(ARGV[4]) then
   local message = 'lost its worker (' .. reason .. ') after ' .. (resumes - 1) .. ' resumes'
   close_step(step, 'failed', message, 'null', '"output":null')

@@ -163,3 +163,37 @@ def test_a_killed_web_process_loses_no_subscriber_event(
     finally:
         for web in webs:
             web.kill()
+
+
+def test_one_lost_node_never_fails_a_run_by_itself(
+    isolated: tuple[dict[str, str], Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Three parallel steps of one run die with their node: each is resumed once, and
+    resumes are counted per step, so the default limit (2) is far from reached."""
+    env, app = isolated
+    logs = tmp_path_factory.mktemp("fair")
+    doomed = start_worker(env, "w5", logs, concurrency=3)
+    client = redis.Redis.from_url(env["STEPSTREAM_REDIS_URL"], decode_responses=True)
+    survivor = None
+    try:
+        with serve(app) as server:
+            run = submit(server.url, "test_three_naps")
+            steps = keys.run_steps(run["run_id"])
+            wait_for(
+                lambda: all(client.hget(steps, f"{s}.status") == "running" for s in "abc"),
+                what="the three naps running on one node",
+            )
+            survivor = start_worker(env, "w6", logs, concurrency=3)
+            os.killpg(doomed.proc.pid, signal.SIGKILL)
+            doomed.proc.wait(timeout=10)
+            events = list(follow(server, run["run_id"]))
+        final = events[-1]
+        assert final["type"] == "run_finished" and final["status"] == "succeeded", final
+        started = sorted((e["step"], e["attempt"]) for e in events if e["type"] == "step_started")
+        assert started == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("c", 1), ("c", 2), ("join", 1)]
+        assert [e["type"] for e in events].count("run_resumed") == 3
+    finally:
+        client.close()
+        for w in (doomed, survivor):
+            if w is not None:
+                w.stop()
