@@ -14,10 +14,8 @@ from importlib import resources
 from typing import Any, cast
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
-from . import keys
+from . import keys, redis_client
 from .config import Settings
 from .dag import dependants
 from .events import Event, first_id_after
@@ -103,26 +101,6 @@ class Transition:
     run_status: str = ""
 
 
-#: The longest pause between two tries to reach a Redis that went away.
-RETRY_CAP_S = 1.0
-
-
-def outage_retry(budget_s: float) -> Retry:
-    """Retry connection errors (and Redis' LOADING after a restart) for about `budget_s`.
-
-    Every run script is safe to repeat after a reply was lost (each recognises its own
-    earlier effect), so redis-py's retry of the whole call is exactly what is needed.
-    """
-    # Pauses of 10, 20, 40, ... ms up to RETRY_CAP_S: the first tries ride out a blip,
-    # the later ones pace themselves.
-    backoff = ExponentialBackoff(cap=RETRY_CAP_S, base=0.005)
-    retries, waited = 0, 0.0
-    while waited < budget_s:
-        retries += 1
-        waited += backoff.compute(retries)
-    return Retry(backoff, retries=retries)
-
-
 def _load_script(name: str) -> str:
     lua = resources.files("tasks") / "lua"
     return (lua / "prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
@@ -195,22 +173,14 @@ class RunStore:
         Workers wait long (`STEPSTREAM_REDIS_RETRY_S`): a step's events must not be lost.
         The web waits briefly, so that a request answers 503 rather than hanging, and
         caps its connections (`max_connections`): callers beyond the cap wait their turn.
+        Either way a Redis that stops answering fails a call after its read timeout.
         """
-        options: dict[str, Any] = {
-            "decode_responses": True,
-            "health_check_interval": 30,
-            "socket_connect_timeout": 2,
-            "retry": outage_retry(retry_s),
-            # Names the connections in CLIENT LIST, so they can be counted per role.
-            "client_name": client_name,
-        }
-        if max_connections is None:
-            client = redis.Redis.from_url(settings.redis_url, **options)
-        else:
-            pool = redis.BlockingConnectionPool.from_url(
-                settings.redis_url, max_connections=max_connections, timeout=10, **options
-            )
-            client = redis.Redis(connection_pool=pool)
+        client = redis_client.connect(
+            settings.redis_url,
+            retry_s=retry_s,
+            max_connections=max_connections,
+            client_name=client_name,
+        )
         return cls(client, settings)
 
     def _run(self, script: str, run_id: str, *args: Any) -> Any:

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -19,6 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from tasks import keys
 from tasks.errors import Conflict, InvalidInput, InvalidRequest, NotFound, Unavailable
 from tasks.events import is_stream_id
+from tasks.redis_client import UNAVAILABLE
 from tasks.runner import ENFORCE_CANCEL, RUN_SCENARIO
 from tasks.scenario import Scenario
 
@@ -33,6 +35,12 @@ RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 MAX_LIMIT = 200
 #: The same Idempotency-Key is remembered this long.
 IDEMPOTENCY_TTL_S = 24 * 3600
+#: A key claimed by a request whose run is not recorded this long after the claim was
+#: abandoned (its process died, or gave up when Redis went away): another request with
+#: the same key and body may take it over.
+CLAIM_TIMEOUT_S = 60.0
+#: Marks a claim whose run is not yet recorded and sent.
+PENDING = "pending"
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 LIMIT = re.compile(r"[0-9]{1,5}")
 
@@ -124,16 +132,28 @@ def create_run() -> tuple[Response, int, dict[str, str]]:
     if idem is not None:
         previous = claim_idempotency_key(idem, run_id, req)
         if previous is not None:
-            summary = svc.store.summary(previous)
-            if summary is None:
-                raise Conflict("a request with this Idempotency-Key is still being processed")
-            return jsonify(summary), 200, {"Location": f"/api/runs/{previous}"}
+            return replay(previous)
     try:
         created = svc.store.create_run(run_id, scenario, run_input)
-        svc.celery.send_task(RUN_SCENARIO, args=[run_id])
-    except (redis.RedisError, OperationalError, OSError) as exc:
+    except UNAVAILABLE as exc:
+        # Redis that does not answer is not asked again to undo (that would only wait
+        # again): a run recorded before its reply was lost is taken over by a retry
+        # with the same Idempotency-Key once the claim is abandoned.
+        if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            undo_run(run_id, idem)
+        raise Unavailable(f"could not record the run: {exc}") from None
+    try:
+        # The claim becomes final before the run is sent: a request that took the key
+        # over meanwhile wins, and this run, never sent, is undone.
+        holder = None if idem is None else confirm_idempotency_key(idem, run_id, req)
+        if holder is None:
+            svc.celery.send_task(RUN_SCENARIO, args=[run_id])
+    except UNAVAILABLE as exc:
         undo_run(run_id, idem)
         raise Unavailable(f"could not enqueue the run: {exc}") from None
+    if holder is not None:
+        undo_run(run_id, None)
+        return replay(holder)
     # Only a run that exists is announced to the all-runs stream.
     svc.store.publish_all(created.events)
     svc.metrics.runs_submitted.labels(scenario.scenario_id).inc()
@@ -141,34 +161,131 @@ def create_run() -> tuple[Response, int, dict[str, str]]:
     return jsonify(created.summary), 202, {"Location": f"/api/runs/{run_id}"}
 
 
+def replay(previous: str) -> tuple[Response, int, dict[str, str]]:
+    """The answer to a request whose Idempotency-Key names an earlier run."""
+    summary = services().store.summary(previous)
+    if summary is None:
+        raise Conflict("a request with this Idempotency-Key is still being processed")
+    return jsonify(summary), 200, {"Location": f"/api/runs/{previous}"}
+
+
+def request_digest(req: RunRequest) -> str:
+    """The same request whatever its whitespace or key order: a hash of the parsed body."""
+    canonical = json.dumps(req.model_dump(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The value of an Idempotency-Key: whose body it is, for which run, and whether
+    that run is recorded and sent (final) or still being made (pending)."""
+
+    digest: str
+    run_id: str
+    pending: bool
+
+    @classmethod
+    def parse(cls, raw: str) -> Claim:
+        digest, _, rest = raw.partition(":")
+        run_id, _, mark = rest.partition(":")
+        return cls(digest, run_id, mark == PENDING)
+
+    def encode(self) -> str:
+        return f"{self.digest}:{self.run_id}" + (f":{PENDING}" if self.pending else "")
+
+
 def claim_idempotency_key(key: str, run_id: str, req: RunRequest) -> str | None:
-    """Claim `key` for this request; returns the earlier run id when it was claimed."""
+    """Claim `key` for this request; returns the earlier run id when it was claimed.
+
+    A claim is pending until its run is recorded and sent. One left pending longer
+    than CLAIM_TIMEOUT_S was abandoned: if its run exists it is sent again and
+    adopted, otherwise this request takes the key over. Each change is a
+    compare-and-set on the key, so two requests never both own it. The claim's age
+    comes from the key's TTL, that is from Redis' clock, never from this host's.
+    """
     if not IDEMPOTENCY_KEY.match(key):
         raise InvalidRequest("Idempotency-Key must be 1-200 printable ASCII characters")
-    store = services().store
-    # The same request whatever its whitespace or key order: hash the parsed body.
-    canonical = json.dumps(req.model_dump(), sort_keys=True, separators=(",", ":"))
-    digest = hashlib.sha256(canonical.encode()).hexdigest()
-    value = f"{digest}:{run_id}"
-    if store.redis.set(keys.idempotency(key), value, nx=True, ex=IDEMPOTENCY_TTL_S):
-        return None
-    existing = store.redis.get(keys.idempotency(key))
-    if existing is None:  # expired between the two calls: claim it again
-        return claim_idempotency_key(key, run_id, req)
-    previous_digest, _, previous_run = str(existing).partition(":")
-    if previous_digest != digest:
-        raise Conflict("Idempotency-Key was already used with a different body")
-    return previous_run
+    svc = services()
+    name = keys.idempotency(key)
+    mine = Claim(request_digest(req), run_id, pending=True)
+    while True:
+        if svc.store.redis.set(name, mine.encode(), nx=True, ex=IDEMPOTENCY_TTL_S):
+            return None
+        with svc.store.redis.pipeline() as pipe:
+            try:
+                pipe.watch(name)  # type: ignore[no-untyped-call]
+                raw = pipe.get(name)
+                ttl_ms = pipe.pttl(name)
+                if raw is None:
+                    continue  # expired between the two calls: claim it again
+                claim = Claim.parse(str(raw))
+                if claim.digest != mine.digest:
+                    raise Conflict("Idempotency-Key was already used with a different body")
+                if claim.run_id == run_id:
+                    return None  # our own SET, retried after its reply was lost
+                age_s = IDEMPOTENCY_TTL_S - int(ttl_ms) / 1000
+                if not claim.pending or age_s < CLAIM_TIMEOUT_S:
+                    return claim.run_id
+                if svc.store.exists(claim.run_id):
+                    # Its claimant recorded the run and died before sending it. A
+                    # second message for a run that was sent after all does nothing.
+                    svc.celery.send_task(RUN_SCENARIO, args=[claim.run_id])
+                    pipe.multi()
+                    pipe.set(name, replace(claim, pending=False).encode(), keepttl=True)
+                    pipe.execute()
+                    return claim.run_id
+                pipe.multi()
+                pipe.set(name, mine.encode(), ex=IDEMPOTENCY_TTL_S)
+                pipe.execute()
+                return None
+            except redis.WatchError:
+                continue  # the key changed under us: look again
+
+
+def confirm_idempotency_key(key: str, run_id: str, req: RunRequest) -> str | None:
+    """Make this request's claim final now that its run is recorded.
+
+    Returns None when the key is ours, or the run of the request that took it over
+    while this one was too slow (this run must then be undone, never sent).
+    """
+    name = keys.idempotency(key)
+    with services().store.redis.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(name)  # type: ignore[no-untyped-call]
+                raw = pipe.get(name)
+                claim = None if raw is None else Claim.parse(str(raw))
+                if claim is not None and claim.run_id != run_id:
+                    return claim.run_id
+                if claim is not None and not claim.pending:
+                    return None  # adopted by a retry already
+                pipe.multi()
+                # Gone only if a request that had taken it over failed and released it.
+                final = Claim(request_digest(req), run_id, pending=False)
+                pipe.set(name, final.encode(), ex=IDEMPOTENCY_TTL_S)
+                pipe.execute()
+                return None
+            except redis.WatchError:
+                continue
 
 
 def undo_run(run_id: str, idem: str | None) -> None:
+    """Delete a run that was not sent, and release its Idempotency-Key if it holds it."""
     store = services().store
     try:
         store.delete_run(run_id)
         if idem is not None:
-            store.redis.delete(keys.idempotency(idem))
-    except redis.RedisError:
-        pass  # Redis itself is down: nothing was created there either.
+            name = keys.idempotency(idem)
+            with store.redis.pipeline() as pipe:
+                pipe.watch(name)  # type: ignore[no-untyped-call]
+                raw = pipe.get(name)
+                # Only our own claim: one taken over by another request stays.
+                if raw is not None and Claim.parse(str(raw)).run_id == run_id:
+                    pipe.multi()
+                    pipe.delete(name)
+                    pipe.execute()
+    except UNAVAILABLE:
+        pass  # Redis itself is away: a claim left pending is taken over in time.
 
 
 @bp.get("/runs")

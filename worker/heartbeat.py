@@ -19,7 +19,7 @@ import redis
 from celery.signals import worker_init, worker_ready, worker_shutdown
 from celery.worker import state
 
-from tasks import keys
+from tasks import keys, redis_client
 from tasks.config import Settings
 from tasks.runtime import get_runtime
 from tasks.workers import INCARNATION_ENV, incarnation
@@ -27,6 +27,9 @@ from tasks.workers import INCARNATION_ENV, incarnation
 from .sweeper import Sweeper
 
 log = logging.getLogger(__name__)
+
+#: The name a worker's heartbeat connection carries in CLIENT LIST.
+WORKER_CLIENT_NAME = "stepstream-worker"
 
 
 class Heartbeat:
@@ -37,7 +40,7 @@ class Heartbeat:
         self.concurrency = concurrency
         self.started_at = time.time()
         self.settings = settings
-        self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self.redis = redis_client.connect(settings.redis_url, client_name=WORKER_CLIENT_NAME)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stepstream-heartbeat", daemon=True)
 

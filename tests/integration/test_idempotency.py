@@ -8,6 +8,7 @@ database no worker reads, so each test can count them.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from conftest import url_of
+from conftest import url_of, wait_for
 from werkzeug.serving import make_server
 
 BODY = {"scenario_id": "hello_sequence", "input": {"name": "Ada"}}
@@ -196,3 +197,102 @@ def test_the_same_body_written_differently_is_the_same_request(client: Any, r: r
     assert again.status_code == 200
     assert again.get_json()["run_id"] == first.get_json()["run_id"]
     assert len(run_ids(r)) == 1
+
+
+def queued_messages(broker: redis.Redis) -> int:
+    """Messages waiting in the broker database, whatever the queue's name."""
+    return sum(broker.llen(k) for k in broker.scan_iter() if broker.type(k) == b"list")
+
+
+@pytest.fixture
+def quick_claims(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Claims are abandoned after half a second instead of a minute."""
+    from web import api
+
+    monkeypatch.setattr(api, "CLAIM_TIMEOUT_S", 0.5, raising=False)
+    return 0.5
+
+
+def dead_claimant(app: Any, key: str, record_run: bool) -> str:
+    """Do what a request does up to where its process dies: claim `key` and, with
+    `record_run`, record its run; never send the run, never answer."""
+    from web import api
+    from web.services import services
+
+    run_id = str(uuid.uuid4())
+    with app.test_request_context():
+        req = api.RunRequest.model_validate(BODY)
+        assert api.claim_idempotency_key(key, run_id, req) is None
+        if record_run:
+            svc = services()
+            scenario = svc.catalog.get(BODY["scenario_id"])
+            svc.store.create_run(run_id, scenario, api.with_defaults(scenario, req.input))
+    return run_id
+
+
+def test_a_key_whose_claimant_died_before_recording_its_run_is_usable_again(
+    app: Any, r: redis.Redis, broker: redis.Redis, quick_claims: float
+) -> None:
+    client = app.test_client()
+    dead_claimant(app, "crashed", record_run=False)
+    assert_error(post(client, "crashed"), 409)  # the claimant might still be at work
+
+    taken = wait_for(
+        lambda: (response := post(client, "crashed")).status_code == 202 and response,
+        timeout=10,
+        what="the abandoned key to be taken over",
+    )
+    run_id = taken.get_json()["run_id"]
+    assert run_ids(r) == [run_id]
+    assert queued_messages(broker) == 1
+    again = post(client, "crashed")
+    assert again.status_code == 200 and again.get_json()["run_id"] == run_id
+
+
+def test_a_run_recorded_by_a_claimant_that_died_is_sent_by_the_next_request(
+    app: Any, r: redis.Redis, broker: redis.Redis, quick_claims: float
+) -> None:
+    """It died between recording the run and sending it: the retry sends that run
+    (once), instead of leaving it queued for ever or starting a second one."""
+    client = app.test_client()
+    orphan = dead_claimant(app, "half-done", record_run=True)
+    assert queued_messages(broker) == 0
+
+    def sent() -> bool:
+        # Before and after the claim is abandoned, the answer is that run.
+        response = post(client, "half-done")
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.get_json()["run_id"] == orphan
+        return queued_messages(broker) == 1
+
+    wait_for(sent, timeout=10, what="the orphan run to be sent")
+    assert run_ids(r) == [orphan]
+    assert queued_messages(broker) == 1
+
+
+def test_a_slow_claimant_that_lost_its_key_starts_nothing(
+    app: Any, r: redis.Redis, broker: redis.Redis, quick_claims: float
+) -> None:
+    """Never two runs for one key: a claimant that was only slow (not dead) and finds
+    its key taken over undoes the run it recorded and answers with the other one."""
+    from web import api
+    from web.services import services
+
+    client = app.test_client()
+    slow = dead_claimant(app, "slow", record_run=False)
+    taken = wait_for(
+        lambda: (response := post(client, "slow")).status_code == 202 and response,
+        timeout=10,
+        what="the key to be taken over",
+    )
+    winner = taken.get_json()["run_id"]
+    with app.test_request_context():
+        req = api.RunRequest.model_validate(BODY)
+        svc = services()
+        scenario = svc.catalog.get(BODY["scenario_id"])
+        svc.store.create_run(slow, scenario, api.with_defaults(scenario, req.input))
+        assert api.confirm_idempotency_key("slow", slow, req) == winner
+        api.undo_run(slow, "slow")
+    assert run_ids(r) == [winner]
+    assert queued_messages(broker) == 1
+    assert post(client, "slow").get_json()["run_id"] == winner
