@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from tasks.config import Settings
+from tasks.eviction import check_eviction_policy
 from tasks.mcp_tools.catalog import KnownTools, McpCatalog
 from tasks.store import RunStore
 from tasks.tools import default_registry
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
             metrics.latency.labels(route).observe(time.perf_counter() - g.started)
         return response
 
+    check_eviction_policy(settings.redis_url, "web")
     for scenario_error in app.extensions["stepstream"].catalog.errors:
         app.logger.warning("scenario %s skipped: %s", scenario_error.path, scenario_error.reason)
     return app

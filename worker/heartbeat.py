@@ -21,6 +21,7 @@ from celery.worker import state
 
 from tasks import keys, redis_client
 from tasks.config import Settings
+from tasks.eviction import check_eviction_policy
 from tasks.runtime import get_runtime
 from tasks.workers import INCARNATION_ENV, incarnation
 
@@ -95,8 +96,10 @@ def _new_incarnation(**_: Any) -> None:
 def _start(sender: Any, **_: Any) -> None:
     global _current
     pool = getattr(getattr(sender, "controller", None), "concurrency", None)
-    _current = Heartbeat(sender.hostname, Settings.from_env(), pool)
+    settings = Settings.from_env()
+    _current = Heartbeat(sender.hostname, settings, pool)
     _current.start()
+    check_eviction_policy(settings.redis_url, f"worker {sender.hostname}")
 
 
 @worker_shutdown.connect
