@@ -216,13 +216,13 @@ class RunStore:
                 ("max_attempts", step.retry.max_attempts),
                 ("backoff_s", step.retry.backoff_s),
                 ("backoff_factor", step.retry.backoff_factor),
-                ("def", json.dumps(step.model_dump(mode="json"))),
+                ("def", json.dumps(step.model_dump(mode="json"), allow_nan=False)),
                 ("progress", 0),
                 ("message", ""),
                 ("root", 1 if not step.needs else 0),
             ):
                 fields += [f"{step.name}.{field}", value]
-        input_json = json.dumps(run_input)
+        input_json = json.dumps(run_input, allow_nan=False)
         queued = f'"scenario_id":{json.dumps(scenario.scenario_id)},"input":{input_json}'
         created_us, emitted = self._run(
             "create_run",
@@ -340,7 +340,10 @@ class RunStore:
         """
         args: list[Any] = []
         for event_type, fields, progress, number in batch:
-            fragment = json.dumps({"step": step, "attempt": attempt, **fields})[1:-1]
+            fragment = json.dumps(
+                {"step": step, "attempt": attempt, **fields},
+                allow_nan=False,
+            )[1:-1]
             args += [
                 event_type,
                 fragment,

@@ -19,6 +19,7 @@ from . import api, errors, openapi, probes, streaming, ui
 from .auth import RedactTokens, check_token
 from .catalog import Catalog
 from .hub import Hub
+from .json_provider import StrictJSONProvider
 from .metrics import Metrics
 from .services import Services, services
 
@@ -41,7 +42,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
         JSON_SORT_KEYS=False,
         SOCK_SERVER_OPTIONS=streaming.ws_options(),
     )
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = StrictJSONProvider(app)  # every response strict JSON (SPEC §14)
     app.config.update(config)
 
     tools = default_registry()

@@ -26,6 +26,8 @@ from tasks.scenario import Scenario
 
 from .registry import registry
 from .services import services
+from .strict_json import NotStrictJSON
+from .strict_json import loads as strict_loads
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,8 @@ class RunRequest(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict)
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
 def json_body() -> Any:
+    """The request's body as strict JSON (SPEC §14): 400 naming what is wrong."""
     raw = request.get_data(cache=True)
     # Without a Content-Length werkzeug silently cuts the body at the limit; a body that
     # reached the limit is treated as one that went past it.
@@ -66,9 +65,10 @@ def json_body() -> Any:
     if request.content_length is None and len(raw) >= limit:
         raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
     try:
-        return json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+        return strict_loads(raw)
+    except NotStrictJSON as exc:
+        details = [{"path": exc.path, "message": exc.message}] if exc.path else None
+        raise InvalidRequest(f"body is not strict JSON: {exc}", details) from None
 
 
 def limit_arg(default: int, maximum: int) -> int:
@@ -288,6 +288,10 @@ def undo_run(run_id: str, idem: str | None) -> None:
         pass  # Redis itself is away: a claim left pending is taken over in time.
 
 
+def known_scenario(scenario_id: str) -> bool:
+    return services().catalog.get(scenario_id) is not None
+
+
 @bp.get("/runs")
 def list_runs() -> Response:
     args = request.args
@@ -295,13 +299,16 @@ def list_runs() -> Response:
     if status is not None and status not in RUN_STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(RUN_STATUSES)}")
     limit = limit_arg(50, MAX_LIMIT)
+    scenario_id = args.get("scenario_id") or None
+    if scenario_id is not None and not known_scenario(scenario_id):
+        raise InvalidRequest(f"unknown scenario_id {scenario_id!r} (see GET /api/scenarios)")
     before = args.get("before") or None
     store = services().store
     if before is not None and store.index_score(before) is None:
         raise InvalidRequest("before must be the run_id of a listed run (see next_before)")
     runs, next_before = store.list_runs(
         status=status,
-        scenario_id=args.get("scenario_id") or None,
+        scenario_id=scenario_id,
         limit=limit,
         before=before,
     )

@@ -507,7 +507,6 @@ def test_run_list_is_newest_first_and_filtered(client: Any, r: redis.Redis) -> N
         }
     both = client.get("/api/runs?status=queued&scenario_id=fan_out_join").get_json()["runs"]
     assert [run["run_id"] for run in both] == [run_ids[1]]
-    assert client.get("/api/runs?scenario_id=no_such").get_json()["runs"] == []
 
 
 def walk_pages(client: Any, query: str, limit: int) -> list[list[str]]:
@@ -597,3 +596,161 @@ def test_wrong_method_is_json_405_with_allow(
     assert response.headers.get("Allow")
     assert method not in response.headers["Allow"]
     assert_nothing_created(r, broker)
+
+
+# -- strict JSON (SPEC §14) ----------------------------------------------------------------
+
+
+def strict_loads(text: str | bytes) -> Any:
+    """json.loads refusing NaN and Infinity: what any strict parser would accept."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def post_raw(client: Any, body: str | bytes) -> Any:
+    return client.post("/api/runs", data=body, content_type="application/json")
+
+
+def run_body(input_json: str, scenario_id: str = '"test_continue"') -> str:
+    return '{"scenario_id": ' + scenario_id + ', "input": ' + input_json + "}"
+
+
+def nested(depth: int, leaf: str = "1") -> str:
+    """`depth` levels of alternating objects and arrays around `leaf`, an object outside."""
+    text = leaf
+    for level in range(depth):
+        text = '{"k": ' + text + "}" if (depth - level) % 2 else f"[{text}]"
+    return text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        run_body(nested(65)),  # 66 levels, the body's own object included
+        run_body(nested(64)),
+        "[" * 100_000,
+        "[" * 100_000 + "]" * 100_000,
+        '{"a":' * 100_000 + "1" + "}" * 100_000,
+        run_body("[" * 100_000 + "]" * 100_000),
+        run_body('{"s": "' + "]" * 100 + '", "d": ' + nested(70) + "}"),  # not hidden by a string
+    ],
+    ids=["66", "65", "100k-open", "100k-arrays", "100k-objects", "100k-in-input", "after-string"],
+)
+def test_nesting_deeper_than_64_levels_is_400(
+    client: Any, r: redis.Redis, broker: redis.Redis, body: str
+) -> None:
+    error = assert_error(post_raw(client, body), 400)
+    assert "64" in error["message"], error
+    assert_nothing_created(r, broker)
+
+
+def test_nesting_of_exactly_64_levels_is_accepted(client: Any) -> None:
+    # The body's object is one level: its input may nest 63.
+    body = run_body(nested(63, '"[[[[{{{{"'))
+    response = post_raw(client, body)
+    assert response.status_code == 202, response.get_data(as_text=True)
+    run = client.get(f"/api/runs/{response.get_json()['run_id']}").get_json()
+    assert run["input"] == json.loads(body)["input"]
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["1e400", "-1e400", "1E+400", "1e309", "-2e308", "1" + "0" * 400, "-" + "9" * 309, "9" * 5000],
+    ids=["1e400", "-1e400", "1E+400", "1e309", "-2e308", "int-1e400", "-int-1e309", "5000-digits"],
+)
+def test_numbers_beyond_a_double_are_400(
+    client: Any, r: redis.Redis, broker: redis.Redis, number: str
+) -> None:
+    error = assert_error(post_raw(client, run_body('{"x": [' + number + "]}")), 400)
+    assert "double" in error["message"], error
+    assert_nothing_created(r, broker)
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        (run_body(r'{"s": "\ud800"}'), "$.input.s"),
+        (run_body(r'{"s": "x\udfffy"}'), "$.input.s"),
+        (run_body(r'{"s": ["ok", "\udc00\ud800"]}'), "$.input.s[1]"),  # halves swapped
+        (run_body(r'{"s": "\ud800\ud800"}'), "$.input.s"),  # two high halves
+        (run_body(r'{"\ud83d": 1}'), "$.input (a key)"),
+        (run_body("{}", scenario_id=r'"test_continue\udbff"'), "$.scenario_id"),
+    ],
+    ids=["high", "low", "swapped", "two-high", "key", "scenario_id"],
+)
+def test_lone_surrogates_are_400_naming_where(
+    client: Any, r: redis.Redis, broker: redis.Redis, body: str, path: str
+) -> None:
+    error = assert_error(post_raw(client, body), 400)
+    assert "surrogate" in error["message"] and path in error["message"], error
+    assert [d["path"] for d in error["details"]] == [path]
+    assert_nothing_created(r, broker)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"scenario_id": "test_continue", "input": {"s": "\xed\xa0\x80"}}',  # UTF-8 of U+D800
+        '{"scenario_id": "test_continue", "input": {}}'.encode("utf-16"),
+        b'\xef\xbb\xbf{"scenario_id": "test_continue", "input": {}}',  # a byte order mark
+        b'{"scenario_id": "test_continue", "input": {"s": "caf\xe9"}}',  # Latin-1
+    ],
+    ids=["encoded-surrogate", "utf-16", "bom", "latin-1"],
+)
+def test_bodies_that_are_not_utf8_json_text_are_400(
+    client: Any, r: redis.Redis, broker: redis.Redis, body: bytes
+) -> None:
+    assert_error(post_raw(client, body), 400)
+    assert_nothing_created(r, broker)
+
+
+def test_unusual_but_valid_json_is_kept_exactly(client: Any) -> None:
+    """What strictness must not refuse: astral characters as surrogate pairs, text that
+    only looks like an escape, U+2028/U+2029/U+0085 raw or escaped, integers a double
+    holds only approximately (kept exact), the largest and tiniest doubles."""
+    run_input = (
+        r'{"pair": "\ud83d\ude00", "looks": "\\ud800", "seps": "a' + "\u2028\u2029\u0085"
+        r'b\u2028\u2029\u0085", "big": 9007199254740993, "neg": -18446744073709551617,'
+        r' "max": 1.7976931348623157e308, "tiny": 1e-400, "zero": -0}'
+    )
+    response = post_raw(client, run_body(run_input).encode())
+    assert response.status_code == 202, response.get_data(as_text=True)
+    snapshot = client.get(f"/api/runs/{response.get_json()['run_id']}")
+    assert snapshot.get_data().isascii()  # everything beyond ASCII is escaped
+    got = strict_loads(snapshot.get_data())["input"]
+    assert got == json.loads(run_input)
+    assert got["pair"] == "😀" and got["looks"] == "\\ud800"
+    assert got["seps"] == "a\u2028\u2029\u0085b\u2028\u2029\u0085"
+    assert got["big"] == 2**53 + 1 and got["neg"] == -(2**64) - 1
+
+
+def test_values_stored_before_strictness_are_served_as_strict_json(
+    client: Any, r: redis.Redis
+) -> None:
+    """A run stored with values strict JSON cannot carry (written before the API refused
+    them) is still served, with those values replaced, and breaks no listing."""
+    good = create_run(client)
+    old = create_run(client)
+    r.hset(f"stepstream:run:{{{old}}}", "input", '{"x": Infinity, "y": [NaN], "s": "a\\ud800"}')
+    for path in ("/api/runs", f"/api/runs/{old}", f"/api/runs/{old}/events"):
+        response = client.get(path, headers=JSON)
+        assert response.status_code == 200, path
+        strict_loads(response.get_data())
+    listed = client.get("/api/runs").get_json()["runs"]
+    assert [run["run_id"] for run in listed] == [old, good]
+    assert client.get(f"/api/runs/{old}").get_json()["input"] == {
+        "x": None,
+        "y": [None],
+        "s": "a\ufffd",
+    }
+
+
+def test_unknown_scenario_filter_is_400(client: Any) -> None:
+    create_run(client)
+    error = assert_error(client.get("/api/runs", query_string={"scenario_id": "no_such"}), 400)
+    assert "no_such" in error["message"]
+    # A known scenario without runs is an empty page, not an error.
+    assert client.get("/api/runs?scenario_id=fan_out_join").get_json()["runs"] == []
