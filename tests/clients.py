@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import websocket
 
+from web.cli import SSEDecoder, sse_lines
+
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -49,7 +51,9 @@ def sse_frames(
     last_event_id: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Iterator[dict[str, str]]:
-    """Yield SSE frames (dicts of field -> value; comments under ':')."""
+    """Yield SSE frames: the fields of the lines between two blank lines, as
+    field -> value (`data` lines joined with LF, comments under ''). Lines end only at
+    CR, LF or CRLF, as the WHATWG standard says."""
     params = {"after": after} if after else {}
     hdrs = dict(headers or {})
     if last_event_id:
@@ -60,14 +64,17 @@ def sse_frames(
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         frame: dict[str, str] = {}
-        for line in response.iter_lines():
+        for line in sse_lines(response.iter_bytes()):
             if line == "":
                 if frame:
                     yield frame
                 frame = {}
                 continue
             field, _, value = line.partition(":")
-            frame[field] = value.removeprefix(" ")
+            value = value.removeprefix(" ")
+            frame[field] = (
+                f"{frame[field]}\n{value}" if field == "data" and field in frame else value
+            )
 
 
 def sse_events(
@@ -177,13 +184,8 @@ class Follower:
         ) as response:
             if response.status_code != 200:
                 raise Refused(response.status_code)
-            data = None
-            for line in response.iter_lines():
-                if line.startswith("data:"):
-                    data = line.removeprefix("data:").strip()
-                elif line == "" and data is not None:
-                    self.events.append(json.loads(data))
-                    data = None
+            for message in SSEDecoder().messages(response.iter_bytes()):
+                self.events.append(json.loads(message.data))
 
 
 class Refused(Exception):

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import codecs
+import functools
 import json
 import os
+import re
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import click
 import httpx
 from rich.console import Console
+from rich.errors import MarkupError
+from rich.markup import escape
 from rich.table import Table
 
 from .live_view import RunView
+from .strict_json import sanitized
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 #: Answers after which following a run is worth trying again (the server or its Redis
@@ -22,6 +29,106 @@ EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 RETRYABLE = frozenset({502, 503, 504})
 #: The longest pause between two reconnection attempts.
 MAX_PAUSE_S = 5.0
+
+
+# -- Server-Sent Events ----------------------------------------------------------------------
+
+#: SSE lines end at CRLF, CR or LF and nowhere else: not at U+2028, U+2029, U+0085 or
+#: the other breaks `str.splitlines` knows, which are ordinary characters in event data.
+_EOL = re.compile(r"\r\n|\r|\n")
+
+
+def sse_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The lines of an event stream (WHATWG HTML, "Parsing an event stream"): UTF-8
+    decoded (bad bytes become U+FFFD, a leading BOM is dropped), split at CRLF, CR or LF
+    wherever the chunks happen to be cut. An unterminated last line is not a line."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    at_start = True
+    for chunk in chunks:
+        text = decoder.decode(chunk)
+        if at_start and text:
+            text, at_start = text.removeprefix("\ufeff"), False
+        buffer = pending + text
+        # A CR at the very end may be the first half of a CRLF: decide with the next chunk.
+        cut = len(buffer) - 1 if buffer.endswith("\r") else len(buffer)
+        *lines, tail = _EOL.split(buffer[:cut])
+        pending = tail + buffer[cut:]
+        yield from lines
+    if pending.endswith("\r"):
+        yield pending[:-1]
+
+
+@dataclass(frozen=True)
+class SSEMessage:
+    """One dispatched event: its data lines joined with LF, its type and the last id."""
+
+    data: str
+    event: str = "message"
+    id: str = ""
+
+
+class SSEDecoder:
+    """Turns lines into messages as the WHATWG standard says: `data` lines accumulate,
+    `event` names the type, `id` (without NUL) sets the last event id, `retry` (digits
+    only) the reconnection time, `:` lines are comments, unknown fields are ignored, and
+    a blank line dispatches (nothing, when no data came)."""
+
+    def __init__(self) -> None:
+        self.last_event_id = ""
+        self.retry_ms: int | None = None
+        self._data: list[str] = []
+        self._event = ""
+
+    def messages(self, chunks: Iterable[bytes]) -> Iterator[SSEMessage]:
+        for line in sse_lines(chunks):
+            message = self.feed(line)
+            if message is not None:
+                yield message
+
+    def feed(self, line: str) -> SSEMessage | None:
+        if line == "":
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, colon, value = line.partition(":")
+        if colon:
+            value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            if "\0" not in value:
+                self.last_event_id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry_ms = int(value)
+        return None
+
+    def _dispatch(self) -> SSEMessage | None:
+        data, event = self._data, self._event
+        self._data, self._event = [], ""
+        if not data:
+            return None
+        return SSEMessage("\n".join(data), event or "message", self.last_event_id)
+
+
+def read_event(message: SSEMessage) -> dict[str, Any] | str:
+    """The event a message carries, or why it cannot be read.
+
+    Values strict JSON cannot carry (NaN, a lone surrogate, which no terminal can print)
+    are replaced as the API replaces them, so that a sloppy event is still shown.
+    """
+    try:
+        event = sanitized(json.loads(message.data))
+    except (ValueError, RecursionError) as exc:
+        return f"not JSON ({exc})"
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        return "not an event object"
+    return event
+
+
+# -- the API -------------------------------------------------------------------------------
 
 
 class Api:
@@ -36,14 +143,14 @@ class Api:
             raise click.ClickException(f"cannot reach {self.http.base_url}: {exc}") from None
         if response.status_code >= 400:
             raise click.ClickException(error_text(response))
-        return response.json()
+        return sanitized(response.json())
 
     def events(self, run_id: str, after: str | None) -> Iterator[dict[str, Any]]:
         """Follow a run over SSE to its `run_finished`. A dropped or cut-short stream,
         or a server that is restarting, is retried with the last id seen, so every
         event is yielded once."""
         last = after
-        pause = 0.2
+        base_pause = pause = 0.2
         while True:
             params = {"after": last} if last else {}
             try:
@@ -60,14 +167,23 @@ class Api:
                             raise click.ClickException(error_text(response))
                         problem = error_text(response)
                     else:
-                        for line in response.iter_lines():
-                            if line.startswith("data:"):
-                                event: dict[str, Any] = json.loads(line[5:])
-                                last = event["id"]
-                                pause = 0.2
-                                yield event
-                                if event["type"] == "run_finished":
+                        decoder = SSEDecoder()
+                        for message in decoder.messages(response.iter_bytes()):
+                            event = read_event(message)
+                            last = message.id or last
+                            if isinstance(event, str):
+                                # One bad event must not stop the others: say so, go on.
+                                click.echo(f"skipped event {message.id or '?'}: {event}", err=True)
+                                if message.event == "run_finished":
                                     return
+                                continue
+                            pause = base_pause
+                            yield event
+                            if event["type"] == "run_finished":
+                                return
+                        if decoder.retry_ms is not None:  # the server's own wish
+                            base_pause = min(decoder.retry_ms / 1000, MAX_PAUSE_S)
+                            pause = max(pause, base_pause)
                         problem = "the stream ended early"
             except httpx.TransportError as exc:
                 problem = f"connection lost ({exc})"
@@ -79,12 +195,12 @@ class Api:
 
 def error_text(response: httpx.Response) -> str:
     try:
-        error = response.json()["error"]
+        error = sanitized(response.json())["error"]
         detail = str(error["message"])
         if error.get("details"):
             detail += "\n" + json.dumps(error["details"], indent=2)
-    except (ValueError, KeyError, TypeError):
-        detail = response.text
+    except (ValueError, KeyError, TypeError, RecursionError):
+        detail = sanitized(response.text)
     return f"{response.status_code}: {detail}"
 
 
@@ -96,12 +212,19 @@ def follow(api: Api, run_id: str, after: str | None, as_json: bool, cancel: bool
             for event in api.events(run_id, after):
                 click.echo(json.dumps(event))
                 if event["type"] == "run_finished":
-                    status = event["status"]
+                    status = event.get("status")
         else:
             with RunView(Console()) as view:
                 for event in api.events(run_id, after):
-                    view.show(event)
-            status = view.status
+                    if event["type"] == "run_finished":
+                        status = event.get("status")
+                    try:
+                        view.show(event)
+                    except (KeyError, TypeError, ValueError, MarkupError) as exc:
+                        # An event without the fields its type promises: report, go on.
+                        click.echo(
+                            f"could not show event {event.get('id', '?')}: {exc!r}", err=True
+                        )
     except KeyboardInterrupt:
         if not cancel:
             click.echo(
@@ -118,24 +241,61 @@ def follow(api: Api, run_id: str, after: str | None, as_json: bool, cancel: bool
     return EXIT_OK if status == "succeeded" else EXIT_FAILED
 
 
+@dataclass
+class Target:
+    """The server to talk to: set by the group's options, then by the command's."""
+
+    url: str
+    token: str | None
+
+
+URL_HELP = "Base URL of the stepstream web server."
+TOKEN_HELP = "Bearer token, when the server requires one."
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _override(field: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        target = ctx.find_object(Target)
+        if value is not None and target is not None:
+            setattr(target, field, value)
+
+    return callback
+
+
+def with_api(command: Callable[Concatenate[Api, P], R]) -> Callable[P, R]:
+    """Give the command an Api, and accept `--url` and `--token` after its name too
+    (`stepstream run x --url ...`): given there, they win over those before it."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        target = click.get_current_context().find_object(Target)
+        assert target is not None  # set by main()
+        return command(Api(target.url, target.token), *args, **kwargs)
+
+    for name, help_text in (("token", TOKEN_HELP), ("url", URL_HELP)):
+        option = click.option(
+            f"--{name}", default=None, expose_value=False, callback=_override(name), help=help_text
+        )
+        wrapper = option(wrapper)
+    return wrapper
+
+
 @click.group()
 @click.option(
     "--url",
     envvar="STEPSTREAM_URL",
     default="http://127.0.0.1:8000",
     show_default=True,
-    help="Base URL of the stepstream web server.",
+    help=URL_HELP,
 )
-@click.option(
-    "--token",
-    envvar="STEPSTREAM_API_TOKEN",
-    default=None,
-    help="Bearer token, when the server requires one.",
-)
+@click.option("--token", envvar="STEPSTREAM_API_TOKEN", default=None, help=TOKEN_HELP)
 @click.pass_context
 def main(ctx: click.Context, url: str, token: str | None) -> None:
     """Run stepstream scenarios and follow them live."""
-    ctx.obj = Api(url, token)
+    ctx.obj = Target(url, token)
 
 
 def parse_input(raw: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -169,7 +329,7 @@ def parse_input(raw: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:
     is_flag=True,
     help="With --follow: cancel the run on Ctrl-C (by default it goes on).",
 )
-@click.pass_obj
+@with_api
 def run_command(
     api: Api,
     scenario: str,
@@ -197,7 +357,7 @@ def run_command(
 @click.argument("run_id")
 @click.option("--after", default=None, help="Start after this event id.")
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
-@click.pass_obj
+@with_api
 def tail(api: Api, run_id: str, after: str | None, as_json: bool) -> None:
     """Follow RUN_ID's events (from the beginning unless --after) until it ends."""
     sys.exit(follow(api, run_id, after, as_json))
@@ -207,7 +367,7 @@ def tail(api: Api, run_id: str, after: str | None, as_json: bool) -> None:
 @click.option("--status", default=None)
 @click.option("--scenario", "scenario_id", default=None)
 @click.option("--limit", default=20, show_default=True)
-@click.pass_obj
+@with_api
 def runs(api: Api, status: str | None, scenario_id: str | None, limit: int) -> None:
     """List runs, newest first."""
     params = {k: v for k, v in (("status", status), ("scenario_id", scenario_id)) if v}
@@ -219,13 +379,13 @@ def runs(api: Api, status: str | None, scenario_id: str | None, limit: int) -> N
     table.add_column("scenario", overflow="fold")
     table.add_column("created", overflow="fold")
     for r in page["runs"]:
-        table.add_row(r["run_id"], r["status"], r["scenario_id"], r["created_at"])
+        table.add_row(*(plain(r[k]) for k in ("run_id", "status", "scenario_id", "created_at")))
     Console().print(table)
 
 
 @main.command()
 @click.argument("run_id")
-@click.pass_obj
+@with_api
 def show(api: Api, run_id: str) -> None:
     """Print RUN_ID's snapshot as JSON."""
     click.echo(json.dumps(api.call("GET", f"/api/runs/{run_id}"), indent=2))
@@ -233,7 +393,7 @@ def show(api: Api, run_id: str) -> None:
 
 @main.command()
 @click.argument("run_id")
-@click.pass_obj
+@with_api
 def cancel(api: Api, run_id: str) -> None:
     """Cancel RUN_ID: no new step starts, running steps are asked to stop."""
     api.call("POST", f"/api/runs/{run_id}/cancel")
@@ -241,7 +401,7 @@ def cancel(api: Api, run_id: str) -> None:
 
 
 @main.command()
-@click.pass_obj
+@with_api
 def scenarios(api: Api) -> None:
     """List the scenarios the server offers."""
     table = Table(box=None)
@@ -249,13 +409,13 @@ def scenarios(api: Api) -> None:
     table.add_column("steps", justify="right")
     table.add_column("name", overflow="fold")
     for s in api.call("GET", "/api/scenarios"):
-        table.add_row(s["scenario_id"], str(s["step_count"]), s["name"])
+        table.add_row(plain(s["scenario_id"]), plain(s["step_count"]), plain(s["name"]))
     Console().print(table)
 
 
 @main.command()
 @click.option("--refresh", is_flag=True, help="ask the server to list its MCP servers again first")
-@click.pass_obj
+@with_api
 def tools(api: Api, refresh: bool) -> None:
     """List the tools steps can call: Python tools and those of MCP servers."""
     if refresh:
@@ -266,15 +426,15 @@ def tools(api: Api, refresh: bool) -> None:
     table.add_column("source")
     table.add_column("description", overflow="fold")
     for t in api.call("GET", "/api/tools"):
-        source = t.get("source", "python")
+        source = plain(t.get("source", "python"))
         if not t.get("available", True):
-            source = f"[red]{source}: unavailable[/] ({t.get('error', '')})"
-        table.add_row(t["name"], source, t["description"])
+            source = f"[red]{source}: unavailable[/] ({plain(t.get('error', ''))})"
+        table.add_row(plain(t["name"]), source, plain(t["description"]))
     Console().print(table)
 
 
 @main.command()
-@click.pass_obj
+@with_api
 def workers(api: Api) -> None:
     """List the workers the registry knows, alive or not."""
     table = Table(box=None)
@@ -284,13 +444,18 @@ def workers(api: Api) -> None:
     colours = {"ok": "green", "stale": "red", "unknown": "yellow"}
     for w in api.call("GET", "/api/workers"):
         table.add_row(
-            w["name"],
-            f"[{colours.get(w['status'], 'white')}]{w['status']}[/]",
-            w["last_heartbeat"] or "never",
-            str(w["active_runs"]),
-            str(w["processed"]),
+            plain(w["name"]),
+            f"[{colours.get(w['status'], 'white')}]{plain(w['status'])}[/]",
+            plain(w["last_heartbeat"] or "never"),
+            plain(w["active_runs"]),
+            plain(w["processed"]),
         )
     Console().print(table)
+
+
+def plain(value: object) -> str:
+    """Data from the server as it is: `[bold]` in a name is text, not Rich markup."""
+    return escape(str(value))
 
 
 if __name__ == "__main__":  # pragma: no cover

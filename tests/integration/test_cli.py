@@ -22,8 +22,9 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import LiveServer, WorkerProcess, serve, start_web, wait_for
 from rich.console import Console
+from werkzeug.wrappers import Request, Response
 
-from web.cli import main
+from web.cli import SSEDecoder, SSEMessage, main, sse_lines
 from web.live_view import RunView
 
 #: The console script `pip install` made, next to the interpreter running the tests.
@@ -215,10 +216,256 @@ def test_the_live_view_draws_a_bar_per_running_step() -> None:
         bars = {t.fields["step"]: t for t in view.progress.tasks}
         assert set(bars) == {"a", "b (attempt 2)"}
         assert bars["a"].percentage == 50 and bars["a"].fields["note"] == "half"
-        view.show({"type": "step_finished", "step": "a", "attempt": 1, "status": "succeeded",
-                   "duration_ms": 1500.0, "message": ""})  # fmt: skip
+        view.show(
+            {
+                "type": "step_finished",
+                "step": "a",
+                "attempt": 1,
+                "status": "succeeded",
+                "duration_ms": 1500.0,
+                "message": "",
+            }
+        )
         assert [t.fields["step"] for t in view.progress.tasks] == ["b (attempt 2)"]
         view.show({"type": "run_finished", "status": "failed", "message": "step b failed"})
     assert "✔ a succeeded in 1.5 s" in out.getvalue()
     assert "run failed: step b failed" in out.getvalue()
     assert view.status == "failed"
+
+
+# -- hostile data --------------------------------------------------------------------------
+
+#: Rich markup that would crash or restyle the output, a trailing backslash, and the
+#: characters `str.splitlines` breaks at although SSE does not.
+HOSTILE = "[bold [/] [/red] x\u2028y\u2029z\u0085w\x1cv\x0bu\x0c \\"
+
+
+def sse_stream(*events: tuple[str, str]) -> bytes:
+    """The stream a hostile server sends: every kind of line end, comments, split data."""
+    out = [": stream open\r\n\r\n"]
+    for n, (kind, data) in enumerate(events, 1):
+        eol = ("\n", "\r", "\r\n")[n % 3]
+        lines = [f"id: 1-{n}", f"event: {kind}", *(f"data: {part}" for part in data.split("\n"))]
+        out.append(eol.join([*lines, ": a comment", "", ""]))
+    return "".join(out).encode()
+
+
+def event_json(kind: str, seq: int, **fields: Any) -> str:
+    return json.dumps(
+        {"schema_version": 1, "type": kind, "run_id": "r", "seq": seq, **fields, "id": f"1-{seq}"},
+        ensure_ascii=False,
+    )
+
+
+HOSTILE_EVENTS = sse_stream(
+    ("run_started", event_json("run_started", 1, scenario_id="s", worker=HOSTILE)),
+    ("step_started", event_json("step_started", 2, step="a", attempt=1, tool="echo")),
+    # Two data lines: joined with LF, which JSON reads as whitespace.
+    (
+        "step_log",
+        event_json("step_log", 3, step="a", attempt=1, message=HOSTILE).replace(
+            ',"seq"', ',\n"seq"'
+        ),
+    ),
+    ("step_log", '{"schema_version": 1, "type": "step_log", broken'),
+    (
+        "step_progress",
+        event_json("step_progress", 5, step="a", attempt=1, progress=0.5, message="LONE")
+        .replace("0.5", "NaN")
+        .replace("LONE", "\\ud800"),  # a JSON escape of a lone surrogate
+    ),
+    (
+        "step_finished",
+        event_json(
+            "step_finished",
+            6,
+            step="a",
+            attempt=1,
+            status="succeeded",
+            duration_ms=3.0,
+            message=HOSTILE,
+            output=None,
+        ),
+    ),
+    ("run_finished", event_json("run_finished", 7, status="succeeded", message=HOSTILE)),
+)
+
+
+def hostile_api(request_environ: dict[str, Any], start_response: Any) -> Any:
+    """A server whose every answer carries hostile text, over real HTTP."""
+    request = Request(request_environ)
+    answers: dict[str, Any] = {
+        "/api/scenarios": [{"scenario_id": HOSTILE, "name": HOSTILE, "step_count": 1}],
+        "/api/tools": [
+            {
+                "name": HOSTILE,
+                "description": HOSTILE,
+                "source": HOSTILE,
+                "available": False,
+                "error": HOSTILE,
+            }
+        ],
+        "/api/workers": [
+            {
+                "name": HOSTILE,
+                "status": HOSTILE,
+                "last_heartbeat": HOSTILE,
+                "active_runs": HOSTILE,
+                "processed": 1,
+            }
+        ],
+        "/api/runs": {
+            "runs": [
+                {
+                    "run_id": HOSTILE,
+                    "status": HOSTILE,
+                    "scenario_id": HOSTILE,
+                    "created_at": HOSTILE,
+                }
+            ],
+            "next_before": None,
+        },
+        "/api/runs/r/cancel": {"run_id": "r"},
+        "/api/tools/refresh": {"status": HOSTILE},
+    }
+    if request.path == "/api/runs/r/events":
+        # Cut into 7-byte chunks: CRLFs and UTF-8 sequences split between two reads.
+        chunks = [HOSTILE_EVENTS[i : i + 7] for i in range(0, len(HOSTILE_EVENTS), 7)]
+        response = Response(chunks, mimetype="text/event-stream")
+    elif request.path in answers:
+        response = Response(json.dumps(answers[request.path]), mimetype="application/json")
+    else:
+        body = {"error": {"code": "not_found", "message": HOSTILE, "details": [HOSTILE]}}
+        response = Response(json.dumps(body), status=404, mimetype="application/json")
+    return response(request_environ, start_response)
+
+
+@pytest.fixture(scope="module")
+def hostile_server() -> Any:
+    with serve(hostile_api) as server:
+        yield server
+
+
+@pytest.mark.parametrize("command", [["scenarios"], ["tools", "--refresh"], ["workers"], ["runs"]])
+def test_tables_show_hostile_text_as_text(hostile_server: LiveServer, command: list[str]) -> None:
+    result = cli(hostile_server, *command)
+    assert result.exit_code == 0, result.output
+    assert "[bold [/] [/red]" in result.output
+
+
+def test_follow_survives_a_hostile_event_stream(hostile_server: LiveServer) -> None:
+    """Lines end only at CR, LF or CRLF; data lines join; an unreadable event is reported
+    and skipped; NaN and lone surrogates are shown replaced; markup is shown as text."""
+    result = cli(hostile_server, "tail", "r", "--json")
+    assert result.exit_code == 0, result.output
+    events = json_lines(result.stdout)
+    assert [e["seq"] for e in events] == [1, 2, 3, 5, 6, 7]
+    assert events[0]["worker"] == events[2]["message"] == events[5]["message"] == HOSTILE
+    assert events[3]["progress"] is None and events[3]["message"] == "\ufffd"
+    assert "skipped event 1-4: not JSON" in result.stderr
+
+    shown = cli(hostile_server, "tail", "r")
+    assert shown.exit_code == 0, shown.output
+    assert "skipped event 1-4" in shown.stderr
+    assert "run succeeded: [bold [/] [/red] x" in shown.stdout
+    assert "✔ a succeeded in 3 ms — [bold [/] [/red]" in shown.stdout
+
+
+def test_errors_with_hostile_text_are_printed_as_they_are(hostile_server: LiveServer) -> None:
+    result = cli(hostile_server, "show", "nope")
+    assert result.exit_code == 1
+    assert "404: [bold [/] [/red]" in result.output
+
+
+def test_hostile_messages_from_a_real_run(live_server: LiveServer, worker: WorkerProcess) -> None:
+    """U+2028 and markup in a failure message, through the real server, both views."""
+    reason = json.dumps({"reason": HOSTILE})
+    result = cli(live_server, "run", "failing_step", "--input", reason, "--follow", "--json")
+    assert result.exit_code == 1, result.output
+    finished = [e for e in json_lines(result.stdout) if e["type"] == "step_finished"]
+    assert HOSTILE in [e["message"] for e in finished]
+    shown = cli(live_server, "tail", finished[0]["run_id"])
+    assert shown.exit_code == 1, shown.output
+    assert "✘ explode failed" in shown.stdout and "[bold [/] [/red] x" in shown.stdout
+
+
+def test_global_options_before_or_after_the_command(
+    app_factory: Callable[..., Any], worker: WorkerProcess
+) -> None:
+    with serve(app_factory(api_token="s3cret")) as server:
+        runner = CliRunner()
+        after = runner.invoke(main, ["runs", "--url", server.url, "--token", "s3cret"])
+        assert after.exit_code == 0, after.output
+        mixed = runner.invoke(
+            main,
+            [
+                "--url",
+                server.url,
+                "run",
+                "hello_sequence",
+                "-i",
+                "name=x",
+                "--follow",
+                "--token",
+                "s3cret",
+            ],
+        )
+        assert mixed.exit_code == 0, mixed.output
+        # Given both before and after the command, the one after it wins.
+        wrong = runner.invoke(
+            main,
+            [
+                "--url",
+                "http://127.0.0.1:9",
+                "--token",
+                "nope",
+                "runs",
+                "--url",
+                server.url,
+                "--token",
+                "s3cret",
+            ],
+        )
+        assert wrong.exit_code == 0, wrong.output
+        refused = runner.invoke(
+            main, ["--token", "s3cret", "runs", "--url", server.url, "--token", "wrong"]
+        )
+        assert refused.exit_code == 1 and "401" in refused.output
+
+
+# -- the SSE reader, on its own ------------------------------------------------------------
+
+
+def messages(data: bytes, size: int) -> tuple[list[SSEMessage], SSEDecoder]:
+    decoder = SSEDecoder()
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    return list(decoder.messages(chunks)), decoder
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 1000])
+def test_sse_reader_follows_the_whatwg_rules(size: int) -> None:
+    stream = (
+        "\ufeffdata: first\r\n\r\n"  # a BOM is dropped; CRLF ends lines
+        "data:no space\rdata:  two spaces\r\r"  # CR alone; one leading space is removed
+        ": a comment\nid: 7\nevent: custom\ndata\ndata: \u2028\u2029\u0085\x0b\x1c\n\n"
+        "retry: 1500\nretry: 2x\nid: bad\x00id\nunknown: field\ndata: later\n\n"
+        "id: 8\n\n"  # no data: nothing is dispatched, but the id is kept
+        "data: a\n\ndata: cut off at the end\n"
+    ).encode()
+    got, decoder = messages(stream, size)
+    assert got == [
+        SSEMessage("first"),
+        SSEMessage("no space\n two spaces"),
+        SSEMessage("\n\u2028\u2029\u0085\x0b\x1c", "custom", "7"),
+        SSEMessage("later", "message", "7"),
+        SSEMessage("a", "message", "8"),
+    ]
+    assert decoder.retry_ms == 1500 and decoder.last_event_id == "8"
+
+
+def test_sse_lines_split_only_at_cr_and_lf() -> None:
+    data = "a\u2028b\r\nc\u0085d\re\x0cf\ng\r".encode()
+    assert list(sse_lines([data])) == ["a\u2028b", "c\u0085d", "e\x0cf", "g"]
+    assert list(sse_lines([data[:-1]])) == ["a\u2028b", "c\u0085d", "e\x0cf"]  # "g" unfinished
+    assert list(sse_lines([b"x\r", b"\ny\r", b"\r"])) == ["x", "y", ""]  # CRLF split in two
+    assert list(sse_lines([b"\xe2\x80", b"\xa8\xff\n"])) == ["\u2028\ufffd"]
