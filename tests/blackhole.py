@@ -46,7 +46,7 @@ class BlackHoleProxy:
         self._thread = threading.Thread(target=self._accept, name="blackhole", daemon=True)
         self._thread.start()
 
-    def url(self, db: int = 0) -> str:
+    def url(self, db: int | str = 0) -> str:
         return f"redis://{HOST}:{self.port}/{db}"
 
     def black_hole(self) -> None:

@@ -7,9 +7,22 @@ from typing import Any
 
 from celery import Celery
 
+from tasks import redis_client
 from tasks.config import Settings
 
 from .transport import TRANSPORT
+
+#: How long kombu's consumer blocks in BRPOP on the broker (kombu's default, stated
+#: here so that the read timeout can be held against it).
+BRPOP_S = 1.0
+#: A broker reply later than this means the broker is not answering: a publish fails
+#: (and the API answers 503) instead of hanging. It must stay longer than BRPOP_S:
+#: a consumer's BRPOP is answered only when its block ends.
+BROKER_READ_TIMEOUT_S = max(redis_client.READ_TIMEOUT_S, 2 * BRPOP_S)
+#: kombu drops a BRPOP connection whose reply is this much overdue (a half-open
+#: connection the event loop would otherwise wait on for ever), and redis-py checks
+#: connections idle this long before using them.
+BROKER_HEALTH_CHECK_S = 10
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -24,6 +37,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # kombu looks for such messages every interval x throttle seconds.
         "unacked_restore_interval": max(1.0, min(10.0, redeliver_s / 4)),
         "unacked_restore_throttle": 1,
+        "polling_interval": BRPOP_S,
+        # Without a read timeout (kombu's default) a publish to a broker that accepts
+        # and never answers waits for ever, in the web and in a task alike.
+        "socket_timeout": BROKER_READ_TIMEOUT_S,
+        "socket_connect_timeout": redis_client.CONNECT_TIMEOUT_S,
+        "socket_keepalive": True,
+        "health_check_interval": BROKER_HEALTH_CHECK_S,
     }
     redis_broker = settings.broker_url.startswith(("redis://", "rediss://"))
     return {
@@ -33,8 +53,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": transport_options,
         # A publish to a dead broker must fail fast so the API can answer 503.
         "broker_connection_timeout": 2,
+        # No retry: each retry costs kombu a reconnection and a read timeout more, and
+        # a connection the broker closed is already replaced when it leaves the pool.
+        # A broker that does not answer is a 503 after one read timeout.
         "task_publish_retry_policy": {
-            "max_retries": 2,
+            "max_retries": 0,
             "interval_start": 0,
             "interval_step": 0.2,
             "interval_max": 0.5,

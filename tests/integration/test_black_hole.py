@@ -95,3 +95,30 @@ def test_readyz_answers_503_quickly_when_the_first_connection_meets_the_black_ho
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json["reason"] == "redis unavailable"
     assert time.monotonic() - started < ANSWER_WITHIN_S
+
+
+def test_post_answers_503_quickly_while_the_broker_is_silent_and_recovers(
+    app_factory: Callable[..., Any],
+    proxy: BlackHoleProxy,
+    r: redis.Redis,
+    broker: redis.Redis,
+) -> None:
+    """The broker goes through the black hole (the store does not): the run cannot be
+    sent, so the POST answers 503 in time and leaves no run behind."""
+    app = app_factory(broker_url=proxy.url(url_of(broker).rsplit("/", 1)[1]))
+    with serve(app) as web, httpx.Client(base_url=web.url, timeout=20) as http:
+        first = http.post("/api/runs", json=BODY)
+        assert first.status_code == 202, first.text
+
+        proxy.black_hole()
+        status, elapsed, text = timed(lambda: http.post("/api/runs", json=BODY))
+        assert status == 503, (status, text)
+        assert elapsed < ANSWER_WITHIN_S, (elapsed, text)
+        assert r.zrange("stepstream:runs", 0, -1) == [first.json()["run_id"]]
+
+        proxy.forward()
+        wait_for(
+            lambda: http.post("/api/runs", json=BODY).status_code == 202,
+            timeout=15,
+            what="runs to be sent again",
+        )
