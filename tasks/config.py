@@ -28,6 +28,10 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+#: Seconds past a step's soft time limit before Celery kills its process (the hard limit).
+HARD_LIMIT_GRACE_S = 10
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every `STEPSTREAM_*` variable of SPEC §9, with its default."""
@@ -54,9 +58,16 @@ class Settings:
     redis_retry_s: float = 60.0
     #: After this long the broker hands out again a message whose worker never
     #: acknowledged it (a lost node's): the backstop for anything such a node held.
+    #: A dispatch owed this long (a queued run or a ready step nobody started) is sent
+    #: again by the sweeper.
     redeliver_s: float = 300.0
+    #: How long past its hard time limit an attempt may still be recorded as running
+    #: before the sweeper ends it, whatever the health of its worker.
+    attempt_grace_s: float = 30.0
     #: Events a streaming client may fall behind before it is cut off (1013).
     stream_queue: int = 10_000
+    #: Bytes of event JSON a streaming client may fall behind before it is cut off.
+    stream_queue_bytes: int = 16 * 1024 * 1024
     #: Where the browser UI links to Flower; "" means port 5555 of the page's host.
     flower_url: str = ""
     #: The file listing MCP servers whose tools steps may call; None: no MCP tools.
@@ -86,8 +97,10 @@ class Settings:
             max_output_bytes=_int(env, "STEPSTREAM_MAX_OUTPUT_BYTES", cls.max_output_bytes),
             redis_retry_s=_float(env, "STEPSTREAM_REDIS_RETRY_S", cls.redis_retry_s),
             redeliver_s=_float(env, "STEPSTREAM_REDELIVER_S", cls.redeliver_s),
+            attempt_grace_s=_float(env, "STEPSTREAM_ATTEMPT_GRACE_S", cls.attempt_grace_s),
             flower_url=env.get("STEPSTREAM_FLOWER_URL", ""),
             stream_queue=_int(env, "STEPSTREAM_STREAM_QUEUE", cls.stream_queue),
+            stream_queue_bytes=_int(env, "STEPSTREAM_STREAM_QUEUE_BYTES", cls.stream_queue_bytes),
             mcp_config=Path(env["STEPSTREAM_MCP_CONFIG"])
             if env.get("STEPSTREAM_MCP_CONFIG")
             else None,

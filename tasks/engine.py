@@ -14,6 +14,7 @@ from typing import Any, Literal
 from celery.exceptions import SoftTimeLimitExceeded
 
 from .errors import StepCancelled, StepstreamError
+from .messages import clean
 from .references import resolve
 from .step_events import EventWriter
 from .store import RunStore
@@ -57,11 +58,11 @@ class StepContext:
 
     def progress(self, fraction: float, message: str = "") -> None:
         fraction = min(1.0, max(0.0, float(fraction)))
-        fields = {"progress": fraction, "message": str(message)}
+        fields = {"progress": fraction, "message": clean(message)}
         self.events.put("step_progress", fields, fraction)
 
     def log(self, message: str) -> None:
-        self.events.put("step_log", {"message": str(message)})
+        self.events.put("step_log", {"message": clean(message)})
 
     @property
     def cancelled(self) -> bool:

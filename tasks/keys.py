@@ -35,13 +35,36 @@ def all_events() -> str:
 
 
 def runs_index() -> str:
-    """Sorted set: run ids scored by creation time in ms."""
+    """Sorted set: run ids scored by creation time in microseconds."""
     return f"{PREFIX}:runs"
 
 
-def active_runs() -> str:
-    """Set: ids of runs not yet finished, walked by the sweeper."""
-    return f"{PREFIX}:active"
+def runs_by_status(status: str) -> str:
+    """Sorted set: the ids of runs in `status`, scored like `runs_index`."""
+    return f"{PREFIX}:runs:status:{status}"
+
+
+def runs_by_scenario(scenario_id: str, status: str | None = None) -> str:
+    """Sorted set: the ids of runs of a scenario (in `status`), scored like `runs_index`."""
+    key = f"{PREFIX}:runs:scenario:{scenario_id}"
+    return key if status is None else f"{key}:status:{status}"
+
+
+def scenario_of() -> str:
+    """Hash: run id -> scenario id, to drop an expired run from the scenario indexes."""
+    return f"{PREFIX}:runs:scenario_of"
+
+
+def running_attempts() -> str:
+    """Sorted set: running attempts, each `run, step, attempt, started (ms), incarnation,
+    worker` separated by tabs, scored by the Redis time (ms) by which it must end."""
+    return f"{PREFIX}:attempts:running"
+
+
+def owed_dispatches() -> str:
+    """Sorted set: queued runs (`run`) and ready steps (`run, step` separated by a tab)
+    scored by the Redis time (ms) at which they are sent again if nothing started them."""
+    return f"{PREFIX}:attempts:dispatch"
 
 
 def sweeper_lock() -> str:

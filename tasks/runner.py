@@ -19,11 +19,13 @@ import redis
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
 from celery import Task, shared_task
-from celery.exceptions import TimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker.request import Request
 from kombu.exceptions import OperationalError
 
-from .engine import StepContext, execute, timed_out_message
+from .config import HARD_LIMIT_GRACE_S
+from .engine import Outcome, StepContext, execute, timed_out_message
+from .messages import clean
 from .runtime import get_runtime
 from .store import ReadyStep, RunStore
 from .workers import incarnation
@@ -34,8 +36,12 @@ RUN_SCENARIO = "stepstream.run_scenario"
 RUN_STEP = "stepstream.run_step"
 ENFORCE_CANCEL = "stepstream.enforce_cancel"
 
-#: Extra seconds past a step's soft time limit before its process is killed.
-HARD_LIMIT_GRACE_S = 10
+#: The longest retry countdown sent (the scripts cap it too): a later ETA would overflow
+#: Celery's date arithmetic or sit in a worker's memory for days.
+MAX_COUNTDOWN_S = 3600.0
+#: How often recording an attempt's end is tried when something interrupts it (a soft
+#: time limit landing in the write, a reply lost past the retry window).
+FINISH_TRIES = 3
 
 
 #: What a publish raises while the broker is unreachable.
@@ -73,11 +79,16 @@ def _publish(run_id: str, ready: list[ReadyStep]) -> None:
         for item in ready:
             run_step.apply_async(
                 args=(run_id, item.step, item.attempt),
-                countdown=item.delay_s or None,
+                countdown=min(item.delay_s, MAX_COUNTDOWN_S) or None,
                 soft_time_limit=item.timeout_s,
                 time_limit=item.timeout_s + HARD_LIMIT_GRACE_S,
                 producer=producer,
             )
+
+
+def send_run(run_id: str) -> None:
+    """Send the message that starts a queued run."""
+    run_scenario.apply_async(args=(run_id,))
 
 
 @shared_task(name=RUN_SCENARIO, bind=True, ignore_result=True)
@@ -162,22 +173,68 @@ def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
         # dispatching again is harmless, the scripts fence every attempt.
         dispatch(run_id, store.continuation(run_id, step, attempt))
         return
+    # From here on the attempt is ours and recorded as running: whatever happens, it is
+    # recorded as ended before this task returns (or, if even that cannot be written,
+    # the sweeper ends it at its deadline).
     _, soft_limit = self.request.timelimit or (None, None)
-    ctx = StepContext(store, run_id, step, attempt)
-    outcome = execute(
-        runtime.tools,
-        start.definition,
-        start.run_input,
-        start.outputs,
-        ctx,
-        timeout_s=float(soft_limit or runtime.settings.step_timeout_s),
-        max_output_bytes=runtime.settings.max_output_bytes,
-    )
+    timeout_s = float(soft_limit or runtime.settings.step_timeout_s)
+    ctx: StepContext | None = None
     try:
-        ctx.events.close()  # every progress and log event lands before step_finished
+        ctx = StepContext(store, run_id, step, attempt)
+        outcome = execute(
+            runtime.tools,
+            start.definition,
+            start.run_input,
+            start.outputs,
+            ctx,
+            timeout_s=timeout_s,
+            max_output_bytes=runtime.settings.max_output_bytes,
+        )
+    except SoftTimeLimitExceeded:
+        # Landed after the tool returned (judging its output): still a timeout.
+        outcome = Outcome("failed", timed_out_message(timeout_s))
+    except Exception as exc:
+        log.exception("run %s: step %s attempt %d failed outside its tool", run_id, step, attempt)
+        outcome = Outcome("failed", f"internal error: {type(exc).__name__}: {exc}")
+    try:
+        if ctx is not None:
+            ctx.events.close()  # every progress and log event lands before step_finished
     except Exception:
         log.exception("run %s: step %s: some of its events could not be written", run_id, step)
-    finish(store, run_id, step, attempt, outcome.status, outcome.message, outcome.output_json)
+    end_attempt(store, run_id, step, attempt, outcome)
+
+
+def end_attempt(store: RunStore, run_id: str, step: str, attempt: int, outcome: Outcome) -> None:
+    """Record how the attempt ended and dispatch what that made ready, trying again when
+    something interrupts the write (each try is safe to repeat: see finish_step.lua)."""
+    status, message, output = outcome.status, outcome.message, outcome.output_json
+    for tries in range(1, FINISH_TRIES + 1):
+        try:
+            finish(store, run_id, step, attempt, status, message, output)
+            return
+        except Exception as exc:
+            if tries == FINISH_TRIES:
+                log.exception(
+                    "run %s: step %s attempt %d: its end could not be recorded; the sweeper "
+                    "will end it at its deadline",
+                    run_id,
+                    step,
+                    attempt,
+                )
+                raise
+            log.warning(
+                "run %s: step %s attempt %d: recording its end failed (%s: %s), trying again",
+                run_id,
+                step,
+                attempt,
+                type(exc).__name__,
+                exc,
+            )
+            if not isinstance(exc, (SoftTimeLimitExceeded, *BROKER_DOWN)):
+                # Something in the outcome itself cannot be written: record a plain
+                # failure that says so instead.
+                status, output = "failed", ""
+                message = f"internal error recording the outcome: {type(exc).__name__}: {exc}"
 
 
 def finish(
@@ -190,7 +247,7 @@ def finish(
     output_json: str,
 ) -> None:
     """Record an attempt's end and dispatch what it made ready."""
-    transition = store.finish_step(run_id, step, attempt, status, message, output_json)
+    transition = store.finish_step(run_id, step, attempt, status, clean(message), output_json)
     ready = transition.ready
     if transition.outcome == "stale":
         # Either the attempt was taken from us (cancelled, or resumed elsewhere), or

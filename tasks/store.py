@@ -8,15 +8,15 @@ snapshot and the stream never disagree. Reads that must be consistent with each 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
 
 import redis
 
-from . import keys, redis_client
-from .config import Settings
+from . import keys, listing, redis_client
+from .config import HARD_LIMIT_GRACE_S, Settings
 from .dag import dependants
 from .events import Event, first_id_after
 from .feed import AllEventsFeed
@@ -49,6 +49,7 @@ STEP_FIELDS = (
     "input",
 )
 TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 #: How many old index entries each new run checks for expiry, so the index shrinks as
 #: fast as it grows without any background job.
 SWEEP_BATCH = 10
@@ -65,14 +66,13 @@ class ReadyStep:
 
 
 @dataclass(frozen=True)
-class RunningAttempt:
-    step: str
-    attempt: int
-    worker: str
-    #: When it started, in seconds since the epoch (Redis' clock).
-    started: float
-    #: The incarnation of the worker node that started it ("" if unknown).
-    incarnation: str = ""
+class SweepVerdict:
+    """What the sweeper found of one entry of the watch indexes (see sweep_check.lua)."""
+
+    verdict: str
+    events: list[Event]
+    attempt: int = 0
+    timeout_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,7 @@ class RunStore:
                 "cancel_run",
                 "enforce_cancel",
                 "resume_step",
+                "sweep_check",
             )
         }
 
@@ -199,6 +200,41 @@ class RunStore:
         announces with `publish_all` once the run is enqueued, so that a run undone
         never shows up there.
         """
+        (created,) = self.create_runs([(run_id, scenario, run_input)])
+        return created
+
+    def create_runs(self, runs: Sequence[tuple[str, Scenario, Any]]) -> list[CreatedRun]:
+        """Store many queued runs in one round trip; each as `create_run` does."""
+        pipe = self.redis.pipeline(transaction=False)
+        inputs = []
+        for run_id, scenario, run_input in runs:
+            args, input_json = self._create_args(run_id, scenario, run_input)
+            self._scripts["create_run"](keys=keys.run_keys(run_id), args=args, client=pipe)
+            inputs.append(input_json)
+        replies = pipe.execute()
+        created = []
+        for (run_id, scenario, _), input_json, (_, emitted) in zip(
+            runs, inputs, replies, strict=True
+        ):
+            events = _events(emitted)
+            summary = _summary(
+                {
+                    "run_id": run_id,
+                    "scenario_id": scenario.scenario_id,
+                    "status": "queued",
+                    "input": input_json,
+                    "created_at": events[0].data["ts"],
+                }
+            )
+            created.append(CreatedRun(cast("dict[str, Any]", summary), events))
+        if replies:
+            self._forget_older_than(int(replies[-1][0]))
+        return created
+
+    def _create_args(
+        self, run_id: str, scenario: Scenario, run_input: Any
+    ) -> tuple[list[Any], str]:
+        """The arguments of create_run.lua for one run, and the run's input as JSON."""
         needs = {step.name: step.needs for step in scenario.steps}
         nexts = dependants(needs)
         fields: list[Any] = []
@@ -224,9 +260,7 @@ class RunStore:
                 fields += [f"{step.name}.{field}", value]
         input_json = json.dumps(run_input, allow_nan=False)
         queued = f'"scenario_id":{json.dumps(scenario.scenario_id)},"input":{input_json}'
-        created_us, emitted = self._run(
-            "create_run",
-            run_id,
+        args = [
             run_id,
             scenario.scenario_id,
             input_json,
@@ -234,47 +268,54 @@ class RunStore:
             self.settings.event_maxlen,
             self.settings.run_ttl_s,
             queued,
+            int(self.settings.redeliver_s * 1000),
+            int((HARD_LIMIT_GRACE_S + self.settings.attempt_grace_s) * 1000),
             *fields,
+        ]
+        return args, input_json
+
+    def _forget_older_than(self, created_us: int) -> None:
+        # Runs created longer ago than the TTL may have expired: check a few of them, so
+        # the indexes shrink as fast as they grow without any background job. (Scores
+        # are microseconds, so that runs created in the same millisecond still list in
+        # order; a double holds them exactly until the year 2255.)
+        horizon = created_us - self.settings.run_ttl_s * 1_000_000
+        old = cast(
+            "list[str]",
+            self.redis.zrangebyscore(keys.runs_index(), "-inf", horizon, start=0, num=SWEEP_BATCH),
         )
-        # Microseconds, so that runs created in the same millisecond still list in order
-        # (a double holds them exactly until the year 2255).
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(keys.runs_index(), {run_id: int(created_us)})
-        pipe.sadd(keys.active_runs(), run_id)
-        # Runs created longer ago than the TTL may have expired: check a few of them.
-        horizon = int(created_us) - self.settings.run_ttl_s * 1_000_000
-        pipe.zrangebyscore(keys.runs_index(), "-inf", horizon, start=0, num=SWEEP_BATCH)
-        *_, old = pipe.execute()
         if old:
             self.forget_expired(old)
-        events = _events(emitted)
-        summary = _summary(
-            {
-                "run_id": run_id,
-                "scenario_id": scenario.scenario_id,
-                "status": "queued",
-                "input": input_json,
-                "created_at": events[0].data["ts"],
-            }
-        )
-        return CreatedRun(cast("dict[str, Any]", summary), events)
 
     def forget_expired(self, run_ids: list[str]) -> None:
-        """Drop from the index the runs whose keys have expired."""
+        """Drop from the indexes the runs whose keys have expired."""
         pipe = self.redis.pipeline(transaction=False)
         for run_id in run_ids:
             pipe.exists(keys.run(run_id))
         gone = [r for r, alive in zip(run_ids, pipe.execute(), strict=True) if not alive]
         if gone:
-            self.redis.zrem(keys.runs_index(), *gone)
+            self._unindex(gone)
+
+    def _unindex(self, run_ids: list[str]) -> None:
+        scenarios = cast("list[str | None]", self.redis.hmget(keys.scenario_of(), run_ids))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(keys.runs_index(), *run_ids)
+        for status in RUN_STATUSES:
+            pipe.zrem(keys.runs_by_status(status), *run_ids)
+        for run_id, scenario_id in zip(run_ids, scenarios, strict=True):
+            if scenario_id is None:
+                continue
+            pipe.zrem(keys.runs_by_scenario(scenario_id), run_id)
+            for status in RUN_STATUSES:
+                pipe.zrem(keys.runs_by_scenario(scenario_id, status), run_id)
+        pipe.hdel(keys.scenario_of(), *run_ids)
+        pipe.zrem(keys.owed_dispatches(), *run_ids)
+        pipe.execute()
 
     def delete_run(self, run_id: str) -> None:
         """Undo a run that could not be enqueued, so nothing is left half-created."""
-        pipe = self.redis.pipeline()
-        pipe.delete(*keys.run_keys(run_id))
-        pipe.zrem(keys.runs_index(), run_id)
-        pipe.srem(keys.active_runs(), run_id)
-        pipe.execute()
+        self.redis.delete(*keys.run_keys(run_id))
+        self._unindex([run_id])
 
     def start_run(self, run_id: str, worker: str) -> Transition:
         outcome, emitted, ready = self._run("start_run", run_id, worker)
@@ -403,8 +444,6 @@ class RunStore:
     ) -> Transition:
         events = _events(emitted)
         self.publish_all(events)
-        if run_status in TERMINAL_RUN:
-            self.redis.srem(keys.active_runs(), run_id)
         return Transition(outcome, events, _ready(ready), run_status)
 
     def cancel_run(self, run_id: str) -> Transition:
@@ -424,28 +463,16 @@ class RunStore:
         """What a duplicate of this attempt's message must still dispatch (see the script)."""
         return _ready(self._run("continuation", run_id, step, attempt))
 
-    def active_runs(self) -> list[str]:
-        return sorted(cast("set[str]", self.redis.smembers(keys.active_runs())))
-
-    def running_attempts(self, run_id: str) -> tuple[str | None, list[RunningAttempt]]:
-        """The run's status and its running attempts, for the sweeper."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hmget(keys.run(run_id), ["status", "order"])
-        pipe.hgetall(keys.run_steps(run_id))
-        (status, order), steps = pipe.execute()
-        running = []
-        for name in (order or "").split(","):
-            if steps.get(f"{name}.status") == "running":
-                running.append(
-                    RunningAttempt(
-                        name,
-                        int(steps[f"{name}.attempt"]),
-                        steps.get(f"{name}.worker", ""),
-                        int(steps.get(f"{name}.started_us") or 0) / 1_000_000,
-                        steps.get(f"{name}.incarnation", ""),
-                    )
-                )
-        return status, running
+    def sweep_check(
+        self, run_id: str, index: str, entry: str, step: str = "", attempt: int | None = None
+    ) -> SweepVerdict:
+        """Whether an entry of a watch index is still owed (see sweep_check.lua)."""
+        verdict, emitted, current, timeout = self._run(
+            "sweep_check", run_id, index, entry, step, "" if attempt is None else attempt
+        )
+        events = _events(emitted)
+        self.publish_all(events)
+        return SweepVerdict(verdict, events, int(current or 0), float(timeout or 0))
 
     def cancel_requested(self, run_id: str) -> bool:
         return self.redis.hget(keys.run(run_id), "cancel_requested") is not None
@@ -482,58 +509,18 @@ class RunStore:
         limit: int = 50,
         before: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first; returns the page and the `before` cursor of the next one."""
-        runs: list[dict[str, Any]] = []
-        for summary in self._walk_index(before):
-            if status and summary["status"] != status:
-                continue
-            if scenario_id and summary["scenario_id"] != scenario_id:
-                continue
-            runs.append(summary)
-            if len(runs) == limit + 1:
-                break
-        if len(runs) > limit:
-            return runs[:limit], runs[limit - 1]["run_id"]
-        return runs, None
+        """Newest first, without inputs; the page and the `before` cursor of the next one."""
+        return listing.list_runs(
+            self.redis,
+            self._unindex,
+            status=status,
+            scenario_id=scenario_id,
+            limit=limit,
+            before=before,
+        )
 
     def index_score(self, run_id: str) -> float | None:
         return self.redis.zscore(keys.runs_index(), run_id)
-
-    def _walk_index(self, before: str | None, page: int = 200) -> Iterator[dict[str, Any]]:
-        index = keys.runs_index()
-        max_score: float | str = "+inf"
-        skip_until: str | None = None
-        if before is not None:
-            score = self.index_score(before)
-            if score is None:
-                return
-            max_score, skip_until = score, before
-        offset = 0
-        while True:
-            members = cast(
-                "list[tuple[str, float]]",
-                self.redis.zrevrangebyscore(
-                    index, max_score, "-inf", start=offset, num=page, withscores=True
-                ),
-            )
-            if not members:
-                return
-            offset += len(members)
-            pipe = self.redis.pipeline(transaction=False)
-            for run_id, _ in members:
-                pipe.hmget(keys.run(run_id), SUMMARY_FIELDS)
-            for (run_id, _score), values in zip(members, pipe.execute(), strict=True):
-                if skip_until is not None:
-                    if run_id == skip_until:
-                        skip_until = None
-                    continue
-                summary = _summary(dict(zip(SUMMARY_FIELDS, values, strict=True)))
-                if summary is None:
-                    # The run expired: forget it in the index too.
-                    self.redis.zrem(index, run_id)
-                    offset -= 1
-                    continue
-                yield summary
 
     def read_events(self, run_id: str, after: str, count: int) -> list[Event]:
         """Events strictly after stream id `after` ("0" for the beginning)."""

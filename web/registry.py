@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import cast
 
 from tasks import keys
@@ -15,9 +14,14 @@ def registry() -> Registry:
     """The registry now; rows old enough to forget (or not a worker's) are removed."""
     svc = services()
     client = svc.store.redis
+    # Ages on Redis' clock, the one that stamped the heartbeats: this host's may differ.
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.workers())
+    pipe.time()
+    rows, (seconds, micros) = pipe.execute()
     current = read_registry(
-        cast("dict[str, str]", client.hgetall(keys.workers())),
-        now=time.time(),
+        cast("dict[str, str]", rows),
+        now=seconds + micros / 1_000_000,
         heartbeat_s=svc.settings.heartbeat_s,
         expected=svc.settings.expected_workers,
     )

@@ -1,7 +1,10 @@
 """Worker heartbeats: each worker node records itself in `stepstream:workers`.
 
 The heartbeat runs in the worker's main process, which sees every request it hands to
-the pool (`celery.worker.state`), so its counts cover all of the node's children.
+the pool (`celery.worker.state`), so its counts cover all of the node's children. Its
+time is Redis' (stamped by the script that writes the row), so a worker whose clock is
+off is judged by the same clock as everyone else. The sweeper has a thread of its own:
+a long sweep never delays a heartbeat and makes its worker look dead.
 """
 
 from __future__ import annotations
@@ -33,8 +36,18 @@ log = logging.getLogger(__name__)
 WORKER_CLIENT_NAME = "stepstream-worker"
 
 
+#: Writes a worker's row with `last_heartbeat` from Redis' clock.
+#: KEYS[1] the registry hash; ARGV[1] the worker's name; ARGV[2] the rest of the row's
+#: JSON object, after its opening brace.
+BEAT = """
+local t = redis.call('TIME')
+local now = string.format('%d.%06d', tonumber(t[1]), tonumber(t[2]))
+redis.call('HSET', KEYS[1], ARGV[1], '{"last_heartbeat":' .. now .. ',' .. ARGV[2])
+"""
+
+
 class Heartbeat:
-    """A daemon thread that writes this worker's row every `heartbeat_s` seconds."""
+    """Daemon threads that write this worker's row and sweep, every `heartbeat_s` seconds."""
 
     def __init__(self, hostname: str, settings: Settings, concurrency: int | None = None) -> None:
         self.hostname = hostname
@@ -42,15 +55,21 @@ class Heartbeat:
         self.started_at = time.time()
         self.settings = settings
         self.redis = redis_client.connect(settings.redis_url, client_name=WORKER_CLIENT_NAME)
+        self._beat = self.redis.register_script(BEAT)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="stepstream-heartbeat", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._beat_loop, name="stepstream-heartbeat", daemon=True),
+            threading.Thread(target=self._sweep_loop, name="stepstream-sweeper", daemon=True),
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
         with contextlib.suppress(redis.RedisError):
             self.redis.hdel(keys.workers(), self.hostname)
 
@@ -59,7 +78,6 @@ class Heartbeat:
         return {
             "name": self.hostname,
             "pid": os.getpid(),
-            "last_heartbeat": time.time(),
             "active_runs": len(active),
             "processed": sum(state.total_count.values()),
             "concurrency": self.concurrency,
@@ -68,16 +86,25 @@ class Heartbeat:
         }
 
     def beat(self) -> None:
-        self.redis.hset(keys.workers(), self.hostname, json.dumps(self.row()))
+        self._beat(keys=[keys.workers()], args=[self.hostname, json.dumps(self.row())[1:]])
 
-    def _loop(self) -> None:
-        sweeper = Sweeper(get_runtime().store, self.hostname)
+    def _beat_loop(self) -> None:
         while not self._stop.is_set():
             try:
                 self.beat()
-                sweeper.sweep()
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+            self._stop.wait(self.settings.heartbeat_s)
+
+    def _sweep_loop(self) -> None:
+        sweeper = Sweeper(get_runtime().store, self.hostname)
+        while not self._stop.is_set():
+            try:
+                sweeper.sweep()
+            except redis.RedisError as exc:
+                log.warning("sweeping for lost runs failed: %s", exc)
             except Exception:
                 log.exception("sweeping for lost runs failed")
             self._stop.wait(self.settings.heartbeat_s)

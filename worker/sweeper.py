@@ -1,27 +1,40 @@
-"""Lost-run takeover: attempts held by workers that stopped beating are resumed.
+"""Lost-run takeover and the backstops that make every attempt end.
 
 A lost prefork child's attempt is handed back by its node's main process at once
 (`runner.StepRequest`), but nobody is left to do that for a whole lost node, and the
-broker gives its messages back only after `STEPSTREAM_REDELIVER_S`. So every worker's
-heartbeat thread also sweeps: one at a time (a short Redis lock), it walks the
-unfinished runs and hands each attempt whose worker is no longer alive, or has been
-restarted since (a new incarnation under the same name), to a new attempt
-(`run_resumed`, reason `worker_lost`).
+broker gives its messages back only after `STEPSTREAM_REDELIVER_S`. So a sweeper thread
+in every worker runs, one at a time across the cluster (a short Redis lock), over the
+watch indexes (`tasks/watch.py`), never over every run:
+
+- an attempt whose worker is no longer alive, or has been restarted since (a new
+  incarnation under the same name), is handed to a new attempt (`run_resumed`, reason
+  `worker_lost`);
+- an attempt still recorded as running past its deadline (time limit, hard-limit grace,
+  `STEPSTREAM_ATTEMPT_GRACE_S`) is recorded failed, whatever its worker's health: the
+  last line of defence behind the task's own error handling;
+- a dispatch owed for `STEPSTREAM_REDELIVER_S` (a queued run or a ready step nobody
+  started: its message was never sent, or lost) is sent again; starting is fenced, so
+  a copy is harmless;
+- a run whose step state vanished from Redis is failed (`state_lost`).
+
+Every age is measured on Redis' clock, never by comparing two hosts' clocks.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from typing import cast
 
 from tasks import keys
-from tasks.runner import dispatch
-from tasks.store import TERMINAL_RUN, RunningAttempt, RunStore
+from tasks.runner import dispatch, finish, send_run
+from tasks.store import ReadyStep, RunStore
+from tasks.watch import RunningAttempt, owed_dispatches, redis_now, running_attempts
 from tasks.workers import STALE_AFTER_INTERVALS, read_registry
 
 log = logging.getLogger(__name__)
+
+#: Owed dispatches sent again per sweep: a backlog is worked off over a few sweeps.
+DISPATCH_BATCH = 500
 
 
 class Sweeper:
@@ -30,16 +43,16 @@ class Sweeper:
         self.hostname = hostname
 
     def sweep(self) -> int:
-        """Resume what lost workers held; returns how many attempts were taken over."""
+        """One pass; returns how many attempts and dispatches it acted on."""
         settings = self.store.settings
         client = self.store.redis
         hold_ms = max(1, int(settings.heartbeat_s * 1000 * 0.9))
         if not client.set(keys.sweeper_lock(), self.hostname, nx=True, px=hold_ms):
             return 0  # another worker swept moments ago
-        now = time.time()
+        now = redis_now(client)
         grace = STALE_AFTER_INTERVALS * settings.heartbeat_s
         registry = read_registry(
-            cast("dict[str, str]", client.hgetall(keys.workers())),
+            client.hgetall(keys.workers()),  # type: ignore[arg-type]
             now=now,
             heartbeat_s=settings.heartbeat_s,
         )
@@ -58,37 +71,78 @@ class Sweeper:
             # holder only counts as lost once its attempt is older than the grace.
             return now - attempt.started >= grace
 
-        return take_over(self.store, "worker_lost", lost)
+        attempts = running_attempts(client)
+        acted = take_over(self.store, "worker_lost", lost, attempts)
+        acted += self.end_overdue([a for a in attempts if a.deadline <= now and not lost(a)])
+        acted += self.send_owed(now)
+        return acted
+
+    def end_overdue(self, attempts: list[RunningAttempt]) -> int:
+        """Record as failed the attempts still running past their deadline."""
+        ended = 0
+        for a in attempts:
+            check = self.store.sweep_check(a.run_id, "running", a.entry, a.step, a.attempt)
+            if check.verdict == "state_lost":
+                log.error("run %s failed: its step state is missing from Redis", a.run_id)
+            if check.verdict != "overdue":
+                continue
+            message = (
+                f"did not end within its time limit ({check.timeout_s:g} s) and grace; "
+                f"recorded failed by the sweeper (worker {a.worker})"
+            )
+            log.warning("run %s: step %s attempt %d %s", a.run_id, a.step, a.attempt, message)
+            finish(self.store, a.run_id, a.step, a.attempt, "failed", message, "")
+            ended += 1
+        return ended
+
+    def send_owed(self, now: float) -> int:
+        """Send again what was owed for a redelivery time and never started."""
+        sent = 0
+        for owed in owed_dispatches(self.store.redis, now, DISPATCH_BATCH):
+            check = self.store.sweep_check(owed.run_id, "dispatch", owed.entry, owed.step)
+            if check.verdict == "state_lost":
+                log.error("run %s failed: its step state is missing from Redis", owed.run_id)
+            elif check.verdict == "send_run":
+                log.warning("run %s: still queued, sending its start again", owed.run_id)
+                send_run(owed.run_id)
+                sent += 1
+            elif check.verdict == "send_step":
+                log.warning(
+                    "run %s: step %s attempt %d ready but never started, sending it again",
+                    owed.run_id,
+                    owed.step,
+                    check.attempt,
+                )
+                dispatch(owed.run_id, [ReadyStep(owed.step, check.attempt, check.timeout_s, 0)])
+                sent += 1
+        return sent
 
 
-def take_over(store: RunStore, reason: str, select: Callable[[RunningAttempt], bool]) -> int:
-    """Resume as new attempts the running attempts `select` picks; returns how many.
-
-    Walks the unfinished runs, forgetting those found finished on the way.
-    """
+def take_over(
+    store: RunStore,
+    reason: str,
+    select: Callable[[RunningAttempt], bool],
+    attempts: list[RunningAttempt] | None = None,
+) -> int:
+    """Resume as new attempts the running attempts `select` picks; returns how many."""
     taken = 0
-    for run_id in store.active_runs():
-        status, running = store.running_attempts(run_id)
-        if status is None or status in TERMINAL_RUN:
-            store.redis.srem(keys.active_runs(), run_id)
+    for attempt in running_attempts(store.redis) if attempts is None else attempts:
+        if not select(attempt):
             continue
-        for attempt in running:
-            if not select(attempt):
-                continue
-            t = store.resume_step(
-                run_id, attempt.step, attempt.attempt, reason, holder=attempt.worker
-            )
-            if t.outcome == "stale":
-                continue
-            log.warning(
-                "run %s: step %s attempt %d held by %s taken over (%s): %s",
-                run_id,
-                attempt.step,
-                attempt.attempt,
-                attempt.worker,
-                reason,
-                t.outcome,
-            )
-            taken += 1
-            dispatch(run_id, t.ready)
+        t = store.resume_step(
+            attempt.run_id, attempt.step, attempt.attempt, reason, holder=attempt.worker
+        )
+        if t.outcome == "stale":
+            continue
+        log.warning(
+            "run %s: step %s attempt %d held by %s taken over (%s): %s",
+            attempt.run_id,
+            attempt.step,
+            attempt.attempt,
+            attempt.worker,
+            reason,
+            t.outcome,
+        )
+        taken += 1
+        dispatch(attempt.run_id, t.ready)
     return taken

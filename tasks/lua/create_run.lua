@@ -2,7 +2,11 @@
 -- ARGV[1] run_id            ARGV[2] scenario_id      ARGV[3] input JSON
 -- ARGV[4] step order (csv)  ARGV[5] stream MAXLEN    ARGV[6] TTL of a finished run (s)
 -- ARGV[7] run_queued fields fragment
--- ARGV[8..] step hash fields and values, flat
+-- ARGV[8] redelivery time (ms): a dispatch not started this long after it was owed is
+--         sent again by the sweeper
+-- ARGV[9] deadline grace (ms): how long past its time limit a running attempt may
+--         still be running before the sweeper ends it
+-- ARGV[10..] step hash fields and values, flat
 -- Returns {created_at in microseconds, EMITTED}. Run ids are new for every request, so
 -- a run that exists already was made by this very call, retried after a lost reply: it
 -- is answered again as it was created.
@@ -14,10 +18,10 @@ local order = split_csv(ARGV[4])
 redis.call('HSET', RUN, 'run_id', ARGV[1], 'scenario_id', ARGV[2], 'status', 'queued',
   'input', ARGV[3], 'order', ARGV[4], 'maxlen', ARGV[5], 'ttl_s', ARGV[6],
   'created_at', NOW_ISO, 'created_us', string.format('%.0f', NOW_US), 'seq', 0,
-  'remaining', #order, 'message', '')
+  'remaining', #order, 'message', '', 'redeliver_ms', ARGV[8], 'deadline_grace_ms', ARGV[9])
 -- unpack() is bounded by the Lua C stack: write the step fields in slices.
 local batch = {}
-for i = 8, #ARGV do
+for i = 10, #ARGV do
   batch[#batch + 1] = ARGV[i]
   if #batch == 2000 then
     redis.call('HSET', STEPS, unpack(batch))
@@ -26,4 +30,9 @@ for i = 8, #ARGV do
 end
 if #batch > 0 then redis.call('HSET', STEPS, unpack(batch)) end
 emit('run_queued', ARGV[7])
+redis.call('ZADD', PREFIX .. 'runs', string.format('%.0f', NOW_US), ARGV[1])
+redis.call('ZADD', PREFIX .. 'runs:scenario:' .. ARGV[2], string.format('%.0f', NOW_US), ARGV[1])
+redis.call('HSET', PREFIX .. 'runs:scenario_of', ARGV[1], ARGV[2])
+index_status(nil, 'queued')
+watch_dispatch(nil, 0)
 return {string.format('%.0f', NOW_US), EMITTED}

@@ -11,6 +11,7 @@
 local step, attempt, status, message = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('HGET', RUN, 'status') ~= 'running' or step_get(step, 'status') ~= 'running'
     or step_get(step, 'attempt') ~= attempt then
+  if fail_if_state_lost() then return {'state_lost', EMITTED, {}, 'failed'} end
   return {'stale', {}, {}, ''}
 end
 local cancelling = redis.call('HGET', RUN, 'cancel_requested')
@@ -19,14 +20,13 @@ local ready = {}
 
 local n = tonumber(attempt)
 if status == 'failed' and not cancelling and n < tonumber(step_get(step, 'max_attempts')) then
-  local delay = tonumber(step_get(step, 'backoff_s'))
-    * tonumber(step_get(step, 'backoff_factor')) ^ (n - 1)
+  local delay = math.min(MAX_RETRY_DELAY_S, tonumber(step_get(step, 'backoff_s'))
+    * tonumber(step_get(step, 'backoff_factor')) ^ (n - 1))
   local delay_s = string.format('%.6g', delay)
   emit('step_retrying', '"step":"' .. step .. '","attempt":' .. attempt .. ',"message":'
     .. str(message) .. ',"delay_s":' .. delay_s)
   step_set(step, 'message', message, 'delay_s', delay_s)
-  make_ready(step, n + 1, ready)
-  ready[#ready] = delay_s
+  make_ready(step, n + 1, ready, delay_s)
   return {'retrying', EMITTED, ready, 'running'}
 end
 

@@ -5,6 +5,11 @@
 --   KEYS[2]  stepstream:run:{<id>}:steps    hash: "<step>.<field>" per step
 --   KEYS[3]  stepstream:run:{<id>}:events   stream: the run's events
 --
+-- Besides the run's own keys, the scripts keep the shared indexes that let readers
+-- find runs and attempts without walking every run: the listing indexes (by status,
+-- by scenario, by both) and the watch indexes of running attempts and of dispatches.
+-- They are named by the same rules as in tasks/keys.py (tested there).
+--
 -- Event JSON is assembled here from fragments that the Python side encoded, so user
 -- data (inputs, outputs, messages) never passes through cjson, whose number precision
 -- and empty-table handling would alter it.
@@ -33,6 +38,19 @@ end
 local NOW = redis.call('TIME')
 local NOW_US = tonumber(NOW[1]) * 1000000 + tonumber(NOW[2])
 local NOW_ISO = iso_time(tonumber(NOW[1]), tonumber(NOW[2]))
+local NOW_MS = math.floor(NOW_US / 1000)
+
+local PREFIX = 'stepstream:'
+--- Sorted set: running attempts scored by the time (ms) by which each must have ended.
+local RUNNING = PREFIX .. 'attempts:running'
+--- Sorted set: dispatches owed (a queued run, a ready step) scored by the time (ms) at
+--- which, if nothing has started them, the sweeper sends them again.
+local DISPATCHES = PREFIX .. 'attempts:dispatch'
+--- Defaults for runs created before their settings were recorded in the run hash.
+local DEFAULT_REDELIVER_MS, DEFAULT_DEADLINE_GRACE_MS = 300000, 40000
+--- The longest pause before a retry, whatever the policy's backoff grows to (a Celery
+--- countdown beyond it would overflow, or sit in a worker's memory for days).
+local MAX_RETRY_DELAY_S = 3600
 
 --- Events appended by this call, as {id, json, id, json, ...}, returned to the caller.
 local EMITTED = {}
@@ -66,6 +84,63 @@ local function step_get(step, field)
   return redis.call('HGET', STEPS, step .. '.' .. field)
 end
 
+local function run_field_number(field, default)
+  return tonumber(redis.call('HGET', RUN, field) or '') or default
+end
+
+local function this_run_id()
+  return redis.call('HGET', RUN, 'run_id')
+end
+
+--- Move the run to `status` in the listing indexes (`old` is nil for a new run).
+local function index_status(old, status)
+  local run_id = this_run_id()
+  local scenario = PREFIX .. 'runs:scenario:' .. (redis.call('HGET', RUN, 'scenario_id') or '')
+  if old then
+    redis.call('ZREM', PREFIX .. 'runs:status:' .. old, run_id)
+    redis.call('ZREM', scenario .. ':status:' .. old, run_id)
+  end
+  local score = redis.call('HGET', RUN, 'created_us') or '0'
+  redis.call('ZADD', PREFIX .. 'runs:status:' .. status, score, run_id)
+  redis.call('ZADD', scenario .. ':status:' .. status, score, run_id)
+end
+
+--- Owe a dispatch of `step` (or of the run itself when `step` is nil): if no worker
+--- has started it `delay_s` plus the redelivery time from now, it is sent again.
+local function watch_dispatch(step, delay_s)
+  local member = this_run_id()
+  if step then member = member .. '\t' .. step end
+  local due = NOW_MS + math.floor((delay_s or 0) * 1000)
+    + run_field_number('redeliver_ms', DEFAULT_REDELIVER_MS)
+  redis.call('ZADD', DISPATCHES, due, member)
+end
+
+local function unwatch_dispatch(step)
+  local member = this_run_id()
+  if step then member = member .. '\t' .. step end
+  redis.call('ZREM', DISPATCHES, member)
+end
+
+--- Index a step's attempt as running until its deadline: its time limit plus the grace
+--- of the hard limit and of the sweeper. The member names the attempt, its holder and
+--- when it started, so that finding lost attempts needs no other read.
+local function watch_running(step, attempt, worker, incarnation)
+  local member = table.concat({this_run_id(), step, attempt, tostring(NOW_MS), incarnation,
+    worker}, '\t')
+  local deadline = NOW_MS + math.floor(tonumber(step_get(step, 'timeout_s')) * 1000)
+    + run_field_number('deadline_grace_ms', DEFAULT_DEADLINE_GRACE_MS)
+  redis.call('ZADD', RUNNING, deadline, member)
+  redis.call('HSET', STEPS, step .. '.running_member', member)
+end
+
+local function unwatch_running(step)
+  local member = step_get(step, 'running_member')
+  if member and member ~= '' then
+    redis.call('ZREM', RUNNING, member)
+    redis.call('HSET', STEPS, step .. '.running_member', '')
+  end
+end
+
 local function step_set(step, ...)
   local args = {...}
   local flat = {}
@@ -88,13 +163,17 @@ local function is_terminal(status)
   return status == 'succeeded' or status == 'failed' or status == 'cancelled'
 end
 
---- Mark a step ready to run as `attempt`; returns the dispatch entry for the caller.
-local function make_ready(step, attempt, ready)
+--- Mark a step ready to run as `attempt` after `delay_s` (a string, "0" for at once);
+--- adds the dispatch entry for the caller to `ready`.
+local function make_ready(step, attempt, ready, delay_s)
+  delay_s = delay_s or '0'
+  unwatch_running(step)
   step_set(step, 'status', 'ready', 'attempt', attempt)
+  watch_dispatch(step, tonumber(delay_s))
   ready[#ready + 1] = step
   ready[#ready + 1] = tostring(attempt)
   ready[#ready + 1] = step_get(step, 'timeout_s')
-  ready[#ready + 1] = '0'
+  ready[#ready + 1] = delay_s
 end
 
 --- Close a step for good and append its step_finished. `started_at` and `duration` are
@@ -106,6 +185,8 @@ local function close_step(name, status, message, output, output_fragment)
     started_at = step_get(name, 'started_at')
     duration = string.format('%.3f', (NOW_US - tonumber(step_get(name, 'started_us'))) / 1000)
   end
+  unwatch_running(name)
+  unwatch_dispatch(name)
   step_set(name, 'status', status, 'finished_at', NOW_ISO, 'message', message,
     'output', output, 'duration_ms', duration or '')
   redis.call('HINCRBY', RUN, 'remaining', -1)
@@ -138,6 +219,8 @@ end
 
 --- Record run_finished once, and let the run's keys expire.
 local function finish_run(status, reason, message)
+  index_status(redis.call('HGET', RUN, 'status'), status)
+  unwatch_dispatch(nil)
   redis.call('HSET', RUN, 'status', status, 'finished_at', NOW_ISO, 'message', message,
     'reason', reason)
   local fields = '"status":"' .. status .. '","finished_at":"' .. NOW_ISO .. '","message":'
@@ -148,6 +231,20 @@ local function finish_run(status, reason, message)
   for _, key in ipairs({RUN, STEPS, EVENTS}) do
     redis.call('EXPIRE', key, ttl)
   end
+end
+
+--- A run whose steps are gone from Redis (evicted under memory pressure, or deleted by
+--- hand) can never move on: fail it with reason `state_lost` rather than leave it
+--- running. Returns true when the run was found so.
+local function fail_if_state_lost()
+  local status = redis.call('HGET', RUN, 'status')
+  if not status or is_terminal(status) or redis.call('EXISTS', STEPS) == 1 then
+    return false
+  end
+  redis.call('HSET', RUN, 'remaining', 0)
+  finish_run('failed', 'state_lost', "the run's step state is missing from Redis "
+    .. '(evicted or deleted); Redis must run with maxmemory-policy noeviction')
+  return true
 end
 
 --- When no step is left, finish the run with the status its steps and requests imply.

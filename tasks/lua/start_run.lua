@@ -7,9 +7,12 @@
 local status = redis.call('HGET', RUN, 'status')
 if not status then return {'missing', {}, {}} end
 if is_terminal(status) then return {'finished', {}, {}} end
+if fail_if_state_lost() then return {'finished', EMITTED, {}} end
 local ready = {}
 local order = split_csv(redis.call('HGET', RUN, 'order'))
 if status == 'queued' then
+  index_status('queued', 'running')
+  unwatch_dispatch(nil)
   redis.call('HSET', RUN, 'status', 'running', 'started_at', NOW_ISO, 'worker', ARGV[1])
   local scenario_id = redis.call('HGET', RUN, 'scenario_id')
   emit('run_started', '"scenario_id":' .. str(scenario_id) .. ',"worker":' .. str(ARGV[1]))

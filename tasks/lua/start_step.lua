@@ -22,6 +22,7 @@ if run_status == 'running' and status == 'running' and step_get(step, 'attempt')
   return granted()  -- this very call, applied once already: its events stand
 end
 if run_status ~= 'running' or status ~= 'ready' or step_get(step, 'attempt') ~= attempt then
+  fail_if_state_lost()
   return {'stale', status or '', step_get(step, 'attempt') or ''}
 end
 local resumed = step_get(step, 'resumed_reason')
@@ -31,6 +32,8 @@ if resumed and resumed ~= '' then
   emit('run_resumed', '"worker":' .. str(ARGV[3]) .. ',"reason":"' .. resumed .. '"')
   step_set(step, 'resumed_reason', '')
 end
+unwatch_dispatch(step)
+watch_running(step, attempt, ARGV[3], ARGV[6])
 step_set(step, 'status', 'running', 'started_at', NOW_ISO, 'started_us', NOW_US,
   'worker', ARGV[3], 'task_id', ARGV[4], 'token', ARGV[5], 'incarnation', ARGV[6],
   'emitted', '0', 'progress', '0', 'message', '')

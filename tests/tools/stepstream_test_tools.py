@@ -170,3 +170,68 @@ def journal(ctx: ToolContext, /, *, dir: str, seconds: float, ticks: int = 4) ->
 
 
 TOOLS: tuple[Tool, ...] = (flaky, barrier, stubborn, immortal, pid_nap, journal)
+
+
+#: Where `fault` can make the worker fail after the tool itself has returned.
+FAULT_POINTS = ("raise_surrogate", "finish_soft_limit", "finish_outage", "dispatch_outage")
+
+
+@tool(
+    "fault",
+    description=(
+        "Fault injection in the worker process that runs it, for this run only: "
+        "raise_surrogate raises an exception whose message holds a lone surrogate; "
+        "finish_soft_limit makes the first write of the attempt's end raise a soft time "
+        "limit after it was applied; finish_outage makes every such write fail as if "
+        "Redis were gone; dispatch_outage makes the dispatches after it fail as if "
+        "the broker were gone for 2 s."
+    ),
+    input_schema={
+        "type": "object",
+        "required": ["point"],
+        "additionalProperties": False,
+        "properties": {"point": {"enum": list(FAULT_POINTS)}},
+    },
+)
+def fault(ctx: ToolContext, /, *, point: str) -> dict[str, Any]:
+    import redis
+    from kombu.exceptions import OperationalError
+
+    from tasks import runner
+    from tasks.runtime import get_runtime
+
+    if point == "raise_surrogate":
+        raise RuntimeError("broken \udc80 text")
+    store = get_runtime().store
+    run_id = ctx.run_id
+    if point in ("finish_soft_limit", "finish_outage"):
+        real = store.finish_step
+        fired: list[bool] = []
+
+        def finish_step(*args: Any, **kwargs: Any) -> Any:
+            if args[0] != run_id:
+                return real(*args, **kwargs)
+            if point == "finish_outage":
+                raise redis.ConnectionError("injected: Redis unreachable")
+            result = real(*args, **kwargs)
+            if not fired:
+                fired.append(True)
+                raise SoftTimeLimitExceeded()
+            return result
+
+        store.finish_step = finish_step  # type: ignore[method-assign]
+    else:
+        real_publish = runner._publish
+        # Longer than the worker's retry window (STEPSTREAM_REDIS_RETRY_S in the test).
+        outage_s = 2.0
+        since: list[float] = []
+
+        def publish(run: str, ready: Any) -> None:
+            if run == run_id:
+                since[:] = since or [time.monotonic()]
+                if time.monotonic() - since[0] < outage_s:
+                    raise OperationalError("injected: broker unreachable")
+            real_publish(run, ready)
+
+        runner._publish = publish
+    return {"point": point}

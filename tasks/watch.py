@@ -1,0 +1,91 @@
+"""Reading the watch indexes: what runs now, what must have ended, what is owed.
+
+The run scripts keep two sorted sets beside the runs (see lua/prelude.lua): running
+attempts scored by the time by which each must have ended, and dispatches owed (a
+queued run, a ready step) scored by when they are sent again if nobody started them.
+The sweeper reads these instead of walking every unfinished run, so its cost follows
+what runs, not what exists. Every time here is Redis' clock: hosts' clocks may disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+import redis
+
+from . import keys
+
+
+@dataclass(frozen=True)
+class RunningAttempt:
+    """One entry of the running-attempts index."""
+
+    run_id: str
+    step: str
+    attempt: int
+    #: When it started and by when it must have ended, in seconds of Redis' clock.
+    started: float
+    deadline: float
+    #: The incarnation of the worker node that started it ("" if unknown).
+    incarnation: str
+    worker: str
+    #: The entry as it is in the index.
+    entry: str
+
+
+@dataclass(frozen=True)
+class OwedDispatch:
+    """One entry of the owed-dispatches index: a queued run (`step` "") or a ready step."""
+
+    run_id: str
+    step: str
+    entry: str
+
+
+def redis_now(client: redis.Redis) -> float:
+    """Seconds since the epoch by Redis' clock, the one clock every host shares."""
+    seconds, micros = client.time()
+    return seconds + micros / 1_000_000
+
+
+def running_attempts(client: redis.Redis) -> list[RunningAttempt]:
+    """Every running attempt, soonest deadline first."""
+    entries = cast(
+        "list[tuple[str, float]]",
+        client.zrange(keys.running_attempts(), 0, -1, withscores=True),
+    )
+    return [a for a in (_running(e, s) for e, s in entries) if a is not None]
+
+
+def _running(entry: str, score: float) -> RunningAttempt | None:
+    parts = entry.split("\t", 5)
+    if len(parts) != 6:
+        return None
+    run_id, step, attempt, started_ms, incarnation, worker = parts
+    try:
+        return RunningAttempt(
+            run_id,
+            step,
+            int(attempt),
+            int(started_ms) / 1000,
+            score / 1000,
+            incarnation,
+            worker,
+            entry,
+        )
+    except ValueError:
+        return None
+
+
+def owed_dispatches(client: redis.Redis, now: float, limit: int) -> list[OwedDispatch]:
+    """Up to `limit` dispatches due by `now` (Redis time, seconds), oldest first."""
+    entries = cast(
+        "list[str]",
+        client.zrangebyscore(keys.owed_dispatches(), "-inf", int(now * 1000), start=0, num=limit),
+    )
+    owed = []
+    for entry in entries:
+        run_id, _, step = entry.partition("\t")
+        owed.append(OwedDispatch(run_id, step, entry))
+    return owed
