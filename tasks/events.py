@@ -12,7 +12,9 @@ import logging
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal, cast
+
+from . import keys
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +116,82 @@ def first_id_after(after: str) -> str | None:
     if ms < MAX_ID_PART:
         return f"{ms + 1}-0"
     return None
+
+
+def id_key(entry_id: str) -> tuple[int, int]:
+    """A stream id as a pair that orders as Redis orders ids (`0` is the smallest)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+#: Where a cursor stands against what a run's stream holds.
+CursorPlace = Literal["ok", "beyond", "trimmed", "finished"]
+
+
+@dataclass(frozen=True)
+class Retained:
+    """The ends of what a run's stream still holds (ids None when it is empty)."""
+
+    first_id: str | None = None
+    #: The `seq` of the first event kept: above 1 once `MAXLEN` trimming dropped some.
+    first_seq: int = 1
+    last_id: str | None = None
+    #: Whether the last event is `run_finished` (nothing is appended after it).
+    finished: bool = False
+
+    @property
+    def trimmed(self) -> bool:
+        return self.first_seq > 1
+
+    def place(self, after: str) -> CursorPlace:
+        """Where `after` stands: `ok` to read from; `beyond` the last event (no event
+        of the stream can follow it); `finished`, the id of `run_finished` (nothing
+        more will come); or `trimmed`, older than the first event kept while earlier
+        ones were dropped (reading on would skip events silently).
+
+        `0` (and `0-0`) asks for everything kept, so it is never `trimmed`: a reader of
+        a trimmed stream sees that from the first event's `seq`.
+        """
+        cursor = id_key(after)
+        last = id_key(self.last_id or "0")
+        if cursor > last:
+            return "beyond"
+        if self.finished and cursor == last:
+            return "finished"
+        if self.trimmed and self.first_id and (0, 0) < cursor < id_key(self.first_id):
+            return "trimmed"
+        return "ok"
+
+
+def read_retained(
+    client: Any, run_id: str, page: tuple[str, int] | None = None
+) -> tuple[bool, Retained, list[Event]]:
+    """Whether the run exists, the ends of its stream, and (with `page`, an `after` id
+    and a count) the events after that id: read together in one transaction, so that
+    trimming cannot fall between the check of a cursor and the read it allows."""
+    stream = keys.run_events(run_id)
+    pipe = client.pipeline(transaction=True)
+    pipe.exists(keys.run(run_id))
+    pipe.xrange(stream, min="-", max="+", count=1)
+    pipe.xrevrange(stream, max="+", min="-", count=1)
+    start = first_id_after(page[0]) if page else None
+    if page and start is not None:
+        pipe.xrange(stream, min=start, max="+", count=page[1])
+    exists, head, tail, *rest = cast("list[Any]", pipe.execute())
+    entries = rest[0] if rest else []
+    events = [e for e in (Event.decode(i, f.get("data", "")) for i, f in entries) if e]
+    return bool(exists), retained_of(head, tail), events
+
+
+def retained_of(head: list[Any], tail: list[Any]) -> Retained:
+    """`Retained` from the replies of `XRANGE - + COUNT 1` and `XREVRANGE + - COUNT 1`."""
+    if not head or not tail:
+        return Retained()
+    first = Event.decode(head[0][0], head[0][1].get("data", ""))
+    last = Event.decode(tail[0][0], tail[0][1].get("data", ""))
+    return Retained(
+        first_id=head[0][0],
+        first_seq=first.seq if first is not None else 1,
+        last_id=tail[0][0],
+        finished=last is not None and last.is_final,
+    )

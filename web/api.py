@@ -18,12 +18,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from tasks import keys
-from tasks.errors import Conflict, InvalidInput, InvalidRequest, NotFound, Unavailable
-from tasks.events import is_stream_id
+from tasks.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidRequest,
+    NotFound,
+    StepstreamError,
+    Unavailable,
+)
+from tasks.events import CursorPlace, Retained, is_stream_id, read_retained
 from tasks.redis_client import UNAVAILABLE
 from tasks.runner import ENFORCE_CANCEL, RUN_SCENARIO
 from tasks.scenario import Scenario
 
+from . import errors
 from .registry import registry
 from .services import services
 from .strict_json import NotStrictJSON
@@ -344,10 +352,14 @@ def get_run(run_id: str) -> Response:
 
 
 def cursor_arg() -> str:
-    """The start point of a stream read: `after`, else `Last-Event-ID`, else the start."""
-    after = request.args.get("after")
+    """The start point of a stream read: `Last-Event-ID`, else `after`, else the start.
+
+    The header wins: an EventSource reconnecting sends it with the URL it was opened
+    with, whose `after` is where it began, not where it is.
+    """
+    after = request.headers.get("Last-Event-ID") or None
     if after is None:
-        after = request.headers.get("Last-Event-ID")
+        after = request.args.get("after")
     if after is None or after == "":
         return "0"
     if not is_stream_id(after):
@@ -360,17 +372,66 @@ def require_run(run_id: str) -> None:
         raise NotFound(f"unknown run {run_id!r}")
 
 
+class CursorExpired(StepstreamError):
+    """The events right after a cursor were trimmed away (`STEPSTREAM_EVENT_MAXLEN`)."""
+
+    code = "cursor_expired"
+
+
+errors.STATUS[CursorExpired] = 410
+
+#: Response header of a read from the beginning of a trimmed stream: how many events
+#: were dropped before the first one it returns.
+TRIMMED_HEADER = "Stepstream-Trimmed"
+
+
+def judge_cursor(run_id: str, after: str, exists: bool, retained: Retained) -> CursorPlace:
+    """Refuse a cursor no read can honour; otherwise say where it stands.
+
+    404 for an unknown run; 400 for an id beyond the stream's last event (no event can
+    follow it: reading would wait for ever, and it must never become anyone's read
+    position); 410 for an id older than the first event kept after trimming (reading
+    on would skip events without a word: the client reloads the run instead and
+    resumes from its `last_event_id`). Returns `ok` or `finished` (at `run_finished`).
+    """
+    if not exists:
+        raise NotFound(f"unknown run {run_id!r}")
+    place = retained.place(after)
+    if place == "beyond":
+        raise InvalidRequest(
+            f"bad cursor {after!r}: beyond the last event of the run",
+            {"last_id": retained.last_id},
+        )
+    if place == "trimmed":
+        raise CursorExpired(
+            f"cursor {after!r} is older than the first event kept: the events after it "
+            "were trimmed; reload the run (GET /api/runs/<run_id>) and resume from its "
+            "last_event_id",
+            {"first_id": retained.first_id, "first_seq": retained.first_seq},
+        )
+    return place
+
+
+def trimmed_headers(after: str, retained: Retained) -> dict[str, str]:
+    """A read from the beginning of a trimmed stream says how much it lacks."""
+    if after in ("0", "0-0") and retained.trimmed:
+        return {TRIMMED_HEADER: str(retained.first_seq - 1)}
+    return {}
+
+
 def events_page(run_id: str) -> Response:
     after = cursor_arg()
     limit = limit_arg(100, 1000)
-    require_run(run_id)
-    events = services().store.read_events(run_id, after, limit)
-    return jsonify(
+    exists, retained, events = read_retained(services().store.redis, run_id, (after, limit))
+    judge_cursor(run_id, after, exists, retained)
+    response = jsonify(
         {
             "events": [e.to_dict() for e in events],
             "next_after": events[-1].id if events else None,
         }
     )
+    response.headers.update(trimmed_headers(after, retained))
+    return response
 
 
 @bp.get("/scenarios")

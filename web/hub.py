@@ -3,18 +3,24 @@
 Each WebSocket or SSE subscriber first replays the run's history itself, in `XRANGE`
 pages, and then joins the hub with the id of the last event it has. The hub's thread
 holds one Redis connection and one blocking `XREAD` over every stream that has
-subscribers, and copies what it reads into the subscribers' bounded queues. So the
-Redis connections of a web process stay a handful however many people watch.
+subscribers, and copies what it reads into the subscribers' bounded queues. Replays,
+cursor checks and wake-ups use a small pool of the hub's own: the request pool is never
+borrowed, so a burst of API requests can neither stall joiners nor make the hub drop
+its subscribers. So the Redis connections of a web process stay a handful however many
+people watch.
 
 The seam between replay and live is handled in the hub's thread, where every delivery
 of a stream happens, in order: a stream new to the hub is read from the joiner's last
 id; a joiner behind the hub's cursor of that stream gets the missing stretch with an
 `XRANGE` before anything newer; a joiner ahead skips what it already has. No gap and
-no duplicate.
+no duplicate. A joiner's id is checked against the stream's last id before it can
+become the hub's position: a cursor from the future would otherwise hold the shared
+read past every event still to come, for everyone following that run.
 
-A subscriber that falls `QUEUE_LIMIT` events behind is dropped (it may resume with
-`after`), so a slow one never holds up the others nor makes memory grow. When Redis is
-unreachable, or the process is stopping, every subscriber is told to go.
+A subscriber with more than `QUEUE_LIMIT` events, or `QUEUE_BYTES` bytes of them,
+waiting is dropped (it may resume with `after`), so a slow one never holds up the
+others nor makes memory grow. When Redis is unreachable, or the process is stopping,
+every subscriber is told to go.
 """
 
 from __future__ import annotations
@@ -31,13 +37,21 @@ from typing import Any, cast
 import redis
 
 from tasks import keys
-from tasks.events import Event, first_id_after
+from tasks.events import Event, Retained, first_id_after, id_key, read_retained, retained_of
 from tasks.store import TERMINAL_RUN
 
 log = logging.getLogger(__name__)
 
 #: Events a subscriber may have waiting before it is dropped as too slow.
 QUEUE_LIMIT = 10_000
+#: Bytes of event JSON a subscriber may have waiting before it is dropped as too slow.
+QUEUE_BYTES = 16 * 1024 * 1024
+#: The hub's own connections to Redis for replays, cursor checks and wake-ups.
+SIDE_CONNECTIONS = 3
+#: Every connection a hub may hold: its reader and its side pool.
+HUB_CONNECTIONS = 1 + SIDE_CONNECTIONS
+#: How long a replay waits for a side connection, and a side command for Redis.
+SIDE_TIMEOUT_S = 5.0
 #: Entries one XREAD or XRANGE page returns per stream.
 PAGE = 1000
 #: How long one blocking read waits; streams whose run expired are noticed this often.
@@ -49,25 +63,27 @@ class Gone(Exception):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        #: "slow" (fell too far behind), "unavailable" (Redis) or "shutdown".
+        #: "slow" (fell too far behind), "unavailable" (Redis), "shutdown", "expired"
+        #: (the run's keys are gone), "cursor" (beyond the end of the stream) or
+        #: "trimmed" (events after the cursor were dropped by MAXLEN trimming).
         self.reason = reason
-
-
-def id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class Subscription:
     """One follower of one run: the hub fills it, the request handler drains it."""
 
-    def __init__(self, run_id: str, last_id: str, limit: int) -> None:
+    def __init__(
+        self, run_id: str, last_id: str, limit: int, byte_limit: int = QUEUE_BYTES
+    ) -> None:
         self.run_id = run_id
         self.stream = keys.run_events(run_id)
         #: The id of the last event handed to this subscriber (replay included).
         self.last_id = last_id
         self.limit = limit
+        self.byte_limit = byte_limit
         self._queue: collections.deque[Event] = collections.deque()
+        #: Bytes of event JSON in the queue: a few huge events weigh as much as many.
+        self._bytes = 0
         self._ready = threading.Condition()
         self._ended: str | None = None
 
@@ -80,11 +96,14 @@ class Subscription:
             fresh = [e for e in events if id_key(e.id) > last]
             if not fresh:
                 return
-            if len(self._queue) + len(fresh) > self.limit:
+            size = sum(len(e.raw) for e in fresh)
+            if len(self._queue) + len(fresh) > self.limit or self._bytes + size > self.byte_limit:
                 self._queue.clear()  # what it has not taken is dropped with it
+                self._bytes = 0
                 self._ended = "slow"
             else:
                 self._queue.extend(fresh)
+                self._bytes += size
                 self.last_id = fresh[-1].id
             self._ready.notify()
 
@@ -101,6 +120,7 @@ class Subscription:
             if self._queue:
                 batch = list(self._queue)
                 self._queue.clear()
+                self._bytes = 0
                 return batch
             if self._ended is not None:
                 raise Gone(self._ended)
@@ -117,15 +137,33 @@ class Hub:
     def __init__(
         self,
         redis_url: str,
-        client: redis.Redis,
+        client: redis.Redis | None = None,
         queue_limit: int = QUEUE_LIMIT,
         client_name: str | None = None,
+        queue_bytes: int = QUEUE_BYTES,
     ) -> None:
-        #: For replays, catch-ups and wake-ups: the process's pooled client.
-        self.client = client
+        # `client`, the request pool's client, is accepted for callers that still pass
+        # it and not used: a busy request pool must never hold up the hub.
+        del client
         self.redis_url = redis_url
         self.queue_limit = queue_limit
+        self.queue_bytes = queue_bytes
         self.client_name = client_name
+        #: For replays, cursor checks and wake-ups: a pool of the hub's own. A Redis
+        #: that stops answering fails these within the timeouts instead of hanging.
+        self.side = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(
+                redis_url,
+                max_connections=SIDE_CONNECTIONS,
+                timeout=SIDE_TIMEOUT_S,
+                decode_responses=True,
+                socket_timeout=SIDE_TIMEOUT_S,
+                socket_connect_timeout=2,
+                socket_keepalive=True,
+                health_check_interval=30,
+                client_name=client_name,
+            )
+        )
         self._lock = threading.Lock()
         self._joining: list[Subscription] = []
         self._leaving: list[Subscription] = []
@@ -137,26 +175,45 @@ class Hub:
         # when a subscriber joins, so joining never waits for the block to time out.
         self._wake_key = f"stepstream:hub:{uuid.uuid4().hex}"
         self._wake_cursor = "0-0"
+        #: A wake-up was sent that the hub's thread has not acted on yet: joiners
+        #: arriving meanwhile need none of their own.
+        self._wake_pending = False
 
     # -- for request handlers ----------------------------------------------------------
 
-    def follow(self, run_id: str, after: str, wait_s: float) -> Iterator[list[Event]]:
+    def retained(self, run_id: str) -> tuple[bool, Retained]:
+        """Whether the run exists, and the ends of its stream (for checking a cursor)."""
+        exists, retained, _ = read_retained(self.side, run_id)
+        return exists, retained
+
+    def follow(
+        self, run_id: str, after: str, wait_s: float, queue_bytes: int | None = None
+    ) -> Iterator[list[Event]]:
         """Replay a run from `after`, then follow it live until `run_finished`.
 
         Yields events in batches as they come (a replay page, what arrived live) and an
         empty batch after each `wait_s` of silence (for keepalives); the last batch ends
-        with `run_finished`. Raises Gone when the subscriber is dropped, and redis
-        errors when replaying fails.
+        with `run_finished`. Raises Gone when the subscriber is dropped, or when
+        trimming dropped events it has not seen yet ("trimmed": never a silent gap),
+        and redis errors when replaying fails.
         """
         cursor = after if after not in ("", "0") else "0-0"
+        # From the beginning, the first event kept is where the reader starts; from a
+        # cursor, every page must start right after what the reader has.
+        check_gap = cursor != "0-0"
+        stream = keys.run_events(run_id)
         while True:  # replay, page by page, on this request's own time
             start = first_id_after(cursor)
             if start is None:
-                return
-            pipe = self.client.pipeline(transaction=True)
+                raise Gone("cursor")  # the largest id there is: nothing can follow it
+            pipe = self.side.pipeline(transaction=True)
             pipe.hget(keys.run(run_id), "status")
-            pipe.xrange(keys.run_events(run_id), min=start, max="+", count=PAGE)
-            status, entries = cast("tuple[str | None, list[Any]]", pipe.execute())
+            pipe.xrange(stream, min="-", max="+", count=1)
+            pipe.xrange(stream, min=start, max="+", count=PAGE)
+            status, head, entries = cast("tuple[str | None, list[Any], list[Any]]", pipe.execute())
+            if check_gap and _trimmed_past(head, cursor):
+                raise Gone("trimmed")
+            check_gap = True
             if not entries:
                 if status is None or status in TERMINAL_RUN:
                     return  # finished (run_finished was replayed already) or expired
@@ -166,7 +223,7 @@ class Hub:
             yield page
             if final:
                 return
-        sub = self.subscribe(run_id, cursor)
+        sub = self.subscribe(run_id, cursor, queue_bytes)
         try:
             while True:
                 batch, final = _until_final(sub.take(wait_s))
@@ -180,16 +237,20 @@ class Hub:
         finally:
             self.unsubscribe(sub)
 
-    def subscribe(self, run_id: str, last_id: str) -> Subscription:
-        sub = Subscription(run_id, last_id, self.queue_limit)
+    def subscribe(self, run_id: str, last_id: str, queue_bytes: int | None = None) -> Subscription:
+        limit_bytes = self.queue_bytes if queue_bytes is None else queue_bytes
+        sub = Subscription(run_id, last_id, self.queue_limit, limit_bytes)
         with self._lock:
             if self._stopping:
                 sub.end("shutdown")
                 return sub
             self._joining.append(sub)
+            wake = not self._wake_pending
+            self._wake_pending = True
         # After joining: a reader that stopped for want of subscribers is started again.
         self._ensure_thread()
-        self._wake()
+        if wake:
+            self._wake()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -205,6 +266,8 @@ class Hub:
         for sub in subs:
             sub.end("shutdown")
         self._wake()
+        # The reader closes its own connection as its thread ends.
+        self.side.connection_pool.disconnect()
 
     def subscriber_count(self) -> int:
         with self._lock:
@@ -230,12 +293,15 @@ class Hub:
 
     def _wake(self) -> None:
         try:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.side.pipeline(transaction=False)
             pipe.xadd(self._wake_key, {"w": "1"}, maxlen=16, approximate=False)
             pipe.expire(self._wake_key, 3600)
             pipe.execute()
         except redis.RedisError:
-            pass  # the hub's own read fails too and ends everyone: nothing to wake
+            # The joiner is then seen when the current read times out (BLOCK_S), or the
+            # hub's own read fails too and ends everyone.
+            with self._lock:
+                self._wake_pending = False
 
     def _run(self) -> None:
         reader = redis.Redis.from_url(
@@ -243,6 +309,7 @@ class Hub:
             decode_responses=True,
             socket_timeout=BLOCK_S + 10,
             socket_connect_timeout=2,
+            socket_keepalive=True,
             health_check_interval=0,
             client_name=self.client_name,
         )
@@ -273,10 +340,11 @@ class Hub:
                     return
                 joining, self._joining = self._joining, []
                 leaving, self._leaving = self._leaving, []
+                self._wake_pending = False
             for sub in leaving:
                 self._remove(sub)
             for sub in joining:
-                self._admit(sub)
+                self._admit(reader, sub)
             streams: dict[Any, Any] = dict(self._cursors)
             streams[self._wake_key] = self._wake_cursor
             reply = cast("list[Any]", reader.xread(streams, count=PAGE, block=int(BLOCK_S * 1000)))
@@ -289,16 +357,28 @@ class Hub:
                 last_check = time.monotonic()
                 self._drop_expired(reader)
 
-    def _admit(self, sub: Subscription) -> None:
+    def _admit(self, reader: redis.Redis, sub: Subscription) -> None:
         if sub.ended:
             return
         cursor = self._cursors.get(sub.stream)
+        if cursor is None or id_key(sub.last_id) > id_key(cursor):
+            # The joiner's id would become the shared read position, or is ahead of it:
+            # it must be an id the stream has reached. One from the future (a cursor
+            # checked before the stream was deleted and made anew, a caller that did
+            # not check) would hold the read past every event to come, for everyone.
+            tail = cast("list[Any]", reader.xrevrange(sub.stream, max="+", min="-", count=1))
+            if not tail:
+                sub.end("expired")
+                return
+            if id_key(sub.last_id) > id_key(tail[0][0]):
+                sub.end("cursor")
+                return
         if cursor is None:
             self._cursors[sub.stream] = sub.last_id
         elif id_key(sub.last_id) < id_key(cursor):
             # The hub is ahead of this joiner: hand it the stretch in between first.
             start = first_id_after(sub.last_id) or cursor
-            entries = self.client.xrange(sub.stream, min=start, max=cursor)
+            entries = reader.xrange(sub.stream, min=start, max=cursor)
             sub.push(_decode(cast("list[Any]", entries)))
         self._subs.setdefault(sub.stream, set()).add(sub)
 
@@ -340,6 +420,15 @@ class Hub:
             self._joining = []
         for sub in subs:
             sub.end(reason)
+
+
+def _trimmed_past(head: list[Any], cursor: str) -> bool:
+    """Whether trimming dropped events after `cursor`: the stream lost its start and its
+    first event kept (`head`, from `XRANGE - + COUNT 1`) is later than the cursor."""
+    retained = retained_of(head, head)
+    return bool(retained.trimmed and retained.first_id) and id_key(cursor) < id_key(
+        str(retained.first_id)
+    )
 
 
 def _until_final(events: list[Event]) -> tuple[list[Event], bool]:

@@ -15,6 +15,17 @@ bp = Blueprint("openapi", __name__)
 
 NULLABLE_STR = {"type": ["string", "null"]}
 STEP_STATUSES = ["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+#: The fields of a run summary (a listing's entries leave out `input`).
+SUMMARY_PROPERTIES: dict[str, Any] = {
+    "run_id": {"type": "string", "format": "uuid"},
+    "scenario_id": {"type": "string"},
+    "status": {"enum": list(RUN_STATUSES)},
+    "input": {"type": "object"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "started_at": NULLABLE_STR,
+    "finished_at": NULLABLE_STR,
+    "message": {"type": "string"},
+}
 
 SCHEMAS: dict[str, Any] = {
     "RunRequest": RunRequest.model_json_schema(),
@@ -36,16 +47,7 @@ SCHEMAS: dict[str, Any] = {
     "RunSummary": {
         "type": "object",
         "required": list(SUMMARY_FIELDS),
-        "properties": {
-            "run_id": {"type": "string", "format": "uuid"},
-            "scenario_id": {"type": "string"},
-            "status": {"enum": list(RUN_STATUSES)},
-            "input": {"type": "object"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "started_at": NULLABLE_STR,
-            "finished_at": NULLABLE_STR,
-            "message": {"type": "string"},
-        },
+        "properties": SUMMARY_PROPERTIES,
     },
     "StepSnapshot": {
         "type": "object",
@@ -93,7 +95,15 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["runs", "next_before"],
         "properties": {
-            "runs": {"type": "array", "items": {"$ref": "#/components/schemas/RunSummary"}},
+            # SPEC §6: entries of a listing leave out `input` (the snapshot has it).
+            "runs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": [f for f in SUMMARY_FIELDS if f != "input"],
+                    "properties": SUMMARY_PROPERTIES,
+                },
+            },
             "next_before": {
                 "type": ["string", "null"],
                 "description": "Pass as `before` to get the next page; null on the last.",
@@ -228,6 +238,13 @@ AFTER = {
     "description": "Start after this event id (`<ms>-<seq>`); `0` is the beginning.",
 }
 AUTH_ERRORS = {"401": error("Missing or wrong bearer token (when auth is on).")}
+TRIMMED = {
+    "description": (
+        "On a read from the beginning of a stream that `MAXLEN` trimming shortened: how "
+        "many events were dropped before the first one returned."
+    ),
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
 
 PATHS: dict[str, Any] = {
     "/api/runs": {
@@ -317,7 +334,12 @@ PATHS: dict[str, Any] = {
             "description": (
                 "With `Accept: application/json`, a page of events after `after`. Otherwise "
                 "a `text/event-stream` that replays from `after` (or `Last-Event-ID`) and "
-                "tails the run until `run_finished`."
+                "tails the run until `run_finished`. A cursor beyond the stream's last "
+                "event is 400; one older than the first event kept after `MAXLEN` "
+                "trimming is 410 (reload the run and resume from its `last_event_id`). "
+                "An event stream asked for after `run_finished` is 204, which tells an "
+                "EventSource to stop reconnecting. A read from the beginning of a "
+                "trimmed stream returns what is kept, with the `Stepstream-Trimmed` header."
             ),
             "parameters": [
                 RUN_ID,
@@ -332,13 +354,24 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": {
                     "description": "Events.",
+                    "headers": {"Stepstream-Trimmed": TRIMMED},
                     "content": {
                         "application/json": {"schema": ref("EventPage")},
                         "text/event-stream": {"schema": {"type": "string"}},
                     },
                 },
-                "400": error("Bad cursor or limit."),
+                "204": {
+                    "description": (
+                        "Event stream only: the cursor is at or after `run_finished`; "
+                        "nothing more will come."
+                    )
+                },
+                "400": error("Bad cursor (malformed, or beyond the last event) or limit."),
                 "404": error("Unknown run."),
+                "410": error(
+                    "The events right after the cursor were trimmed (`STEPSTREAM_EVENT_MAXLEN`); "
+                    "`details` has `first_id` and `first_seq` of the first event kept."
+                ),
                 **AUTH_ERRORS,
             },
         }
@@ -348,12 +381,18 @@ PATHS: dict[str, Any] = {
             "summary": "A run's events over WebSocket",
             "description": (
                 "Upgrade to a WebSocket; one text frame per event, then close code 1000 "
-                "after `run_finished`."
+                "after `run_finished`. Other close codes: 1001 server going away, 1011 "
+                "internal error, 1013 too far behind or Redis unavailable (reconnect with "
+                "`after`), 4400 cursor beyond the last event, 4410 the events after the "
+                "cursor were trimmed (reload the run and resume from its `last_event_id`)."
             ),
             "parameters": [RUN_ID, AFTER],
             "responses": {
                 "101": {"description": "Switching protocols."},
-                "400": error("Bad cursor."),
+                "400": error(
+                    "Not a WebSocket upgrade, or a bad cursor (malformed, or beyond the "
+                    "last event)."
+                ),
                 "404": error("Unknown run."),
                 **AUTH_ERRORS,
             },

@@ -7,7 +7,9 @@ plain HTTP, so every client library can see them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,12 +18,15 @@ import redis
 from flask import Blueprint, Response, request, stream_with_context
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed, Server
+from werkzeug.routing import WebsocketMismatch
 from wsproto.events import TextMessage
 
+from tasks.errors import InvalidRequest
 from tasks.events import Event
 
+from .api import CursorExpired, cursor_arg, events_page, judge_cursor, trimmed_headers
 from .api import bp as api_bp
-from .api import cursor_arg, events_page, require_run
+from .errors import error_response
 from .hub import Gone
 from .services import services
 
@@ -36,14 +41,28 @@ WS_WAIT_S = 5.0
 #: Close codes (RFC 6455 and SPEC §7).
 WS_NORMAL = 1000
 WS_GOING_AWAY = 1001
+WS_INTERNAL_ERROR = 1011
 WS_TRY_AGAIN = 1013
+#: How long a closing WebSocket waits for the client's Close before ending anyway.
+WS_CLOSE_WAIT_S = 2.0
+#: The HTTP statuses 400 and 410 as close codes, for refusals that come after the
+#: upgrade (a browser's WebSocket never sees the status of a refused handshake).
+WS_BAD_CURSOR = 4400
+WS_CURSOR_EXPIRED = 4410
 
 #: How a WebSocket is closed when its subscription is dropped, by reason.
 CLOSES = {
     "slow": (WS_TRY_AGAIN, "too far behind; reconnect with after"),
     "unavailable": (WS_TRY_AGAIN, "event store unavailable; reconnect with after"),
     "shutdown": (WS_GOING_AWAY, "server going away; reconnect with after"),
+    "cursor": (WS_BAD_CURSOR, "cursor beyond the last event of the run"),
+    "trimmed": (
+        WS_CURSOR_EXPIRED,
+        "events after the cursor were trimmed; reload the run and resume from its last_event_id",
+    ),
 }
+
+NOT_AN_UPGRADE = "expected a WebSocket upgrade"
 
 sock = Sock()
 ws_bp = Blueprint("stream", __name__, url_prefix="/api")
@@ -57,7 +76,8 @@ def sse_frames(run_id: str, after: str) -> Iterator[str]:
     try:
         # A first byte lets proxies and clients know the stream is open.
         yield ": stream open\n\n"
-        for batch in svc.hub.follow(run_id, after, SSE_KEEPALIVE_S):
+        queue_bytes = svc.settings.stream_queue_bytes
+        for batch in svc.hub.follow(run_id, after, SSE_KEEPALIVE_S, queue_bytes):
             if not batch:
                 yield ": keepalive\n\n"
                 continue
@@ -83,24 +103,58 @@ def run_events(run_id: str) -> Response:
     if wanted == "application/json":
         return events_page(run_id)
     after = cursor_arg()
-    require_run(run_id)
+    # Checked on the hub's own connections, like the replay that follows: streaming
+    # never waits for the request pool.
+    exists, retained = services().hub.retained(run_id)
+    reconnecting = bool(request.headers.get("Last-Event-ID"))
+    if reconnecting and retained.finished and retained.place(after) in ("finished", "beyond"):
+        # An EventSource reconnecting after run_finished: 204 is what tells it to stop
+        # (WHATWG), where an empty stream would only have it reconnect again.
+        return Response(status=204)
+    judge_cursor(run_id, after, exists, retained)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(
         stream_with_context(sse_frames(run_id, after)),
         mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers=headers | trimmed_headers(after, retained),
     )
 
 
 @ws_bp.before_request
 def ws_checks() -> None:
     # Runs before flask-sock upgrades the connection, so refusals are plain HTTP.
+    if not is_upgrade():
+        raise InvalidRequest(NOT_AN_UPGRADE)
     run_id = (request.view_args or {}).get("run_id", "")
-    cursor_arg()
-    require_run(run_id)
+    after = cursor_arg()
+    exists, retained = services().hub.retained(run_id)
+    # An expired cursor is told after the upgrade, as close code 4410, which a browser
+    # can read (it never sees the status of a refused handshake).
+    with contextlib.suppress(CursorExpired):
+        judge_cursor(run_id, after, exists, retained)
     # permessage-deflate is declined: events are small, and a zlib context per
     # connection costs about 110 KB and CPU on every frame, at both ends. Without the
     # client's offer the handshake settles on plain frames.
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+
+
+def is_upgrade() -> bool:
+    """Whether the request is a WebSocket opening handshake (RFC 6455 §4.1): anything
+    less makes the handshake fail inside flask-sock, which would be a 500."""
+    headers = request.headers
+    connection = {v.strip().lower() for v in headers.get("Connection", "").split(",")}
+    return (
+        "upgrade" in connection
+        and headers.get("Upgrade", "").lower() == "websocket"
+        and bool(headers.get("Sec-WebSocket-Key"))
+        and headers.get("Sec-WebSocket-Version") == "13"
+    )
+
+
+@ws_bp.app_errorhandler(WebsocketMismatch)
+def not_an_upgrade(exc: WebsocketMismatch) -> Response:
+    """A plain HTTP request to a WebSocket route (routing tells it apart by its headers)."""
+    return error_response(400, InvalidRequest.code, NOT_AN_UPGRADE)
 
 
 class WholeFrames:
@@ -144,27 +198,52 @@ def run_ws(ws: Server, run_id: str) -> None:
     gauge = svc.metrics.subscribers.labels("ws")
     sent = svc.metrics.events_sent.labels("ws")
     gauge.inc()
+    # What the close says unless the stream ends as it should or is dropped.
+    code, text = WS_INTERNAL_ERROR, "internal error"
     try:
-        for batch in svc.hub.follow(run_id, after, WS_WAIT_S):
+        queue_bytes = svc.settings.stream_queue_bytes
+        for batch in svc.hub.follow(run_id, after, WS_WAIT_S, queue_bytes):
             # Messages from the client mean nothing here; drop them so they cannot pile up.
             while ws.receive(timeout=0) is not None:
                 pass
             if not ws.connected:
-                return
+                break
             if batch:
                 send_frames(ws, batch)
                 sent.inc(len(batch))
-        ws.close(reason=WS_NORMAL, message="run finished")
+        code, text = WS_NORMAL, "run finished"
     except ConnectionClosed:
-        pass
+        code, text = WS_NORMAL, ""  # the client closed first; its Close was answered
     except (Gone, redis.ConnectionError, redis.TimeoutError) as exc:
         reason = _reason(exc)
         log.warning("WebSocket stream of run %s ended: %s", run_id, reason)
         svc.metrics.dropped.labels("ws", reason).inc()
         code, text = CLOSES.get(reason, CLOSES["unavailable"])
-        ws.close(reason=code, message=text)
     finally:
         gauge.dec()
+        close_cleanly(ws, code, text)
+
+
+def close_cleanly(ws: Server, code: int, text: str) -> None:
+    """The closing handshake of RFC 6455 §7.1: send Close, wait for the client's Close,
+    then end the TCP connection from the server's side.
+
+    Left to itself the connection ends otherwise: under Werkzeug (`flask run`), once
+    the view returns, the server writes an HTTP response of its own onto the socket
+    right behind the Close frame. A browser reads that as a broken frame and fails the
+    connection (close 1006, wasClean false), dropping frames it had received but not
+    yet handed to the page: the last events, `run_finished` among them. Here the
+    socket is shut down once the handshake is over, so that late write fails as a
+    dropped connection (which Werkzeug ignores) instead of reaching the client;
+    gunicorn writes nothing after a WebSocket.
+    """
+    with contextlib.suppress(ConnectionClosed, OSError):
+        ws.close(reason=code, message=text)
+    # simple-websocket's reader ends when the client's Close (or the end of the
+    # connection) arrives; a client that never answers is not waited for long.
+    ws.thread.join(timeout=WS_CLOSE_WAIT_S)
+    with contextlib.suppress(OSError):
+        ws.sock.shutdown(socket.SHUT_RDWR)
 
 
 def ws_options() -> dict[str, object]:

@@ -18,7 +18,7 @@ import pytest
 import redis
 import websocket
 from clients import sse_events, submit, ws_events
-from conftest import LiveServer, WorkerProcess, start_web, wait_for
+from conftest import LiveServer, WorkerProcess, serve, start_web, wait_for
 
 from tasks import keys
 from tasks.config import Settings
@@ -27,7 +27,7 @@ from tasks.scenario import parse_scenario
 from tasks.step_events import EventWriter
 from tasks.store import RunStore
 from web import WEB_CLIENT_NAME, WEB_REDIS_CONNECTIONS
-from web.hub import Gone, Hub, Subscription
+from web.hub import HUB_CONNECTIONS, Gone, Hub, Subscription
 
 SCENARIO = parse_scenario(
     {
@@ -139,6 +139,99 @@ def test_a_subscriber_that_falls_behind_is_dropped_and_the_others_are_not(
         live.close()
 
 
+def test_a_joiner_from_the_future_never_moves_the_hub_and_others_get_every_event(
+    live: Live,
+) -> None:
+    """A cursor past the stream's last id that reaches the hub anyway (checked before
+    the stream changed, or by a caller that did not check) is turned away there: had it
+    become the hub's read position, the followers after it would get nothing more."""
+    last_ms = int(live.ids()[-1].split("-")[0])
+    future = live.hub.subscribe(live.run_id, f"{last_ms + 3_600_000}-0")
+    with pytest.raises(Gone) as gone:
+        future.take(10)
+    assert gone.value.reason == "cursor"
+    start = live.ids()
+    first = live.hub.subscribe(live.run_id, start[-1])
+    second = live.hub.subscribe(live.run_id, start[0])
+    live.say(3)
+    live.store.finish_step(live.run_id, "only", 1, "succeeded", "", "1")
+    everything = live.ids()
+    assert [e.id for e in drain(first, len(everything) - len(start))] == everything[len(start) :]
+    got = drain(second, len(everything) - 1)
+    assert [e.id for e in got] == everything[1:] and got[-1].is_final
+    for sub in (first, second):
+        assert sub.take(0.05) == []
+
+
+def test_a_subscriber_with_too_many_bytes_waiting_is_dropped_and_the_others_are_not(
+    quiet: tuple[Settings, dict[str, str]],
+) -> None:
+    """Few events, but big ones: the byte cap cuts off the one that does not read."""
+    live = Live(quiet[0], queue_limit=1000)
+    live.hub.queue_bytes = 64 * 1024
+    try:
+        last = live.ids()[-1]
+        slow = live.hub.subscribe(live.run_id, last)
+        fast = live.hub.subscribe(live.run_id, last)
+        got: list[Event] = []
+        for i in range(1, 41):
+            message = {"message": f"{i:03d} " + "x" * 4000}
+            live.store.step_event(live.run_id, "only", 1, "step_log", message, number=i)
+            got += drain(fast, i - len(got))
+        with pytest.raises(Gone) as gone:
+            while True:
+                slow.take(1.0)
+        assert gone.value.reason == "slow"
+        assert [e.data["message"][:3] for e in got] == [f"{i:03d}" for i in range(1, 41)]
+    finally:
+        live.close()
+
+
+def test_subscribers_join_and_follow_while_the_request_pool_is_exhausted(
+    quiet: tuple[Settings, dict[str, str]], app_factory: Any
+) -> None:
+    """Every connection of the web's request pool is held (a burst of slow requests):
+    streaming runs on the hub's own connections, so followers over SSE and WebSocket
+    join, get every event and the end, and none is dropped."""
+    settings, _ = quiet
+    live = Live(settings)
+    app = app_factory(redis_url=settings.redis_url)
+    pool = app.extensions["stepstream"].store.redis.connection_pool
+    held = [pool.get_connection() for _ in range(WEB_REDIS_CONNECTIONS)]
+    results: dict[str, Any] = {}
+    try:
+        with serve(app) as server:
+            threads = [
+                threading.Thread(
+                    target=lambda: results.update(sse=sse_events(server.url, live.run_id)),
+                    daemon=True,
+                ),
+                threading.Thread(
+                    target=lambda: results.update(ws=ws_events(server.ws_url, live.run_id)),
+                    daemon=True,
+                ),
+            ]
+            for thread in threads:
+                thread.start()
+            hub = app.extensions["stepstream"].hub
+            wait_for(lambda: hub.subscriber_count() == 2, what="both followers in the hub")
+            live.say(20)
+            live.store.finish_step(live.run_id, "only", 1, "succeeded", "", "1")
+            for thread in threads:
+                thread.join(timeout=30)
+    finally:
+        for connection in held:
+            pool.release(connection)
+        # Nothing of this app may stay connected: later tests count connections.
+        app.extensions["stepstream"].hub.stop()
+        pool.disconnect()
+        live.close()
+    everything = live.ids()
+    assert [e["id"] for e in results["sse"]] == everything
+    events, code = results["ws"]
+    assert ([e["id"] for e in events], code) == (everything, 1000)
+
+
 def test_200_subscribers_on_20_runs_each_get_every_event_once_on_few_connections(
     quiet: tuple[Settings, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -186,8 +279,8 @@ def test_200_subscribers_on_20_runs_each_get_every_event_once_on_few_connections
         web.kill()
         for live in runs:
             live.close()
-    # The capped pool and the hub's own reader, whatever the number of subscribers.
-    assert 1 <= peak <= WEB_REDIS_CONNECTIONS + 1
+    # The capped pool and the hub's own connections, whatever the number of subscribers.
+    assert 1 <= peak <= WEB_REDIS_CONNECTIONS + HUB_CONNECTIONS
     assert len(results) == 200
     for (i, _), events in results.items():
         stored = [e for e, _ in r.xrange(keys.run_events(runs[i].run_id))]
@@ -367,3 +460,73 @@ def test_a_websocket_client_that_stops_reading_is_closed_with_1013(
     assert (code, received < 4_000) == (1013, True), received
     events, reader_code = reader["result"]
     assert reader_code == 1000 and len(events) == 3 + 4_000 + 2
+
+
+def test_clients_that_stop_reading_big_events_are_cut_off_by_bytes_and_readers_are_not(
+    quiet: tuple[Settings, dict[str, str]], tmp_path: Path
+) -> None:
+    """Fewer events than STEPSTREAM_STREAM_QUEUE allows, but megabytes of them: the
+    byte cap cuts off a WebSocket client (1013) and an SSE client (the response ends
+    without run_finished) that stopped reading; clients that read get everything."""
+    settings, base_env = quiet
+    live = Live(settings)
+    env = {**base_env, "STEPSTREAM_STREAM_QUEUE_BYTES": str(1 << 20)}
+    web = start_web(env, tmp_path, "web-bytes")
+    ws_url = "ws" + web.url[len("http") :]
+    metrics = f"{web.url}/metrics"
+    events_url = f"{web.url}/api/runs/{live.run_id}/events"
+    try:
+        stalled_ws = websocket.create_connection(f"{ws_url}/api/runs/{live.run_id}/ws", timeout=30)
+        with httpx.stream("GET", events_url, timeout=60) as stalled_sse:
+            readers: dict[str, Any] = {}
+            threads = [
+                threading.Thread(
+                    target=lambda: readers.update(ws=ws_events(ws_url, live.run_id, timeout=60)),
+                    daemon=True,
+                ),
+                threading.Thread(
+                    target=lambda: readers.update(sse=sse_events(web.url, live.run_id)),
+                    daemon=True,
+                ),
+            ]
+            for thread in threads:
+                thread.start()
+
+            def all_live() -> bool:
+                text = httpx.get(metrics).text
+                gauge = 'stepstream_stream_subscribers{{transport="{}"}} 2.0'
+                return all(gauge.format(t) in text for t in ("ws", "sse"))
+
+            wait_for(all_live, what="all four clients live")
+            writer = EventWriter(live.store, live.run_id, "only", 1)
+            # 16 MB in 2,000 events, far below the event cap of 10,000.
+            for i in range(1, 2_001):
+                writer.put("step_log", {"message": f"{i:06d} " + "x" * 8000})
+                if i % 50 == 0:
+                    time.sleep(0.1)  # the load's pace, not a wait for a result
+            writer.close()
+            live.store.finish_step(live.run_id, "only", 1, "succeeded", "", "1")
+            for thread in threads:
+                thread.join(timeout=60)
+            sse_types = [
+                line.removeprefix("event: ")
+                for line in stalled_sse.iter_lines()
+                if line.startswith("event: ")
+            ]
+        code = None
+        received = 0
+        while code is None:
+            opcode, data = stalled_ws.recv_data(control_frame=False)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                code = int.from_bytes(data[:2], "big")
+            else:
+                received += 1
+        stalled_ws.close()
+    finally:
+        web.kill()
+        live.close()
+    assert (code, received < 2_000) == (1013, True), received
+    assert sse_types and "run_finished" not in sse_types and len(sse_types) < 2_000
+    events, reader_code = readers["ws"]
+    assert reader_code == 1000 and len(events) == 3 + 2_000 + 2
+    assert len(readers["sse"]) == 3 + 2_000 + 2
