@@ -28,6 +28,10 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+#: Seconds past a step's soft time limit before Celery kills its process (the hard limit).
+HARD_LIMIT_GRACE_S = 10
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every `STEPSTREAM_*` variable of SPEC §9, with its default."""
@@ -54,7 +58,12 @@ class Settings:
     redis_retry_s: float = 60.0
     #: After this long the broker hands out again a message whose worker never
     #: acknowledged it (a lost node's): the backstop for anything such a node held.
+    #: A dispatch owed this long (a queued run or a ready step nobody started) is sent
+    #: again by the sweeper.
     redeliver_s: float = 300.0
+    #: How long past its hard time limit an attempt may still be recorded as running
+    #: before the sweeper ends it, whatever the health of its worker.
+    attempt_grace_s: float = 30.0
     #: Events a streaming client may fall behind before it is cut off (1013).
     stream_queue: int = 10_000
     #: Bytes of event JSON a streaming client may fall behind before it is cut off.
@@ -88,6 +97,7 @@ class Settings:
             max_output_bytes=_int(env, "STEPSTREAM_MAX_OUTPUT_BYTES", cls.max_output_bytes),
             redis_retry_s=_float(env, "STEPSTREAM_REDIS_RETRY_S", cls.redis_retry_s),
             redeliver_s=_float(env, "STEPSTREAM_REDELIVER_S", cls.redeliver_s),
+            attempt_grace_s=_float(env, "STEPSTREAM_ATTEMPT_GRACE_S", cls.attempt_grace_s),
             flower_url=env.get("STEPSTREAM_FLOWER_URL", ""),
             stream_queue=_int(env, "STEPSTREAM_STREAM_QUEUE", cls.stream_queue),
             stream_queue_bytes=_int(env, "STEPSTREAM_STREAM_QUEUE_BYTES", cls.stream_queue_bytes),
