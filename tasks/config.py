@@ -68,6 +68,9 @@ class Settings:
     stream_queue: int = 10_000
     #: Bytes of event JSON a streaming client may fall behind before it is cut off.
     stream_queue_bytes: int = 16 * 1024 * 1024
+    #: The Celery queue of steps that name none (SPEC §13.1): stepstream's own, so that
+    #: another Celery app on the same broker never takes its messages (and drops them).
+    queue: str = "stepstream"
     #: Where the browser UI links to Flower; "" means port 5555 of the page's host.
     flower_url: str = ""
     #: The file listing MCP servers whose tools steps may call; None: no MCP tools.
@@ -98,6 +101,7 @@ class Settings:
             redis_retry_s=_float(env, "STEPSTREAM_REDIS_RETRY_S", cls.redis_retry_s),
             redeliver_s=_float(env, "STEPSTREAM_REDELIVER_S", cls.redeliver_s),
             attempt_grace_s=_float(env, "STEPSTREAM_ATTEMPT_GRACE_S", cls.attempt_grace_s),
+            queue=env.get("STEPSTREAM_QUEUE") or cls.queue,
             flower_url=env.get("STEPSTREAM_FLOWER_URL", ""),
             stream_queue=_int(env, "STEPSTREAM_STREAM_QUEUE", cls.stream_queue),
             stream_queue_bytes=_int(env, "STEPSTREAM_STREAM_QUEUE_BYTES", cls.stream_queue_bytes),

@@ -100,11 +100,13 @@ def execute(
         return failed(exc.message)
     except Exception as exc:
         log.exception("step %s of run %s crashed", ctx.step, ctx.run_id)
-        return failed(f"{type(exc).__name__}: {exc}")
+        return failed(clean(f"{type(exc).__name__}: {exc}"))
     try:
         output_json = json.dumps(output, allow_nan=False, separators=(",", ":"))
+        # Strict JSON holds valid Unicode only: a lone surrogate cannot be encoded.
+        json.dumps(output, ensure_ascii=False).encode()
     except (TypeError, ValueError) as exc:
-        return failed(f"output is not JSON: {exc}")
+        return failed(f"output is not JSON: {clean(exc)}")
     if len(output_json) > max_output_bytes:
         return failed(
             f"output is {len(output_json)} bytes of JSON, over the limit of {max_output_bytes}"

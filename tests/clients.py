@@ -61,6 +61,8 @@ def sse_frames(
     with httpx.stream(
         "GET", f"{url}/api/runs/{run_id}/events", params=params, headers=hdrs, timeout=30
     ) as response:
+        if response.status_code == 204:
+            return  # the run has finished and nothing follows the cursor
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         frame: dict[str, str] = {}

@@ -161,6 +161,8 @@ class Api:
                     headers={"Accept": "text/event-stream"},
                     timeout=httpx.Timeout(30, read=60),
                 ) as response:
+                    if response.status_code == 204:
+                        return  # the run has finished and nothing follows `last`
                     if response.status_code >= 400:
                         response.read()
                         if response.status_code not in RETRYABLE:
@@ -238,6 +240,9 @@ def follow(api: Api, run_id: str, after: str | None, as_json: bool, cancel: bool
         except click.ClickException as exc:
             click.echo(f"interrupted; could not cancel run {run_id}: {exc.message}", err=True)
         return EXIT_INTERRUPTED
+    if status is None:
+        # Followed from its last event: the run's own record says how it ended.
+        status = api.call("GET", f"/api/runs/{run_id}").get("status")
     return EXIT_OK if status == "succeeded" else EXIT_FAILED
 
 

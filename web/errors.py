@@ -71,6 +71,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)
+    # Out of memory, read-only replica, a script killed: Redis cannot serve now.
+    @app.errorhandler(redis.ResponseError)
     @app.errorhandler(OperationalError)
     def _unavailable(exc: Exception) -> Response:
         log.warning("backend unavailable: %s", exc)

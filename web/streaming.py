@@ -107,9 +107,11 @@ def run_events(run_id: str) -> Response:
     # never waits for the request pool.
     exists, retained = services().hub.retained(run_id)
     reconnecting = bool(request.headers.get("Last-Event-ID"))
-    if reconnecting and retained.finished and retained.place(after) in ("finished", "beyond"):
-        # An EventSource reconnecting after run_finished: 204 is what tells it to stop
-        # (WHATWG), where an empty stream would only have it reconnect again.
+    ended = ("finished", "beyond") if reconnecting else ("finished",)
+    if retained.finished and retained.place(after) in ended:
+        # Nothing will ever follow: 204 is what tells an EventSource to stop (WHATWG),
+        # where an empty stream would only have it reconnect again, whether it came
+        # back with Last-Event-ID or was opened with `after` at the end.
         return Response(status=204)
     judge_cursor(run_id, after, exists, retained)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

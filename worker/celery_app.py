@@ -62,6 +62,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_step": 0.2,
             "interval_max": 0.5,
         },
+        # Its own queue, not Celery's shared default `celery`: a worker started with
+        # no -Q consumes it.
+        "task_default_queue": settings.queue,
         "task_ignore_result": True,
         "result_backend": None,
         "task_serializer": "json",

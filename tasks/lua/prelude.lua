@@ -55,8 +55,12 @@ local MAX_RETRY_DELAY_S = 3600
 --- Events appended by this call, as {id, json, id, json, ...}, returned to the caller.
 local EMITTED = {}
 
+--- A JSON string. Besides what cjson escapes, U+2028, U+2029 and U+0085 are escaped:
+--- legal in JSON, they end a line for JavaScript and some SSE and line readers.
 local function str(s)
-  return cjson.encode(s)
+  local encoded = cjson.encode(s)
+  encoded = encoded:gsub('\226\128\168', '\\u2028'):gsub('\226\128\169', '\\u2029')
+  return (encoded:gsub('\194\133', '\\u0085'))
 end
 
 --- The run's id and stream cap, read once per script call (a batch emits many events).

@@ -190,7 +190,7 @@ def test_hostile_request(
         assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
         assert body["error"]["message"], body
         if case.method == "POST" and path == RUNS:
-            assert r.zcard("stepstream:runs") == 0 and broker.llen("celery") == 0
+            assert r.zcard("stepstream:runs") == 0 and broker.llen("stepstream") == 0
     elif path == RUNS and case.method == "POST":
         # What was accepted is served back exactly, as strict JSON.
         snapshot = httpx.get(f"{server.url}{RUNS}/{body['run_id']}", timeout=10)

@@ -74,6 +74,9 @@ def test_json_lines_and_tail_after_a_cursor(live_server: LiveServer, worker: Wor
     assert tail.exit_code == 0
     assert json_lines(tail.output) == events[3:]
     assert cli(live_server, "tail", run_id, "--json").exit_code == 0  # from the start
+    # From its last event: nothing to print, and the run's own status is the exit code.
+    at_end = cli(live_server, "tail", run_id, "--json", "--after", events[-1]["id"])
+    assert (at_end.exit_code, at_end.output) == (0, "")
 
 
 def test_listing_showing_and_cancelling(live_server: LiveServer, worker: WorkerProcess) -> None:

@@ -54,7 +54,7 @@ def test_same_key_and_body_returns_the_first_run(
     assert again.get_json() == {field: snapshot[field] for field in again.get_json()}
     assert again.headers["Location"] == first.headers["Location"]
     assert run_ids(r) == [first.get_json()["run_id"]]
-    assert broker.llen("celery") == 1
+    assert broker.llen("stepstream") == 1
 
 
 def test_replay_is_the_summary_of_the_first_run(client: Any) -> None:
@@ -67,7 +67,7 @@ def test_many_replays_start_nothing_more(client: Any, r: redis.Redis, broker: re
     statuses = [post(client, "same").status_code for _ in range(5)]
     assert statuses == [202, 200, 200, 200, 200]
     assert len(run_ids(r)) == 1
-    assert broker.llen("celery") == 1
+    assert broker.llen("stepstream") == 1
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_same_key_with_another_body_is_409_and_creates_nothing(
     assert_error(post(client, "order-42", other), 409)
     assert run_ids(r) == [first.get_json()["run_id"]]
     assert len(list(r.scan_iter("stepstream:run:*:steps"))) == 1
-    assert broker.llen("celery") == 1
+    assert broker.llen("stepstream") == 1
     # The first body still gets its run back.
     assert post(client, "order-42").get_json()["run_id"] == first.get_json()["run_id"]
 
@@ -100,7 +100,7 @@ def test_different_keys_start_different_runs(
     assert (a.status_code, b.status_code) == (202, 202)
     assert a.get_json()["run_id"] != b.get_json()["run_id"]
     assert sorted(run_ids(r)) == sorted([a.get_json()["run_id"], b.get_json()["run_id"]])
-    assert broker.llen("celery") == 2
+    assert broker.llen("stepstream") == 2
 
 
 def test_without_a_key_every_request_starts_a_run(client: Any, r: redis.Redis) -> None:
@@ -128,7 +128,7 @@ def test_invalid_key_is_400_and_creates_nothing(
     assert run_ids(r) == []
     assert list(r.scan_iter("stepstream:run:*")) == []
     assert list(r.scan_iter("stepstream:idem:*")) == []
-    assert broker.llen("celery") == 0
+    assert broker.llen("stepstream") == 0
 
 
 def test_longest_valid_key_is_accepted(client: Any) -> None:
@@ -182,7 +182,7 @@ def test_concurrent_requests_with_one_key_start_one_run(
     winner = next(resp.json()["run_id"] for resp in responses if resp.status_code == 202)
     assert {resp.json()["run_id"] for resp in responses if resp.status_code == 200} <= {winner}
     assert run_ids(r) == [winner]
-    assert broker.llen("celery") == 1
+    assert broker.llen("stepstream") == 1
 
 
 def test_the_same_body_written_differently_is_the_same_request(client: Any, r: redis.Redis) -> None:

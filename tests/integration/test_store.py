@@ -398,3 +398,19 @@ def test_a_chatty_steps_events_are_batched_in_order(settings: Settings, r: redis
     assert [e["seq"] for e in events] == list(range(4, 5004))
     assert CountingStore.calls < 5000 / 4  # batched, not one round trip per event
     assert store.snapshot(run_id)["steps"][0]["progress"] == 4999 / 5000
+
+
+def test_line_separators_in_messages_are_escaped_in_every_event(store: RunStore) -> None:
+    """U+2028, U+2029 and U+0085 are legal in JSON but end lines for JavaScript and some
+    line readers: no event carries them raw, and every event reads back exactly."""
+    one = scenario({"name": "a", "tool": "echo"})
+    run_id = new_run(store, one)
+    store.start_run(run_id, "w\u2028@test")
+    store.start_step(run_id, "a", 1, "w\u2028@test")
+    store.step_events(run_id, "a", 1, [("step_log", {"message": "log \u2029 line"}, None, 1)])
+    store.finish_step(run_id, "a", 1, "failed", "one\u2028two\u2029three\u0085four", "")
+    raw = [fields["data"] for _, fields in store.redis.xrange(keys.run_events(run_id))]
+    assert raw and not any(c in data for data in raw for c in "\u2028\u2029\u0085")
+    events = stream(store, run_id)
+    assert events[-1]["message"] == "step a failed: one\u2028two\u2029three\u0085four"
+    assert events[1]["worker"] == "w\u2028@test"

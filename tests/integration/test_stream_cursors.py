@@ -197,6 +197,8 @@ def test_an_event_source_reconnecting_after_run_finished_is_told_to_stop(
     # One opened with `?after=` reconnects with that URL: its Last-Event-ID is what counts.
     answer = httpx.get(url, params={"after": ids[0]}, headers={"Last-Event-ID": final})
     assert answer.status_code == 204
+    # One opened at the end (no Last-Event-ID yet) must not loop either.
+    assert httpx.get(url, params={"after": final}, timeout=10).status_code == 204
     # Just before the end is a replay of run_finished, as ever.
     assert [e["id"] for e in sse_events(server.url, run.run_id, last_event_id=ids[-2])] == [final]
     # The JSON page and the WebSocket keep their ways: an empty page, a close at once.

@@ -71,3 +71,27 @@ def test_crash_and_unserialisable_and_oversize_outputs_fail_cleanly() -> None:
     assert run({"tool": "weird"}, registry).message.startswith("output is not JSON")
     big = run({"tool": "huge"}, registry, max_output_bytes=1000)
     assert not big.succeeded and "over the limit of 1000" in big.message
+
+
+def test_outputs_and_messages_that_strict_json_cannot_hold_fail_cleanly() -> None:
+    registry = ToolRegistry()
+
+    @tool("nan", description="returns NaN", input_schema={"type": "object"})
+    def nan(ctx: Any, /) -> Any:
+        return {"x": float("nan")}
+
+    @tool("surrogate", description="returns a lone surrogate", input_schema={"type": "object"})
+    def surrogate(ctx: Any, /) -> Any:
+        return {"x": "bad \ud800"}
+
+    @tool("loud", description="fails with a long, broken message", input_schema={"type": "object"})
+    def loud(ctx: Any, /) -> Any:
+        raise RuntimeError("\udc80" + "x" * 100_000)
+
+    for t in (nan, surrogate, loud):
+        registry.register(t)
+    assert run({"tool": "nan"}, registry).message.startswith("output is not JSON")
+    assert run({"tool": "surrogate"}, registry).message.startswith("output is not JSON")
+    loud_message = run({"tool": "loud"}, registry).message
+    assert loud_message.startswith("RuntimeError: \\udc80xxx")
+    assert len(loud_message.encode()) <= 8192 and loud_message.endswith("bytes truncated]")
