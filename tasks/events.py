@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -44,7 +45,7 @@ class Event:
 
     @classmethod
     def from_data(cls, entry_id: str, data: dict[str, Any]) -> Event:
-        return cls(entry_id, json.dumps(data, separators=(",", ":")))
+        return cls(entry_id, json.dumps(_finite(data), separators=(",", ":"), allow_nan=False))
 
     @cached_property
     def data(self) -> dict[str, Any]:
@@ -78,7 +79,12 @@ class Event:
         """Read a stream entry's `data`; None (and a log line) if unreadable."""
         eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         text = raw.decode() if isinstance(raw, bytes) else raw
-        if isinstance(text, str) and text.startswith(WRITTEN_PREFIX) and text.endswith("}"):
+        if (
+            isinstance(text, str)
+            and text.startswith(WRITTEN_PREFIX)
+            and text.endswith("}")
+            and not _MAYBE_NOT_FINITE.search(text)
+        ):
             return cls(eid, text)  # written by the run scripts: well formed by construction
         try:
             data = json.loads(text)
@@ -89,6 +95,22 @@ class Event:
             log.warning("skipping event %s: unknown schema_version", eid)
             return None
         return cls.from_data(eid, data)
+
+
+#: Words that, outside a string, are JSON only to Python: events stored before inputs
+#: were checked may hold them. Such an event is parsed and written again as strict JSON.
+_MAYBE_NOT_FINITE = re.compile(r"Infinity|NaN")
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every number that is not finite (NaN, +-Infinity) replaced by null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 #: Both halves of a Redis stream id are unsigned 64-bit integers.

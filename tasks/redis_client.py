@@ -110,12 +110,13 @@ def connect(
     max_connections: int | None = None,
     health_check_s: int = HEALTH_CHECK_S,
     decode_responses: bool = True,
+    pool_wait_s: float = POOL_WAIT_S,
 ) -> redis.Redis:
     """A client of the Redis at `url` whose calls fail within a bound when it hangs.
 
     A call fails after about `retry_s` plus one `read_timeout_s`. A caller that blocks
     on the server (XREAD BLOCK, BRPOP) passes a `read_timeout_s` longer than its block.
-    With `max_connections` the pool is capped and a caller waits at most `POOL_WAIT_S`
+    With `max_connections` the pool is capped and a caller waits at most `pool_wait_s`
     for a connection.
     """
     options: dict[str, Any] = {
@@ -133,6 +134,6 @@ def connect(
     if max_connections is None:
         return redis.Redis.from_url(url, **options)
     pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=POOL_WAIT_S, **options
+        url, max_connections=max_connections, timeout=pool_wait_s, **options
     )
     return redis.Redis(connection_pool=pool)

@@ -27,7 +27,7 @@ from .services import Services, services
 STREAMING = frozenset({"api.run_events", "stream.run_ws"})
 
 
-#: Pooled Redis connections of one web process (the hub holds one more of its own).
+#: Pooled Redis connections of one web process's requests (the hub has its own four).
 WEB_REDIS_CONNECTIONS = 6
 #: The name a web process's Redis connections carry in CLIENT LIST (the hub's too).
 WEB_CLIENT_NAME = "stepstream-web"
@@ -57,8 +57,8 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
         store=store,
         hub=Hub(
             settings.redis_url,
-            store.redis,
             queue_limit=settings.stream_queue,
+            queue_bytes=settings.stream_queue_bytes,
             client_name=WEB_CLIENT_NAME,
         ),
         tools=tools,

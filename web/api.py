@@ -30,6 +30,7 @@ from tasks.events import CursorPlace, Retained, is_stream_id, read_retained
 from tasks.redis_client import UNAVAILABLE
 from tasks.runner import ENFORCE_CANCEL, RUN_SCENARIO
 from tasks.scenario import Scenario
+from tasks.store import RUN_STATUSES
 
 from . import errors
 from .registry import registry
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 MAX_LIMIT = 200
 #: The same Idempotency-Key is remembered this long.
 IDEMPOTENCY_TTL_S = 24 * 3600

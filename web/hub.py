@@ -36,7 +36,7 @@ from typing import Any, cast
 
 import redis
 
-from tasks import keys
+from tasks import keys, redis_client
 from tasks.events import Event, Retained, first_id_after, id_key, read_retained, retained_of
 from tasks.store import TERMINAL_RUN
 
@@ -137,32 +137,25 @@ class Hub:
     def __init__(
         self,
         redis_url: str,
-        client: redis.Redis | None = None,
         queue_limit: int = QUEUE_LIMIT,
         client_name: str | None = None,
         queue_bytes: int = QUEUE_BYTES,
     ) -> None:
-        # `client`, the request pool's client, is accepted for callers that still pass
-        # it and not used: a busy request pool must never hold up the hub.
-        del client
+        # Connections of its own, never the request pool's: a busy request pool must
+        # never hold up the hub.
         self.redis_url = redis_url
         self.queue_limit = queue_limit
         self.queue_bytes = queue_bytes
         self.client_name = client_name
         #: For replays, cursor checks and wake-ups: a pool of the hub's own. A Redis
         #: that stops answering fails these within the timeouts instead of hanging.
-        self.side = redis.Redis(
-            connection_pool=redis.BlockingConnectionPool.from_url(
-                redis_url,
-                max_connections=SIDE_CONNECTIONS,
-                timeout=SIDE_TIMEOUT_S,
-                decode_responses=True,
-                socket_timeout=SIDE_TIMEOUT_S,
-                socket_connect_timeout=2,
-                socket_keepalive=True,
-                health_check_interval=30,
-                client_name=client_name,
-            )
+        self.side = redis_client.connect(
+            redis_url,
+            client_name=client_name,
+            retry_s=0,
+            read_timeout_s=SIDE_TIMEOUT_S,
+            max_connections=SIDE_CONNECTIONS,
+            pool_wait_s=SIDE_TIMEOUT_S,
         )
         self._lock = threading.Lock()
         self._joining: list[Subscription] = []
@@ -304,14 +297,13 @@ class Hub:
                 self._wake_pending = False
 
     def _run(self) -> None:
-        reader = redis.Redis.from_url(
+        # Its read timeout outlasts the blocking read; no health check (it is never idle).
+        reader = redis_client.connect(
             self.redis_url,
-            decode_responses=True,
-            socket_timeout=BLOCK_S + 10,
-            socket_connect_timeout=2,
-            socket_keepalive=True,
-            health_check_interval=0,
             client_name=self.client_name,
+            retry_s=0,
+            read_timeout_s=BLOCK_S + 10,
+            health_check_s=0,
         )
         pause = 0.1
         try:

@@ -73,18 +73,19 @@ class RunView:
             self._drop_bar(step)
             self._print(self._finished_line(step, event))
         elif kind == "run_resumed":
-            self._print(f"[yellow]↻[/] run resumed on {event['worker']} ({event['reason']})")
+            worker, reason = escape(str(event["worker"])), escape(str(event["reason"]))
+            self._print(f"[yellow]↻[/] run resumed on {worker} ({reason})")
         elif kind == "run_started":
             self._print(f"[dim]run started on {escape(str(event.get('worker', '')))}[/]")
         elif kind == "run_finished":
             self.status = event["status"]
             colour = {"succeeded": "green", "failed": "red"}.get(event["status"], "yellow")
-            message = f": {escape(event['message'])}" if event.get("message") else ""
-            self._print(f"[bold {colour}]run {event['status']}[/]{message}")
+            message = f": {escape(str(event['message']))}" if event.get("message") else ""
+            self._print(f"[bold {colour}]run {escape(str(event['status']))}[/]{message}")
 
     def _finished_line(self, step: str, event: dict[str, Any]) -> str:
         status = event["status"]
-        line = f"{MARKS.get(status, '?')} {step} {status}"
+        line = f"{MARKS.get(status, '?')} {step} {escape(str(status))}"
         if event.get("duration_ms") is not None:
             line += f" in {_duration(float(event['duration_ms']))}"
         if event.get("message"):

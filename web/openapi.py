@@ -7,9 +7,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from tasks.scenario import SCENARIO_ID_PATTERN
-from tasks.store import STEP_FIELDS, SUMMARY_FIELDS
+from tasks.store import RUN_STATUSES, STEP_FIELDS, SUMMARY_FIELDS
 
-from .api import MAX_LIMIT, RUN_STATUSES, RunRequest
+from .api import MAX_LIMIT, RunRequest
 
 bp = Blueprint("openapi", __name__)
 

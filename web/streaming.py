@@ -76,8 +76,7 @@ def sse_frames(run_id: str, after: str) -> Iterator[str]:
     try:
         # A first byte lets proxies and clients know the stream is open.
         yield ": stream open\n\n"
-        queue_bytes = svc.settings.stream_queue_bytes
-        for batch in svc.hub.follow(run_id, after, SSE_KEEPALIVE_S, queue_bytes):
+        for batch in svc.hub.follow(run_id, after, SSE_KEEPALIVE_S):
             if not batch:
                 yield ": keepalive\n\n"
                 continue
@@ -203,8 +202,7 @@ def run_ws(ws: Server, run_id: str) -> None:
     # What the close says unless the stream ends as it should or is dropped.
     code, text = WS_INTERNAL_ERROR, "internal error"
     try:
-        queue_bytes = svc.settings.stream_queue_bytes
-        for batch in svc.hub.follow(run_id, after, WS_WAIT_S, queue_bytes):
+        for batch in svc.hub.follow(run_id, after, WS_WAIT_S):
             # Messages from the client mean nothing here; drop them so they cannot pile up.
             while ws.receive(timeout=0) is not None:
                 pass

@@ -49,7 +49,7 @@ class Live:
         self.store.create_run(self.run_id, SCENARIO, {})
         self.store.start_run(self.run_id, "w@test")
         self.store.start_step(self.run_id, "only", 1, "w@test")
-        self.hub = Hub(settings.redis_url, self.store.redis, queue_limit=queue_limit)
+        self.hub = Hub(settings.redis_url, queue_limit=queue_limit)
         self.said = 0
 
     def say(self, n: int = 1) -> None:
