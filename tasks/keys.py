@@ -67,6 +67,11 @@ def owed_dispatches() -> str:
     return f"{PREFIX}:attempts:dispatch"
 
 
+def indexes_version() -> str:
+    """String: set once every run is in the listing and watch indexes."""
+    return f"{PREFIX}:indexes:version"
+
+
 def sweeper_lock() -> str:
     """String: held by the one worker sweeping for lost runs right now."""
     return f"{PREFIX}:sweeper"

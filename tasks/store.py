@@ -50,6 +50,8 @@ STEP_FIELDS = (
 )
 TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+#: The version of the listing and watch indexes this code keeps (see `reindex`).
+INDEXES_VERSION = 2
 #: How many old index entries each new run checks for expiry, so the index shrinks as
 #: fast as it grows without any background job.
 SWEEP_BATCH = 10
@@ -157,6 +159,7 @@ class RunStore:
                 "enforce_cancel",
                 "resume_step",
                 "sweep_check",
+                "reindex_run",
             )
         }
 
@@ -311,6 +314,29 @@ class RunStore:
         pipe.hdel(keys.scenario_of(), *run_ids)
         pipe.zrem(keys.owed_dispatches(), *run_ids)
         pipe.execute()
+
+    def reindex(self, page: int = 500) -> int:
+        """Put every run into the listing and watch indexes, once per Redis: runs created
+        before those existed are listed by status and scenario, and their attempts in
+        flight are watched like any other. Returns how many runs it looked at (0 when
+        done before)."""
+        if self.redis.exists(keys.indexes_version()):
+            return 0
+        seen, offset = 0, 0
+        while True:
+            run_ids = cast(
+                "list[str]", self.redis.zrange(keys.runs_index(), offset, offset + page - 1)
+            )
+            if not run_ids:
+                break
+            pipe = self.redis.pipeline(transaction=False)
+            for run_id in run_ids:
+                self._scripts["reindex_run"](keys=keys.run_keys(run_id), args=[], client=pipe)
+            pipe.execute()
+            seen += len(run_ids)
+            offset += page
+        self.redis.set(keys.indexes_version(), INDEXES_VERSION)
+        return seen
 
     def delete_run(self, run_id: str) -> None:
         """Undo a run that could not be enqueued, so nothing is left half-created."""

@@ -41,11 +41,18 @@ class Sweeper:
     def __init__(self, store: RunStore, hostname: str) -> None:
         self.store = store
         self.hostname = hostname
+        self.reindexed = False
 
     def sweep(self) -> int:
         """One pass; returns how many attempts and dispatches it acted on."""
         settings = self.store.settings
         client = self.store.redis
+        if not self.reindexed:
+            # Runs of an earlier version join the indexes before anything relies on them.
+            reindexed = self.store.reindex()
+            if reindexed:
+                log.warning("put %d runs of an earlier version into the indexes", reindexed)
+            self.reindexed = True
         hold_ms = max(1, int(settings.heartbeat_s * 1000 * 0.9))
         if not client.set(keys.sweeper_lock(), self.hostname, nx=True, px=hold_ms):
             return 0  # another worker swept moments ago

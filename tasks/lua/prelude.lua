@@ -128,9 +128,10 @@ end
 --- Index a step's attempt as running until its deadline: its time limit plus the grace
 --- of the hard limit and of the sweeper. The member names the attempt, its holder and
 --- when it started, so that finding lost attempts needs no other read.
-local function watch_running(step, attempt, worker, incarnation)
-  local member = table.concat({this_run_id(), step, attempt, tostring(NOW_MS), incarnation,
-    worker}, '\t')
+local function watch_running(step, attempt, worker, incarnation, started_ms)
+  started_ms = started_ms or NOW_MS
+  local member = table.concat({this_run_id(), step, attempt, string.format('%d', started_ms),
+    incarnation, worker}, '\t')
   local deadline = NOW_MS + math.floor(tonumber(step_get(step, 'timeout_s')) * 1000)
     + run_field_number('deadline_grace_ms', DEFAULT_DEADLINE_GRACE_MS)
   redis.call('ZADD', RUNNING, deadline, member)

@@ -414,3 +414,41 @@ def test_line_separators_in_messages_are_escaped_in_every_event(store: RunStore)
     events = stream(store, run_id)
     assert events[-1]["message"] == "step a failed: one\u2028two\u2029three\u0085four"
     assert events[1]["worker"] == "w\u2028@test"
+
+
+def test_runs_of_an_earlier_version_join_the_indexes_once(store: RunStore) -> None:
+    """A run created before the listing and watch indexes existed (here: taken out of
+    them) is listed by status and scenario, and its running attempt watched, after
+    `reindex`, which the first sweep of a worker calls; a second call does nothing."""
+    from tasks.watch import running_attempts
+
+    run_id = new_run(store)
+    store.start_run(run_id, "w@test")
+    assert store.start_step(run_id, "a", 1, "w@test") is not None
+    (entry,) = store.redis.zrange(keys.running_attempts(), 0, -1)
+    started_us = int(store.redis.hget(keys.run_steps(run_id), "a.started_us"))  # type: ignore[arg-type]
+    pipe = store.redis.pipeline()
+    pipe.zrem(keys.runs_by_status("running"), run_id)
+    pipe.zrem(keys.runs_by_scenario("s"), run_id)
+    pipe.zrem(keys.runs_by_scenario("s", "running"), run_id)
+    pipe.hdel(keys.scenario_of(), run_id)
+    pipe.zrem(keys.running_attempts(), entry)
+    pipe.hset(keys.run_steps(run_id), "a.running_member", "")
+    pipe.delete(keys.indexes_version())
+    pipe.execute()
+    assert store.list_runs(status="running")[0] == []
+
+    assert store.reindex() == 1
+    assert [r["run_id"] for r in store.list_runs(status="running")[0]] == [run_id]
+    assert [r["run_id"] for r in store.list_runs(scenario_id="s", status="running")[0]] == [run_id]
+    (attempt,) = running_attempts(store.redis)
+    assert (attempt.run_id, attempt.step, attempt.attempt, attempt.worker) == (
+        run_id,
+        "a",
+        1,
+        "w@test",
+    )
+    assert attempt.started == started_us // 1000 / 1000
+    assert store.reindex() == 0
+    store.finish_step(run_id, "a", 1, "succeeded", "", "null")
+    assert store.redis.zcard(keys.running_attempts()) == 0
