@@ -10,11 +10,12 @@ INSTALLED := $(VENV)/.installed
 PIP_FLAGS := --quiet --disable-pip-version-check --progress-bar off
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install browser up test lint fmt bench clean
+.PHONY: help venv install browser up test quick lint fmt bench clean
 
 help:
 	@echo "make up     install, then run redis + worker + web + flower in the foreground"
 	@echo "make test   install, lint, then run the whole test suite"
+	@echo "make quick  lint, then the suite without its slow tests (chaos, outages, scale)"
 	@echo "make lint   ruff check, ruff format --check, mypy"
 	@echo "make fmt    ruff format and ruff check --fix"
 	@echo "make bench  run the benchmarks (one JSON object per line)"
@@ -65,6 +66,10 @@ browser:
 
 test: install lint browser
 	$(VENV_PYTHON) -m pytest -q
+
+# The inner loop: everything but the tests marked slow (and the browser).
+quick: install lint
+	$(VENV_PYTHON) -m pytest -q -x -m "not slow" --ignore=tests/browser
 
 fmt: install
 	$(VENV)/bin/ruff format .

@@ -22,6 +22,9 @@ from conftest import WorkerProcess, serve, url_of, wait_for
 from devtools.redis_server import RedisServer
 from web import WEB_REDIS_CONNECTIONS
 
+#: Minutes of real processes and faults: left out of `make quick`.
+pytestmark = pytest.mark.slow
+
 #: What the API promises while Redis does not answer.
 ANSWER_WITHIN_S = 5.0
 BODY = {"scenario_id": "hello_sequence", "input": {"name": "Ada"}}

@@ -28,6 +28,9 @@ from tasks import keys
 from tasks.config import Settings
 from tasks.store import RunStore
 
+#: Minutes of real processes and faults: left out of `make quick`.
+pytestmark = pytest.mark.slow
+
 RUNS = 50
 SEED = 20261123
 NODES = ("c1", "c2", "c3")

@@ -20,6 +20,9 @@ from conftest import start_worker, wait_for
 from tasks import keys
 from tasks.config import Settings
 
+#: Minutes of real processes and faults: left out of `make quick`.
+pytestmark = pytest.mark.slow
+
 SKEWED = Path(__file__).resolve().parent.parent / "skewed_clock"
 
 

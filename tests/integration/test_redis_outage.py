@@ -22,6 +22,9 @@ from conftest import LiveServer, WorkerProcess, serve, start_worker, wait_for
 
 from devtools.redis_server import RedisServer
 
+#: Minutes of real processes and faults: left out of `make quick`.
+pytestmark = pytest.mark.slow
+
 #: How long Redis stays down: the fault being injected, not a wait for a result.
 OUTAGE_S = 1.5
 

@@ -1,0 +1,265 @@
+"""Defects found by review (each test fails on the current main)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from conftest import start_worker, wait_for
+
+from tasks import keys
+from tasks.config import Settings
+
+DBS = (8, 9)
+
+
+@pytest.fixture
+def env(base_env: dict[str, str], settings: Settings) -> Iterator[dict[str, str]]:
+    base = settings.redis_url.rsplit("/", 1)[0]
+    for db in DBS:
+        redis.Redis.from_url(f"{base}/{db}").flushdb()
+    yield {
+        **base_env,
+        "STEPSTREAM_REDIS_URL": f"{base}/{DBS[0]}",
+        "STEPSTREAM_BROKER_URL": f"{base}/{DBS[1]}",
+    }
+
+
+def events_of(store: redis.Redis, run_id: str) -> list[dict[str, Any]]:
+    entries = store.xrange(keys.run_events(run_id))
+    return [json.loads(f["data"]) for _, f in entries]  # type: ignore[index]
+
+
+def ended(store: redis.Redis, run_id: str) -> Callable[[], list[dict[str, Any]] | None]:
+    def check() -> list[dict[str, Any]] | None:
+        events = events_of(store, run_id)
+        return events if events and events[-1]["type"] == "run_finished" else None
+
+    return check
+
+
+def test_a_worker_whose_name_has_a_space_is_never_taken_over_while_alive(
+    env: dict[str, str],
+    app_factory: Callable[..., Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Celery accepts `-n "odd name@host"`; the registry's NODE_NAME refuses any name with
+    whitespace, so the sweeper never counts that worker alive and takes over (and runs a
+    second time) every step it holds for longer than 3 heartbeats."""
+    app = app_factory(
+        redis_url=env["STEPSTREAM_REDIS_URL"], broker_url=env["STEPSTREAM_BROKER_URL"]
+    )
+    client = app.test_client()
+    worker = start_worker(env, "odd name", tmp_path_factory.mktemp("odd"), concurrency=1)
+    store = redis.Redis.from_url(env["STEPSTREAM_REDIS_URL"], decode_responses=True)
+    try:
+        response = client.post(
+            "/api/runs", json={"scenario_id": "test_slow_progress", "input": {"seconds": 5}}
+        )
+        run_id = response.get_json()["run_id"]
+        events = wait_for(ended(store, run_id), timeout=40, what="the run to finish")
+        names = [w["name"] for w in client.get("/api/workers").get_json()]
+        assert events[-1]["status"] == "succeeded", events[-1]
+        assert [e for e in events if e["type"] == "run_resumed"] == []
+        assert any(n.startswith("odd name@") for n in names), names
+    finally:
+        store.close()
+        worker.stop()
+
+
+def make_legacy(store: redis.Redis, run_id: str, scenario_id: str) -> None:
+    """Turn a run into what the code before f7ef954 wrote: only `stepstream:runs` and
+    the `stepstream:active` set; no status/scenario/watch index entries, no
+    redeliver_ms / deadline_grace_ms / running_member fields."""
+    status = store.hget(keys.run(run_id), "status")
+    pipe = store.pipeline()
+    pipe.zrem(keys.runs_by_status(str(status)), run_id)
+    pipe.zrem(keys.runs_by_scenario(scenario_id), run_id)
+    pipe.zrem(keys.runs_by_scenario(scenario_id, str(status)), run_id)
+    pipe.hdel(keys.scenario_of(), run_id)
+    pipe.zrem(keys.owed_dispatches(), run_id)
+    for entry in store.zrange(keys.running_attempts(), 0, -1):
+        if str(entry).startswith(run_id):
+            pipe.zrem(keys.running_attempts(), entry)
+    pipe.hdel(keys.run(run_id), "redeliver_ms", "deadline_grace_ms")
+    pipe.sadd("stepstream:active", run_id)
+    pipe.execute()
+    for field in store.hkeys(keys.run_steps(run_id)):
+        if str(field).endswith(".running_member"):
+            store.hset(keys.run_steps(run_id), field, "")
+
+
+def test_runs_created_before_the_status_indexes_are_listed_by_status(
+    env: dict[str, str], app_factory: Callable[..., Any]
+) -> None:
+    """After an upgrade, a run created by the previous version is in `GET /api/runs` but
+    in no filtered listing: the status and scenario indexes are never backfilled."""
+    app = app_factory(
+        redis_url=env["STEPSTREAM_REDIS_URL"], broker_url=env["STEPSTREAM_BROKER_URL"]
+    )
+    client = app.test_client()
+    run_id = client.post(
+        "/api/runs", json={"scenario_id": "test_slow_progress", "input": {"seconds": 1}}
+    ).get_json()["run_id"]
+    store = redis.Redis.from_url(env["STEPSTREAM_REDIS_URL"], decode_responses=True)
+    make_legacy(store, run_id, "test_slow_progress")
+    everything = [r["run_id"] for r in client.get("/api/runs").get_json()["runs"]]
+    assert everything == [run_id]
+    for query in ("status=queued", "scenario_id=test_slow_progress"):
+        listed = [r["run_id"] for r in client.get(f"/api/runs?{query}").get_json()["runs"]]
+        assert listed == [run_id], query
+    store.close()
+
+
+def test_a_run_started_before_the_upgrade_is_taken_over_when_its_node_is_lost(
+    env: dict[str, str],
+    app_factory: Callable[..., Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The previous sweeper walked `stepstream:active`; this one reads only the watch
+    indexes, which attempts started by the previous version are not in. A node of the
+    previous version lost mid-step (SIGKILL in a rolling upgrade) leaves its run
+    `running` for ever: the redelivered message finds the attempt taken, and no
+    sweeper ever looks at it."""
+    import os
+    import signal
+
+    env = {**env, "STEPSTREAM_REDELIVER_S": "2"}
+    app = app_factory(
+        redis_url=env["STEPSTREAM_REDIS_URL"], broker_url=env["STEPSTREAM_BROKER_URL"]
+    )
+    client = app.test_client()
+    logs = tmp_path_factory.mktemp("legacy")
+    old = start_worker(env, "old", logs, concurrency=1)
+    store = redis.Redis.from_url(env["STEPSTREAM_REDIS_URL"], decode_responses=True)
+    new = None
+    try:
+        run_id = client.post(
+            "/api/runs", json={"scenario_id": "test_slow_progress", "input": {"seconds": 30}}
+        ).get_json()["run_id"]
+        steps = keys.run_steps(run_id)
+        wait_for(lambda: store.hget(steps, "long.status") == "running", what="the long step")
+        make_legacy(store, run_id, "test_slow_progress")
+        os.killpg(old.proc.pid, signal.SIGKILL)
+        old.proc.wait(timeout=10)
+        new = start_worker(env, "new", logs, concurrency=1)
+        events = wait_for(ended(store, run_id), timeout=60, what="the run to finish")
+        assert events[-1]["status"] == "succeeded", events[-1]
+    finally:
+        store.close()
+        for w in (old, new):
+            if w is not None:
+                w.stop()
+
+
+def test_a_cursor_in_unicode_digits_cannot_drop_every_subscriber_of_the_process(
+    worker: Any, live_server: Any
+) -> None:
+    """`is_stream_id` matches `\\d`, which in a str pattern is any Unicode digit: an
+    `after` in Arabic-Indic digits passes as a stream id. When it names a followed run's
+    last event, the replay reads nothing, the cursor is kept as given and becomes the
+    hub's XREAD position; Redis refuses the id, the hub takes that for an outage and
+    drops every subscriber of the process (WebSocket close 1013)."""
+    import threading
+
+    import httpx
+    from clients import submit, ws_events
+
+    victim_run = submit(live_server.url, "test_silent", {"seconds": 4})["run_id"]
+    result: dict[str, Any] = {}
+
+    def follow() -> None:
+        result["events"], result["code"] = ws_events(live_server.ws_url, victim_run)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    hub = live_server.app.extensions["stepstream"].hub
+    wait_for(lambda: hub.subscriber_count() >= 1, what="the victim to join the hub")
+
+    own_run = submit(live_server.url, "test_silent", {"seconds": 4})["run_id"]
+
+    def quiet_and_running() -> str | None:
+        snap = httpx.get(f"{live_server.url}/api/runs/{own_run}").json()
+        return snap["last_event_id"] if snap["steps"][0]["status"] == "running" else None
+
+    last = wait_for(quiet_and_running, what="the attacker's run to be running")
+    arabic = last.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    with httpx.stream(
+        "GET", f"{live_server.url}/api/runs/{own_run}/events", params={"after": arabic},
+        timeout=10,
+    ) as response:
+        assert response.status_code in (200, 400), response.status_code
+        if response.status_code == 200:
+            next(response.iter_lines())
+            wait_for(lambda: hub.subscriber_count() >= 2 or not thread.is_alive(),
+                     what="the attacker to join")
+    thread.join(timeout=30)
+    assert result["code"] == 1000, result.get("code")
+    assert result["events"][-1]["type"] == "run_finished"
+
+
+def test_a_body_of_escaped_quotes_is_refused_in_linear_time(client: Any) -> None:
+    """The depth check strips strings with `_STRING.sub` before counting brackets. In a
+    body with more than 64 brackets followed by an unterminated string of escaped quotes,
+    the regex is tried at every quote and each try scans to the end: quadratic. 64 KiB
+    takes ~10 s of CPU, a body at the 1 MiB limit ~45 min, in the request's thread (under
+    gevent, the whole web process: every stream stalls)."""
+    import time
+
+    body = "[" * 65 + '"' + '\\"' * 32_000  # 64 KiB, far below max_body_bytes
+    started = time.monotonic()
+    response = client.post("/api/runs", data=body, content_type="application/json")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 400
+    assert elapsed < 1.0, f"{elapsed:.1f} s for a {len(body)} byte body"
+
+
+def test_a_lost_run_whose_steps_were_evicted_is_failed_and_its_entry_dropped(
+    r: redis.Redis, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Steps hash evicted (or half-deleted) while a step runs, and its worker gone: the
+    sweeper's take_over calls resume_step, which answers `stale` (the step is not
+    `running` any more as far as the missing hash says) and leaves the entry; overdue
+    attempts of lost workers are never given to sweep_check, which alone would fail the
+    run `state_lost`. The run stays `running` for ever (unless a redelivered message
+    happens to come by) and its entry is re-examined on every sweep for ever."""
+    from dataclasses import replace
+
+    from tasks.store import RunStore
+    from worker.sweeper import Sweeper
+
+    directory = tmp_path_factory.mktemp("evicted")
+    (directory / "s.yaml").write_text(
+        "schema_version: '1'\nscenario_id: one\nname: one\nsteps:\n"
+        "  - {name: s, tool: echo, timeout_s: 1}\n"
+    )
+    scenario = load_scenarios_for(directory)
+    fast = replace(settings, heartbeat_s=0.01, attempt_grace_s=0.0)
+    store = RunStore.from_settings(fast)
+    store.create_run("evicted-run", scenario, {})
+    store.start_run("evicted-run", "ghost@nowhere")
+    assert store.start_step("evicted-run", "s", 1, "ghost@nowhere") is not None
+    r.delete(keys.run_steps("evicted-run"))  # evicted under memory pressure
+    sweeper = Sweeper(store, "sweeper@here")
+
+    def swept_and_ended() -> bool:
+        r.delete(keys.sweeper_lock())
+        sweeper.sweep()
+        return r.hget(keys.run("evicted-run"), "status") == "failed"
+
+    try:
+        wait_for(swept_and_ended, timeout=5, what="the run to fail state_lost")
+    finally:
+        left = r.zrange(keys.running_attempts(), 0, -1)
+    assert r.hget(keys.run("evicted-run"), "reason") == "state_lost"
+    assert left == []
+
+
+def load_scenarios_for(directory: Any) -> Any:
+    from tasks.loader import load_scenarios
+
+    result = load_scenarios(directory, {"echo"})
+    return next(iter(result.scenarios.values()))
