@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 
 #: A Redis stream id, `<ms>-<seq>`; also accepted: `0` meaning "from the beginning".
-STREAM_ID = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
+#: ASCII digits only: `\d` would take any script's digits, which Redis refuses.
+STREAM_ID = re.compile(r"^(0|[0-9]{1,20}-[0-9]{1,20})$")
 
 TERMINAL_TYPE = "run_finished"
 
@@ -119,9 +120,17 @@ MAX_ID_PART = 2**64 - 1
 
 def is_stream_id(value: str) -> bool:
     """Whether `value` is `0` or an id Redis could have given, `<ms>-<seq>`."""
-    if not STREAM_ID.match(value):
+    if not STREAM_ID.fullmatch(value):
         return False
     return all(int(part) <= MAX_ID_PART for part in value.split("-"))
+
+
+def canonical_id(value: str) -> str:
+    """A stream id as Redis writes it (no leading zeros); `value` passed is_stream_id."""
+    if value == "0":
+        return value
+    ms, seq = value.split("-")
+    return f"{int(ms)}-{int(seq)}"
 
 
 def first_id_after(after: str) -> str | None:

@@ -67,6 +67,12 @@ def owed_dispatches() -> str:
     return f"{PREFIX}:attempts:dispatch"
 
 
+def legacy_active_runs() -> str:
+    """Set: unfinished runs, as versions before the watch indexes kept them (and nodes of
+    such a version still do during a rolling upgrade)."""
+    return f"{PREFIX}:active"
+
+
 def indexes_version() -> str:
     """String: set once every run is in the listing and watch indexes."""
     return f"{PREFIX}:indexes:version"

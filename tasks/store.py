@@ -208,13 +208,17 @@ class RunStore:
 
     def create_runs(self, runs: Sequence[tuple[str, Scenario, Any]]) -> list[CreatedRun]:
         """Store many queued runs in one round trip; each as `create_run` does."""
-        pipe = self.redis.pipeline(transaction=False)
-        inputs = []
-        for run_id, scenario, run_input in runs:
-            args, input_json = self._create_args(run_id, scenario, run_input)
-            self._scripts["create_run"](keys=keys.run_keys(run_id), args=args, client=pipe)
-            inputs.append(input_json)
-        replies = pipe.execute()
+        script = self._scripts["create_run"]
+        built = [self._create_args(run_id, sc, run_input) for run_id, sc, run_input in runs]
+        inputs = [input_json for _, input_json in built]
+        if len(runs) == 1:
+            # One run, one command (a pipeline first asks whether its scripts are loaded).
+            replies = [script(keys=keys.run_keys(runs[0][0]), args=built[0][0])]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for (run_id, _, _), (args, _) in zip(runs, built, strict=True):
+                script(keys=keys.run_keys(run_id), args=args, client=pipe)
+            replies = pipe.execute()
         created = []
         for (run_id, scenario, _), input_json, (_, emitted) in zip(
             runs, inputs, replies, strict=True
@@ -322,21 +326,40 @@ class RunStore:
         done before)."""
         if self.redis.exists(keys.indexes_version()):
             return 0
-        seen, offset = 0, 0
-        while True:
-            run_ids = cast(
-                "list[str]", self.redis.zrange(keys.runs_index(), offset, offset + page - 1)
-            )
-            if not run_ids:
-                break
-            pipe = self.redis.pipeline(transaction=False)
-            for run_id in run_ids:
-                self._scripts["reindex_run"](keys=keys.run_keys(run_id), args=[], client=pipe)
-            pipe.execute()
-            seen += len(run_ids)
-            offset += page
+        seen = 0
+        # ZSCAN returns every run present throughout, however the index changes meanwhile
+        # (perhaps twice: reindexing is safe to repeat).
+        batch: list[str] = []
+        for run_id, _ in self.redis.zscan_iter(keys.runs_index(), count=page):
+            batch.append(cast(str, run_id))
+            if len(batch) == page:
+                self._reindex_runs(batch)
+                seen, batch = seen + len(batch), []
+        self._reindex_runs(batch)
         self.redis.set(keys.indexes_version(), INDEXES_VERSION)
-        return seen
+        return seen + len(batch)
+
+    def reindex_legacy(self) -> int:
+        """Index the unfinished runs that nodes of an earlier version keep in their own
+        set, during a rolling upgrade: their new runs and new attempts are watched and
+        listed like any other. Returns how many are still unfinished there."""
+        run_ids = sorted(cast("set[str]", self.redis.smembers(keys.legacy_active_runs())))
+        if not run_ids:
+            return 0
+        done = [
+            run_id
+            for run_id, verdict in zip(run_ids, self._reindex_runs(run_ids), strict=True)
+            if verdict != "indexed"
+        ]
+        if done:
+            self.redis.srem(keys.legacy_active_runs(), *done)
+        return len(run_ids) - len(done)
+
+    def _reindex_runs(self, run_ids: list[str]) -> list[str]:
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in run_ids:
+            self._scripts["reindex_run"](keys=keys.run_keys(run_id), args=[], client=pipe)
+        return cast("list[str]", pipe.execute()) if run_ids else []
 
     def delete_run(self, run_id: str) -> None:
         """Undo a run that could not be enqueued, so nothing is left half-created."""

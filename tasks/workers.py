@@ -17,8 +17,10 @@ from typing import Any
 STALE_AFTER_INTERVALS = 3
 #: Workers silent this long are dropped from the registry.
 FORGET_AFTER_S = 24 * 3600
-#: Celery node names are `name@host`; anything else is not a worker's row.
-NODE_NAME = re.compile(r"^[^@\s]{1,200}@[^@\s]{1,200}$")
+#: Celery node names are `name@host`, and Celery accepts almost anything in either part
+#: (spaces, Unicode, more `@`): a row is a worker's if its name has an `@` and no
+#: control character. A worker whose row were refused would look dead to the sweeper.
+NODE_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,500}$")
 #: Set by a worker node's main process when it starts, inherited by its pool children:
 #: a node restarted under the same name is a new incarnation, and the attempts the old
 #: one held are known to be lost without waiting for it to look stale.
@@ -92,7 +94,7 @@ _LISTED = {"name", "last_heartbeat", "active_runs", "processed"}
 
 
 def _parse(name: str, raw: str) -> dict[str, Any] | None:
-    if not NODE_NAME.match(name):
+    if "@" not in name or not NODE_NAME.fullmatch(name):
         return None
     try:
         row = json.loads(raw)

@@ -24,6 +24,8 @@ class _Pair:
         self.upstream = upstream
         #: Set when a black hole caught this connection: nothing crosses it any more.
         self.dead = upstream is None
+        #: Set while replies are lost: requests still reach Redis.
+        self.mute = False
 
     def close(self) -> None:
         for sock in (self.client, self.upstream):
@@ -42,6 +44,7 @@ class BlackHoleProxy:
         self._lock = threading.Lock()
         self._pairs: list[_Pair] = []
         self._holes = False
+        self._mute = False
         self._closed = False
         self._thread = threading.Thread(target=self._accept, name="blackhole", daemon=True)
         self._thread.start()
@@ -56,10 +59,22 @@ class BlackHoleProxy:
             for pair in self._pairs:
                 pair.dead = True
 
+    def lose_replies(self) -> None:
+        """From now on requests reach Redis, which acts on them, but no reply comes back:
+        the client cannot tell whether what it asked was done."""
+        with self._lock:
+            self._mute = True
+            for pair in self._pairs:
+                pair.mute = True
+
     def forward(self) -> None:
         """New connections reach Redis again (those the black hole caught stay dead)."""
         with self._lock:
             self._holes = False
+            self._mute = False
+            for pair in self._pairs:
+                if pair.mute:
+                    pair.dead = True
 
     def close(self) -> None:
         with self._lock:
@@ -93,6 +108,7 @@ class BlackHoleProxy:
                 holes = self._holes
             upstream = None if holes else socket.create_connection((HOST, self.upstream_port))
             pair = _Pair(client, upstream)
+            pair.mute = self._mute
             with self._lock:
                 self._pairs.append(pair)
             if upstream is None:
@@ -114,7 +130,7 @@ class BlackHoleProxy:
                     with contextlib.suppress(OSError):
                         pair.upstream.close()  # Redis' end only: the client hears nothing
                 return
-            if pair.dead:
+            if pair.dead or (pair.mute and src is pair.upstream):
                 continue  # swallowed by the black hole
             try:
                 dst.sendall(data)

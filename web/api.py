@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import re
+import threading
+import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,11 +28,11 @@ from tasks.errors import (
     StepstreamError,
     Unavailable,
 )
-from tasks.events import CursorPlace, Retained, is_stream_id, read_retained
+from tasks.events import CursorPlace, Retained, canonical_id, is_stream_id, read_retained
 from tasks.redis_client import UNAVAILABLE
 from tasks.runner import ENFORCE_CANCEL, RUN_SCENARIO
 from tasks.scenario import Scenario
-from tasks.store import RUN_STATUSES
+from tasks.store import RUN_STATUSES, RunStore
 
 from . import errors
 from .registry import registry
@@ -144,11 +146,14 @@ def create_run() -> tuple[Response, int, dict[str, str]]:
     try:
         created = svc.store.create_run(run_id, scenario, run_input)
     except UNAVAILABLE as exc:
-        # Redis that does not answer is not asked again to undo (that would only wait
-        # again): a run recorded before its reply was lost is taken over by a retry
-        # with the same Idempotency-Key once the claim is abandoned.
+        # Redis that does not answer is not asked again to undo now (that would only
+        # wait again). A run recorded before its reply was lost is taken over by a
+        # retry with the same Idempotency-Key once the claim is abandoned; without a
+        # key, nobody will ask for it: it is deleted once Redis answers again.
         if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             undo_run(run_id, idem)
+        elif idem is None:
+            undo_later(svc.store, run_id)
         raise Unavailable(f"could not record the run: {exc}") from None
     try:
         # The claim becomes final before the run is sent: a request that took the key
@@ -211,7 +216,7 @@ def claim_idempotency_key(key: str, run_id: str, req: RunRequest) -> str | None:
     compare-and-set on the key, so two requests never both own it. The claim's age
     comes from the key's TTL, that is from Redis' clock, never from this host's.
     """
-    if not IDEMPOTENCY_KEY.match(key):
+    if not IDEMPOTENCY_KEY.fullmatch(key):
         raise InvalidRequest("Idempotency-Key must be 1-200 printable ASCII characters")
     svc = services()
     name = keys.idempotency(key)
@@ -296,6 +301,33 @@ def undo_run(run_id: str, idem: str | None) -> None:
         pass  # Redis itself is away: a claim left pending is taken over in time.
 
 
+#: How long a web process keeps trying to delete a run it answered 503 for.
+UNDO_FOR_S = 600.0
+
+
+def undo_later(store: RunStore, run_id: str) -> None:
+    """Delete, once Redis answers again, a run that may have been recorded before the
+    request answered 503: its client was told nothing was created, and the sweeper
+    would otherwise start it (its start is owed). One that a worker started meanwhile is
+    left to run: deleting it mid-run would be worse."""
+
+    def undo() -> None:
+        deadline = time.monotonic() + UNDO_FOR_S
+        while True:
+            try:
+                if store.redis.hget(keys.run(run_id), "status") == "queued":
+                    store.delete_run(run_id)
+                    log.warning("run %s deleted: its request was answered 503", run_id)
+                return
+            except UNAVAILABLE:
+                if time.monotonic() > deadline:
+                    log.error("run %s may have been recorded though answered 503", run_id)
+                    return
+                time.sleep(1.0)  # Redis is still away: try again in a moment
+
+    threading.Thread(target=undo, name="stepstream-undo", daemon=True).start()
+
+
 def known_scenario(scenario_id: str) -> bool:
     return services().catalog.get(scenario_id) is not None
 
@@ -364,7 +396,7 @@ def cursor_arg() -> str:
         return "0"
     if not is_stream_id(after):
         raise InvalidRequest(f"bad cursor {after!r}: expected a stream id like 1700000000000-0")
-    return after
+    return canonical_id(after)
 
 
 def require_run(run_id: str) -> None:

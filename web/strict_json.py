@@ -28,8 +28,11 @@ MAX_DEPTH = 64
 #: Digits (and sign) beyond which an integer is out of the double range for sure.
 _MAX_INT_CHARS = 310
 
-#: A JSON string, escapes included; DOTALL so that no character can end a match early.
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+#: A JSON string, escapes included (DOTALL: no character ends a match early), or what
+#: is left of the text after an unterminated one. Every match succeeds where it starts,
+#: so stripping strings is one linear pass whatever the text: a pattern that could fail
+#: would be retried from every quote, which is quadratic.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -47,15 +47,17 @@ class Sweeper:
         """One pass; returns how many attempts and dispatches it acted on."""
         settings = self.store.settings
         client = self.store.redis
+        hold_ms = max(1, int(settings.heartbeat_s * 1000 * 0.9))
+        if not client.set(keys.sweeper_lock(), self.hostname, nx=True, px=hold_ms):
+            return 0  # another worker swept moments ago
         if not self.reindexed:
             # Runs of an earlier version join the indexes before anything relies on them.
             reindexed = self.store.reindex()
             if reindexed:
                 log.warning("put %d runs of an earlier version into the indexes", reindexed)
             self.reindexed = True
-        hold_ms = max(1, int(settings.heartbeat_s * 1000 * 0.9))
-        if not client.set(keys.sweeper_lock(), self.hostname, nx=True, px=hold_ms):
-            return 0  # another worker swept moments ago
+        # And so do those that nodes of that version start during a rolling upgrade.
+        self.store.reindex_legacy()
         now = redis_now(client)
         grace = STALE_AFTER_INTERVALS * settings.heartbeat_s
         registry = read_registry(
@@ -140,6 +142,13 @@ def take_over(
             attempt.run_id, attempt.step, attempt.attempt, reason, holder=attempt.worker
         )
         if t.outcome == "stale":
+            # Not running as indexed: the entry is dropped, and a run whose step state
+            # vanished meanwhile is failed, rather than looked at again every sweep.
+            check = store.sweep_check(
+                attempt.run_id, "running", attempt.entry, attempt.step, attempt.attempt
+            )
+            if check.verdict == "state_lost":
+                log.error("run %s failed: its step state is missing from Redis", attempt.run_id)
             continue
         log.warning(
             "run %s: step %s attempt %d held by %s taken over (%s): %s",

@@ -2,7 +2,7 @@
 -- and scenario indexes, and, while it is unfinished, its queued start, ready steps and
 -- running attempts (their deadline counted from now). Safe to repeat.
 -- No ARGV.
--- Returns "missing" or "indexed".
+-- Returns "missing", "finished" (indexed for listing; nothing to watch) or "indexed".
 local status = redis.call('HGET', RUN, 'status')
 if not status then return 'missing' end
 local run_id, scenario_id = this_run_id(), redis.call('HGET', RUN, 'scenario_id') or ''
@@ -11,7 +11,7 @@ redis.call('ZADD', PREFIX .. 'runs', created, run_id)
 redis.call('ZADD', PREFIX .. 'runs:scenario:' .. scenario_id, created, run_id)
 redis.call('HSET', PREFIX .. 'runs:scenario_of', run_id, scenario_id)
 index_status(nil, status)
-if is_terminal(status) then return 'indexed' end
+if is_terminal(status) then return 'finished' end
 if status == 'queued' then watch_dispatch(nil, 0) end
 for _, step in ipairs(split_csv(redis.call('HGET', RUN, 'order'))) do
   local step_status = step_get(step, 'status')

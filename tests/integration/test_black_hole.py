@@ -125,3 +125,21 @@ def test_post_answers_503_quickly_while_the_broker_is_silent_and_recovers(
             timeout=15,
             what="runs to be sent again",
         )
+
+
+def test_a_run_recorded_though_answered_503_is_deleted_once_redis_answers(
+    app_factory: Callable[..., Any], proxy: BlackHoleProxy, r: redis.Redis, broker: redis.Redis
+) -> None:
+    """Redis records the run but its reply is lost: the client hears 503 (nothing was
+    created, as far as it knows), so the run must not stay and be started later."""
+    app = app_factory(redis_url=proxy.url(0), broker_url=url_of(broker))
+    with serve(app) as web, httpx.Client(base_url=web.url, timeout=20) as http:
+        assert http.get("/api/runs").status_code == 200  # connections made before
+        proxy.lose_replies()
+        status, elapsed, _ = timed(lambda: http.post("/api/runs", json=BODY))
+        assert status == 503 and elapsed < ANSWER_WITHIN_S
+        (run_id,) = wait_for(lambda: r.zrange("stepstream:runs", 0, -1), what="the run recorded")
+        proxy.forward()
+        wait_for(lambda: not r.exists(f"stepstream:run:{{{run_id}}}"), what="the run deleted")
+        assert r.zcard("stepstream:runs") == 0 and r.zcard("stepstream:attempts:dispatch") == 0
+        assert broker.llen("stepstream") == 0

@@ -1,4 +1,6 @@
-"""Defects found by review (each test fails on the current main)."""
+"""Edges found by attacking the running system: an odd worker name, a rolling upgrade,
+a cursor in another script's digits, a body built to make a regex crawl, a lost run
+whose steps were evicted. Each was a way to break a promise; each test holds it."""
 
 from __future__ import annotations
 
@@ -46,9 +48,8 @@ def test_a_worker_whose_name_has_a_space_is_never_taken_over_while_alive(
     app_factory: Callable[..., Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """Celery accepts `-n "odd name@host"`; the registry's NODE_NAME refuses any name with
-    whitespace, so the sweeper never counts that worker alive and takes over (and runs a
-    second time) every step it holds for longer than 3 heartbeats."""
+    """Celery accepts `-n "odd name@host"`: such a worker is alive like any other, and
+    a step it holds for longer than 3 heartbeats is never taken over (and run twice)."""
     app = app_factory(
         redis_url=env["STEPSTREAM_REDIS_URL"], broker_url=env["STEPSTREAM_BROKER_URL"]
     )
@@ -70,10 +71,17 @@ def test_a_worker_whose_name_has_a_space_is_never_taken_over_while_alive(
         worker.stop()
 
 
-def make_legacy(store: redis.Redis, run_id: str, scenario_id: str) -> None:
-    """Turn a run into what the code before f7ef954 wrote: only `stepstream:runs` and
+def make_legacy(
+    store: redis.Redis, run_id: str, scenario_id: str, pre_upgrade: bool = False
+) -> None:
+    """Turn a run into what the code before f7ef954 writes: only `stepstream:runs` and
     the `stepstream:active` set; no status/scenario/watch index entries, no
-    redeliver_ms / deadline_grace_ms / running_member fields."""
+    redeliver_ms / deadline_grace_ms / running_member fields. With `pre_upgrade` the
+    Redis is also made to look never reindexed (4f2492a); without it, the run is one an
+    old-version web or worker, still serving in a rolling upgrade, wrote after the first
+    new worker's reindex had run."""
+    if pre_upgrade:
+        store.delete(keys.indexes_version())
     status = store.hget(keys.run(run_id), "status")
     pipe = store.pipeline()
     pipe.zrem(keys.runs_by_status(str(status)), run_id)
@@ -93,10 +101,13 @@ def make_legacy(store: redis.Redis, run_id: str, scenario_id: str) -> None:
 
 
 def test_runs_created_before_the_status_indexes_are_listed_by_status(
-    env: dict[str, str], app_factory: Callable[..., Any]
+    env: dict[str, str],
+    app_factory: Callable[..., Any],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """After an upgrade, a run created by the previous version is in `GET /api/runs` but
-    in no filtered listing: the status and scenario indexes are never backfilled."""
+    """Rolling upgrade: a run created by a web process of the previous version after the
+    first new worker's one-time reindex is listed by status and scenario once a sweep
+    has passed (the sweeper indexes what that version keeps in `stepstream:active`)."""
     app = app_factory(
         redis_url=env["STEPSTREAM_REDIS_URL"], broker_url=env["STEPSTREAM_BROKER_URL"]
     )
@@ -105,13 +116,28 @@ def test_runs_created_before_the_status_indexes_are_listed_by_status(
         "/api/runs", json={"scenario_id": "test_slow_progress", "input": {"seconds": 1}}
     ).get_json()["run_id"]
     store = redis.Redis.from_url(env["STEPSTREAM_REDIS_URL"], decode_responses=True)
+    store.set(keys.indexes_version(), 2)  # a new worker's first sweep has reindexed
     make_legacy(store, run_id, "test_slow_progress")
     everything = [r["run_id"] for r in client.get("/api/runs").get_json()["runs"]]
     assert everything == [run_id]
-    for query in ("status=queued", "scenario_id=test_slow_progress"):
-        listed = [r["run_id"] for r in client.get(f"/api/runs?{query}").get_json()["runs"]]
-        assert listed == [run_id], query
-    store.close()
+    # No worker consumes this broker database: the run stays queued, only swept.
+    sweeper = start_worker(
+        {**env, "STEPSTREAM_BROKER_URL": env["STEPSTREAM_BROKER_URL"].rsplit("/", 1)[0] + "/7"},
+        "sweeper",
+        tmp_path_factory.mktemp("sweeper"),
+        concurrency=1,
+    )
+    try:
+        for query in ("status=queued", "scenario_id=test_slow_progress"):
+
+            def listed(query: str = query) -> list[str]:
+                runs = client.get(f"/api/runs?{query}").get_json()["runs"]
+                return [r["run_id"] for r in runs]
+
+            assert wait_for(listed, what=f"the run listed by {query}") == [run_id]
+    finally:
+        sweeper.stop()
+        store.close()
 
 
 def test_a_run_started_before_the_upgrade_is_taken_over_when_its_node_is_lost(
@@ -119,11 +145,10 @@ def test_a_run_started_before_the_upgrade_is_taken_over_when_its_node_is_lost(
     app_factory: Callable[..., Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """The previous sweeper walked `stepstream:active`; this one reads only the watch
-    indexes, which attempts started by the previous version are not in. A node of the
-    previous version lost mid-step (SIGKILL in a rolling upgrade) leaves its run
-    `running` for ever: the redelivered message finds the attempt taken, and no
-    sweeper ever looks at it."""
+    """A node of the previous version, still serving in a rolling upgrade after the
+    one-time reindex, starts an attempt that is in no index; lost mid-step (SIGKILL),
+    it is taken over all the same: the sweeper indexes what that version keeps in
+    `stepstream:active`."""
     import os
     import signal
 
@@ -158,11 +183,9 @@ def test_a_run_started_before_the_upgrade_is_taken_over_when_its_node_is_lost(
 def test_a_cursor_in_unicode_digits_cannot_drop_every_subscriber_of_the_process(
     worker: Any, live_server: Any
 ) -> None:
-    """`is_stream_id` matches `\\d`, which in a str pattern is any Unicode digit: an
-    `after` in Arabic-Indic digits passes as a stream id. When it names a followed run's
-    last event, the replay reads nothing, the cursor is kept as given and becomes the
-    hub's XREAD position; Redis refuses the id, the hub takes that for an outage and
-    drops every subscriber of the process (WebSocket close 1013)."""
+    """An `after` in Arabic-Indic digits is no stream id: it is refused (400) rather than
+    passed to the hub, whose XREAD Redis would refuse, dropping every subscriber of the
+    process (WebSocket close 1013)."""
     import threading
 
     import httpx
@@ -187,26 +210,21 @@ def test_a_cursor_in_unicode_digits_cannot_drop_every_subscriber_of_the_process(
 
     last = wait_for(quiet_and_running, what="the attacker's run to be running")
     arabic = last.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
-    with httpx.stream(
-        "GET", f"{live_server.url}/api/runs/{own_run}/events", params={"after": arabic},
-        timeout=10,
-    ) as response:
-        assert response.status_code in (200, 400), response.status_code
-        if response.status_code == 200:
-            next(response.iter_lines())
-            wait_for(lambda: hub.subscriber_count() >= 2 or not thread.is_alive(),
-                     what="the attacker to join")
+    for query in ({"after": arabic}, {}):
+        headers = {} if query else {"Last-Event-ID": arabic.encode()}
+        answer = httpx.get(
+            f"{live_server.url}/api/runs/{own_run}/events", params=query, headers=headers
+        )
+        assert answer.status_code == 400, answer.text
     thread.join(timeout=30)
     assert result["code"] == 1000, result.get("code")
     assert result["events"][-1]["type"] == "run_finished"
 
 
 def test_a_body_of_escaped_quotes_is_refused_in_linear_time(client: Any) -> None:
-    """The depth check strips strings with `_STRING.sub` before counting brackets. In a
-    body with more than 64 brackets followed by an unterminated string of escaped quotes,
-    the regex is tried at every quote and each try scans to the end: quadratic. 64 KiB
-    takes ~10 s of CPU, a body at the 1 MiB limit ~45 min, in the request's thread (under
-    gevent, the whole web process: every stream stalls)."""
+    """The depth check strips strings before counting brackets. Past 64 brackets, an
+    unterminated string of escaped quotes once made that quadratic (64 KiB: 10 s of
+    CPU; 1 MiB: 45 min, stalling a gevent process's every stream). It is linear."""
     import time
 
     body = "[" * 65 + '"' + '\\"' * 32_000  # 64 KiB, far below max_body_bytes
@@ -220,12 +238,9 @@ def test_a_body_of_escaped_quotes_is_refused_in_linear_time(client: Any) -> None
 def test_a_lost_run_whose_steps_were_evicted_is_failed_and_its_entry_dropped(
     r: redis.Redis, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """Steps hash evicted (or half-deleted) while a step runs, and its worker gone: the
-    sweeper's take_over calls resume_step, which answers `stale` (the step is not
-    `running` any more as far as the missing hash says) and leaves the entry; overdue
-    attempts of lost workers are never given to sweep_check, which alone would fail the
-    run `state_lost`. The run stays `running` for ever (unless a redelivered message
-    happens to come by) and its entry is re-examined on every sweep for ever."""
+    """Steps hash evicted while a step runs, and its worker gone: the takeover finds
+    nothing to resume, so the run is failed `state_lost` and its entry dropped, rather
+    than looked at again on every sweep for ever."""
     from dataclasses import replace
 
     from tasks.store import RunStore
