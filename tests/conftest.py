@@ -25,6 +25,7 @@ from devtools.celery_worker import WorkerProcess, start_worker
 from devtools.redis_server import RedisServer
 from devtools.web_server import WebProcess, start_web
 from tasks.config import Settings
+from tasks.scenario import parse_scenario
 
 __all__ = ["WebProcess", "WorkerProcess", "start_web", "start_worker", "wait_for"]
 
@@ -37,6 +38,18 @@ TEST_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 TEST_TOOLS = Path(__file__).resolve().parent / "tools"
 if str(TEST_TOOLS) not in sys.path:
     sys.path.append(str(TEST_TOOLS))
+
+
+#: The smallest scenario: one echo step, for tests that drive the store by hand.
+ONE_STEP = parse_scenario(
+    {
+        "schema_version": "1",
+        "scenario_id": "s",
+        "name": "S",
+        "steps": [{"name": "only", "tool": "echo"}],
+    },
+    {"echo"},
+)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:

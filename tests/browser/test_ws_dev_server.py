@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import redis
+from conftest import ONE_STEP as SCENARIO
 from conftest import serve, start_web
 
 from tasks.config import Settings
-from tasks.scenario import parse_scenario
 from tasks.store import RunStore
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -25,15 +25,6 @@ playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed (pip install -e '.[test]')"
 )
 
-SCENARIO = parse_scenario(
-    {
-        "schema_version": "1",
-        "scenario_id": "s",
-        "name": "S",
-        "steps": [{"name": "only", "tool": "echo"}],
-    },
-    {"echo"},
-)
 
 #: Opens a WebSocket, collects every message and the close event, and resolves with them.
 FOLLOW = """

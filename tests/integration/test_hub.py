@@ -18,26 +18,16 @@ import pytest
 import redis
 import websocket
 from clients import sse_events, submit, ws_events
+from conftest import ONE_STEP as SCENARIO
 from conftest import LiveServer, WorkerProcess, serve, start_web, wait_for
 
 from tasks import keys
 from tasks.config import Settings
 from tasks.events import Event
-from tasks.scenario import parse_scenario
 from tasks.step_events import EventWriter
 from tasks.store import RunStore
 from web import WEB_CLIENT_NAME, WEB_REDIS_CONNECTIONS
 from web.hub import HUB_CONNECTIONS, Gone, Hub, Subscription
-
-SCENARIO = parse_scenario(
-    {
-        "schema_version": "1",
-        "scenario_id": "s",
-        "name": "S",
-        "steps": [{"name": "only", "tool": "echo"}],
-    },
-    {"echo"},
-)
 
 
 class Live:

@@ -16,21 +16,11 @@ import pytest
 import redis
 import websocket
 from clients import sse_events, ws_events
+from conftest import ONE_STEP as SCENARIO
 from conftest import LiveServer, serve, wait_for
 
 from tasks.config import Settings
-from tasks.scenario import parse_scenario
 from tasks.store import RunStore
-
-SCENARIO = parse_scenario(
-    {
-        "schema_version": "1",
-        "scenario_id": "s",
-        "name": "S",
-        "steps": [{"name": "only", "tool": "echo"}],
-    },
-    {"echo"},
-)
 
 #: A store database no worker sweeps: the runs here have a made-up worker.
 QUIET_DB = 9
