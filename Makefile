@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 PIP_FLAGS := --quiet --disable-pip-version-check --progress-bar off
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install browser up test quick lint fmt bench clean
+.PHONY: help venv install browser up test quick lint fmt bench lock clean
 
 help:
 	@echo "make up     install, then run redis + worker + web + flower in the foreground"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint   ruff check, ruff format --check, mypy"
 	@echo "make fmt    ruff format and ruff check --fix"
 	@echo "make bench  run the benchmarks (one JSON object per line)"
+	@echo "make lock   re-pin constraints.txt, the image's dependencies (after changing pyproject.toml)"
 	@echo "make clean  remove .venv and caches (keeps .stepstream/ data)"
 
 venv: $(VENV_PYTHON)
@@ -78,6 +79,21 @@ fmt: install
 bench: install
 	$(VENV_PYTHON) -m pip install $(PIP_FLAGS) -e '.[bench]'
 	$(VENV_PYTHON) -m bench
+
+# constraints.txt pins every package the image installs (the project with its `server`
+# extra), resolved afresh in a throwaway venv. The Dockerfile and the wheel test install
+# through it; tests/packaging/test_constraints.py fails when pyproject.toml asks for
+# something it does not pin.
+LOCK_VENV := build/lock-venv
+
+lock: $(VENV_PYTHON)
+	rm -rf $(LOCK_VENV)
+	$(VENV_PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install $(PIP_FLAGS) '.[server]'
+	{ echo "# The image's dependencies, pinned: \`make lock\` rewrites this file from pyproject.toml."; \
+	  echo "# pip install --constraint constraints.txt '<stepstream wheel>[server]'"; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude stepstream; } > constraints.txt
+	rm -rf $(LOCK_VENV)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

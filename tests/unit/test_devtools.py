@@ -93,10 +93,10 @@ def test_compose_services_fit_the_deployment() -> None:
     for name in ("web", "worker"):
         assert "./scenarios:/app/scenarios:ro" in services[name]["volumes"]
 
-    assert services["web"]["ports"] == ["8000:8000"]
+    assert services["web"]["ports"] == ["127.0.0.1:8000:8000"]
     assert "/healthz" in " ".join(services["web"]["healthcheck"]["test"])
-    assert services["flower"]["ports"] == ["5555:5555"]
-    assert "flower" in services["flower"]["command"]
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    assert services["flower"]["command"] == ["celery", "-A", "worker", "flower"]
 
     # Scalable: `docker compose up --scale worker=3` needs no fixed name or host port.
     worker = services["worker"]
@@ -105,15 +105,48 @@ def test_compose_services_fit_the_deployment() -> None:
     assert worker["stop_grace_period"] == "40s"
 
 
-def test_dockerfile_runs_gunicorn_as_a_non_root_user() -> None:
+def test_compose_is_safe_out_of_the_box() -> None:
+    """Nothing published beyond this host's loopback; the API token and Flower's login
+    required (`${VAR:?message}`: compose refuses to start without them), and the
+    header says how to set them and how to expose the web."""
+    services = _compose()["services"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert isinstance(port, str) and port.startswith("127.0.0.1:"), (name, port)
+    required = {
+        "web": "STEPSTREAM_API_TOKEN",
+        "flower": "FLOWER_BASIC_AUTH",
+    }
+    for name, variable in required.items():
+        value = services[name]["environment"][variable]
+        assert re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", value), (name, value)
+    # Flower's options come from FLOWER_* variables; none on its command line to override them.
+    assert not any(arg.startswith("--") for arg in services["flower"]["command"])
+
+    header = COMPOSE_FILE.read_text().split("\nx-", 1)[0]
+    for needed in ("STEPSTREAM_API_TOKEN", "FLOWER_BASIC_AUTH", ".env", "127.0.0.1"):
+        assert needed in header, needed
+    assert "STEPSTREAM_ALLOWED_HOSTS" in header and "expose" in header
+
+
+def test_dockerfile_installs_the_wheel_through_the_lock_and_runs_as_a_non_root_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
-    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
+    stages = re.split(r"^FROM ", dockerfile, flags=re.M)[1:]
+    assert len(stages) == 2 and all(s.startswith("python:3.11-slim") for s in stages)
+    final = stages[-1].replace("\\\n", " ")
+    # The pins, then the wheel from no index with the server extra; no sources copied.
+    assert "pip install --requirement /tmp/constraints.txt" in final
+    assert re.search(r"pip install --no-index .*--constraint /tmp/constraints.txt", final)
+    assert '"stepstream[server]"' in final
+    assert not re.search(r"^COPY (tasks|web|worker)\b", final, re.M)
+    users = re.findall(r"^USER\s+(\S+)", final, re.M)
     assert users and users[-1] not in {"root", "0"}
-    cmd_line = re.search(r"^CMD (\[.*?\])$", dockerfile.replace("\\\n", ""), re.M | re.S)
+    assert re.search(r"STEPSTREAM_BIND=0\.0\.0\.0:8000\b", final)
+    cmd_line = re.search(r"^CMD (\[.*?\])$", final, re.M)
     assert cmd_line is not None
-    cmd = json.loads(cmd_line[1])
-    assert cmd[0] == "gunicorn" and "0.0.0.0:8000" in cmd and cmd[-1] == "web:create_app()"
+    assert json.loads(cmd_line[1]) == [
+        "gunicorn", "--config", "gunicorn.conf.py", "web:create_app()"
+    ]  # fmt: skip
 
 
 # -- devtools.redis_server ----------------------------------------------------------
