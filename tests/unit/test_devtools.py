@@ -149,6 +149,23 @@ def test_dockerfile_installs_the_wheel_through_the_lock_and_runs_as_a_non_root_u
     ]  # fmt: skip
 
 
+def test_dockerignore_keeps_local_state_out_and_what_the_image_copies_in() -> None:
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv", ".env", ".stepstream", "build", "dist"} <= ignored
+    copied = set()
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            copied.update(shlex.split(line)[1:-1])
+    assert {"pyproject.toml", "constraints.txt", "tasks", "web", "worker"} <= copied
+    for source in copied:
+        assert (ROOT / source).exists(), source
+        assert source not in ignored and source.split("/")[0] not in ignored, source
+
+
 # -- devtools.redis_server ----------------------------------------------------------
 
 
