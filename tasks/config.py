@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .egress import parse_allow
+
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -73,6 +75,9 @@ class Settings:
     queue: str = "stepstream"
     #: Where the browser UI links to Flower; "" means port 5555 of the page's host.
     flower_url: str = ""
+    #: Host names, IPs and CIDRs `http_request` may reach although they are not public
+    #: (tasks/egress.py); normalised, and checked when the settings are read.
+    http_allow: tuple[str, ...] = field(default_factory=tuple)
     #: The file listing MCP servers whose tools steps may call; None: no MCP tools.
     mcp_config: Path | None = None
     #: How often the web asks the MCP servers for their tools again.
@@ -103,6 +108,7 @@ class Settings:
             attempt_grace_s=_float(env, "STEPSTREAM_ATTEMPT_GRACE_S", cls.attempt_grace_s),
             queue=env.get("STEPSTREAM_QUEUE") or cls.queue,
             flower_url=env.get("STEPSTREAM_FLOWER_URL", ""),
+            http_allow=parse_allow(env.get("STEPSTREAM_HTTP_ALLOW", "")),
             stream_queue=_int(env, "STEPSTREAM_STREAM_QUEUE", cls.stream_queue),
             stream_queue_bytes=_int(env, "STEPSTREAM_STREAM_QUEUE_BYTES", cls.stream_queue_bytes),
             mcp_config=Path(env["STEPSTREAM_MCP_CONFIG"])

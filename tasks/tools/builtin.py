@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import httpx
 
+from tasks import egress
 from tasks.errors import StepCancelled, ToolFailure
 from tasks.tools.context import ToolContext
 from tasks.tools.registry import Tool, tool
@@ -111,8 +112,9 @@ _NO_BODY: Any = object()
     "http_request",
     description=(
         "Send an HTTP request and return the status, headers and body (parsed when the "
-        "response is JSON). Any status is a result; only transport errors and timeouts "
-        "fail the step."
+        "response is JSON). Any status is a result; only transport errors, timeouts and "
+        "addresses the egress policy refuses (not public, unless STEPSTREAM_HTTP_ALLOW "
+        "opens them) fail the step."
     ),
     input_schema={
         "type": "object",
@@ -145,7 +147,10 @@ _NO_BODY: Any = object()
             "follow_redirects": {
                 "type": "boolean",
                 "default": True,
-                "description": "Follow 3xx redirects instead of returning them.",
+                "description": (
+                    f"Follow 3xx redirects (at most {egress.MAX_REDIRECTS}, each checked "
+                    "like the first URL) instead of returning them."
+                ),
             },
         },
     },
@@ -164,13 +169,21 @@ def http_request(
     target = _parse_url(url)
     shown = f"{method} {_without_credentials(target)}"
     request_headers, content = _request_parts(shown, headers, json)
+    policy = egress.default_policy()  # read from the environment on first use
     started = time.monotonic()
     try:
-        with (
-            httpx.Client(timeout=timeout_s, follow_redirects=follow_redirects) as client,
-            client.stream(method, target, headers=request_headers, content=content) as response,
-        ):
-            body = _read_body(response, shown, deadline=started + timeout_s, timeout_s=timeout_s)
+        # The policy's client resolves each host once, refuses what is not allowed and
+        # connects to the addresses it checked; it ignores proxy variables.
+        with policy.client(timeout=timeout_s) as client:
+            request = client.build_request(method, target, headers=request_headers, content=content)
+            response, body = _exchange(
+                client,
+                request,
+                shown,
+                follow_redirects=follow_redirects,
+                deadline=started + timeout_s,
+                timeout_s=timeout_s,
+            )
     except httpx.TimeoutException as exc:
         raise ToolFailure(f"{shown} failed: {_timed_out(timeout_s)}") from exc
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -183,6 +196,38 @@ def http_request(
         "headers": dict(response.headers.items()),
         "body": _decode_body(response, body),
     }
+
+
+def _exchange(
+    client: httpx.Client,
+    request: httpx.Request,
+    shown: str,
+    *,
+    follow_redirects: bool,
+    deadline: float,
+    timeout_s: float,
+) -> tuple[httpx.Response, bytes]:
+    """Send `request`, following redirects here (so each hop is named in a refusal)."""
+    first = request.url
+    for _ in range(egress.MAX_REDIRECTS + 1):
+        try:
+            response = client.send(request, stream=True)
+        except egress.EgressRefused as exc:
+            hop = _without_credentials(request.url)
+            if request.url != first:
+                hop += f" (redirected from {_without_credentials(first)})"
+            raise ToolFailure(
+                f"http_request refused {hop}: {exc.reason}; {egress.ALLOW_VARIABLE} opens it"
+            ) from exc
+        try:
+            # httpx builds the next request (method, body and headers as a browser
+            # would) whenever the response redirects; only following it is left here.
+            if not (follow_redirects and response.next_request is not None):
+                return response, _read_body(response, shown, deadline=deadline, timeout_s=timeout_s)
+            request = response.next_request
+        finally:
+            response.close()
+    raise ToolFailure(f"{shown} failed: more than {egress.MAX_REDIRECTS} redirects")
 
 
 def _parse_url(url: str) -> httpx.URL:

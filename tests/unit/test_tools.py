@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tasks import egress
 from tasks.errors import StepCancelled, ToolFailure, UnknownTool
 from tasks.tools import (
     BUILTIN_TOOLS,
@@ -240,10 +241,15 @@ def server_url() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A proxy from the environment would intercept requests meant for the local server.
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # http_request ignores proxy variables; none are left to mislead other clients.
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
+    # The local server is on loopback, which the egress policy opens only when asked.
+    monkeypatch.setenv("STEPSTREAM_HTTP_ALLOW", "127.0.0.1")
+    egress.reset_default_policy()
+    yield
+    egress.reset_default_policy()
 
 
 def test_http_request_parses_json_body(server_url: str) -> None:
@@ -322,6 +328,20 @@ def test_http_request_hides_url_credentials(server_url: str) -> None:
     url = server_url.replace("http://", "http://user:secret@") + "/json"
     _run("http_request", ctx, url=url)
     assert "secret" not in ctx.logs[0]
+
+
+def test_http_request_refuses_loopback_unless_allowed(
+    server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STEPSTREAM_HTTP_ALLOW")
+    egress.reset_default_policy()
+    url = server_url.replace("http://", "http://user:secret@") + "/json"
+    with pytest.raises(ToolFailure) as refused:
+        _run("http_request", url=url)
+    assert refused.value.message == (
+        f"http_request refused {server_url}/json: 127.0.0.1 is a loopback address; "
+        "STEPSTREAM_HTTP_ALLOW opens it"
+    )
 
 
 # Entry points
