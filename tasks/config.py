@@ -30,6 +30,12 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _list(env: Mapping[str, str], name: str, strip: str = "") -> tuple[str, ...]:
+    """A comma-separated variable as lowercased items, without empty ones."""
+    items = (item.strip().lower().rstrip(strip) for item in env.get(name, "").split(","))
+    return tuple(item for item in items if item)
+
+
 #: Seconds past a step's soft time limit before Celery kills its process (the hard limit).
 HARD_LIMIT_GRACE_S = 10
 
@@ -42,6 +48,11 @@ class Settings:
     broker_url: str = "redis://127.0.0.1:6379/0"
     scenarios_dir: Path = Path("scenarios")
     api_token: str | None = None
+    #: `Host` names the web answers (SPEC §14), lowercased; `*`: any. The address a
+    #: connection comes in on is answered too.
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+    #: Origins, besides the web's own, whose pages may POST or open a WebSocket; `*`: any.
+    allowed_origins: tuple[str, ...] = field(default_factory=tuple)
     event_maxlen: int = 100_000
     run_ttl_s: int = 604_800
     max_body_bytes: int = 1_048_576
@@ -93,6 +104,8 @@ class Settings:
             broker_url=env.get("STEPSTREAM_BROKER_URL") or redis_url,
             scenarios_dir=Path(env.get("STEPSTREAM_SCENARIOS_DIR") or "scenarios"),
             api_token=env.get("STEPSTREAM_API_TOKEN") or None,
+            allowed_hosts=_list(env, "STEPSTREAM_ALLOWED_HOSTS") or cls.allowed_hosts,
+            allowed_origins=_list(env, "STEPSTREAM_ALLOWED_ORIGINS", strip="/"),
             event_maxlen=_int(env, "STEPSTREAM_EVENT_MAXLEN", cls.event_maxlen),
             run_ttl_s=_int(env, "STEPSTREAM_RUN_TTL_S", cls.run_ttl_s),
             max_body_bytes=_int(env, "STEPSTREAM_MAX_BODY_BYTES", cls.max_body_bytes),

@@ -15,7 +15,7 @@ from tasks.store import RunStore
 from tasks.tools import default_registry
 from worker.celery_app import create_celery_app
 
-from . import api, errors, openapi, probes, streaming, ui
+from . import api, browser_safety, errors, openapi, probes, streaming, ui
 from .auth import RedactTokens, check_token
 from .catalog import Catalog
 from .hub import Hub
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
         logging.getLogger(name).addFilter(RedactTokens())
 
     errors.register(app)
+    browser_safety.register(app, settings)  # first of the checks: SPEC §14
     app.register_blueprint(api.bp)
     app.register_blueprint(streaming.ws_bp)
     streaming.sock.init_app(app)

@@ -587,12 +587,14 @@ function runPage(runId) {
         };
         step.box = h(
           "button",
-          { type: "button", class: "step", "data-step": s.name, style: `left:${step.x}px;top:${step.y}px` },
+          { type: "button", class: "step", "data-step": s.name },
           h("span", { class: "name" }, s.name),
           h("span", { class: "meta" }, s.tool),
           h("span", { class: "bar" }, h("span", { class: "fill" })),
           h("span", { class: "note" }),
         );
+        // Through the CSSOM: the CSP (style-src 'self') refuses style attributes.
+        Object.assign(step.box.style, { left: `${step.x}px`, top: `${step.y}px` });
         step.box.addEventListener("click", () => {
           state.selected = step;
           drawDetail(step).catch(showError);
