@@ -20,7 +20,7 @@ from .auth import RedactTokens, check_token
 from .catalog import Catalog
 from .hub import Hub
 from .json_provider import StrictJSONProvider
-from .metrics import Metrics
+from .metrics import Metrics, method_label, route_label, status_label
 from .services import Services, services
 
 #: Routes whose time is not a request's latency but a stream's lifetime.
@@ -92,9 +92,11 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
 
     @app.after_request
     def _after(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule else "unmatched"
+        route = route_label(request.url_rule.rule if request.url_rule else None)
         metrics = services().metrics
-        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        metrics.requests.labels(
+            method_label(request.method), route, status_label(response.status_code)
+        ).inc()
         if request.endpoint not in STREAMING and "started" in g:
             metrics.latency.labels(route).observe(time.perf_counter() - g.started)
         return response
