@@ -7,6 +7,10 @@ gevent workers hold thousands of WebSockets and SSE streams per process, each a
 greenlet waiting on its subscription to the process's hub. On SIGTERM a worker first
 tells every subscriber it is going away (WebSocket close 1001, SSE stream ended), so
 clients resume elsewhere with `after` at once, and then stops as gunicorn does.
+
+Its access log (`--access-logfile -`) never shows a token: the atoms a log format can
+use (the request line, the query string, headers, the environment) are redacted before
+they are formatted (SPEC §6, §14).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import signal
 from typing import Any
 
 import gevent
+from gunicorn.glogging import Logger
 
 bind = os.environ.get("STEPSTREAM_BIND", "127.0.0.1:8000")
 worker_class = "gevent"
@@ -28,6 +33,23 @@ graceful_timeout = 10
 # WebSocket pings keep live ones busy).
 timeout = 60
 keepalive = 5
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger, with `access_token` (in any spelling) and the Authorization
+    header taken out of the access log's atoms. The web app also filters the
+    `gunicorn.access` and `gunicorn.error` loggers: this keeps the token out of the
+    record itself, so not even a broken format's logging error can print it."""
+
+    def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
+        # Imported on first use, in a worker (the master never logs a request), after
+        # gevent has patched it: importing `web` in the master would load redis-py first.
+        from web.auth import redact_atoms
+
+        return redact_atoms(super().atoms(resp, req, environ, request_time))
+
+
+logger_class = RedactingLogger
 
 
 def post_worker_init(worker: Any) -> None:

@@ -32,13 +32,22 @@ class WebProcess:
 
 
 def start_web(
-    env: dict[str, str], log_dir: Path, name: str, port: int = 0, app: str = "web:create_app()"
+    env: dict[str, str],
+    log_dir: Path,
+    name: str,
+    port: int = 0,
+    app: str = "web:create_app()",
+    gunicorn_args: tuple[str, ...] = (),
 ) -> WebProcess:
-    """Start gunicorn with `gunicorn.conf.py` serving `app`; returns once it answers."""
+    """Start gunicorn with `gunicorn.conf.py` serving `app`; returns once it answers.
+
+    `gunicorn_args` go on its command line as given: `("--access-logfile", "-")`
+    writes gunicorn's access log to the process's log file, as containers usually do.
+    """
     port = port or free_port()
     log_path = log_dir / f"{name}.log"
     command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py"]
-    command += ["--bind", f"127.0.0.1:{port}"]
+    command += ["--bind", f"127.0.0.1:{port}", *gunicorn_args]
     proc = spawn([*command, app], env, log_path)
     web = WebProcess(f"http://127.0.0.1:{port}", proc, log_path)
 

@@ -93,6 +93,10 @@ class Settings:
     mcp_config: Path | None = None
     #: How often the web asks the MCP servers for their tools again.
     mcp_refresh_s: float = 60.0
+    #: Signs run tokens (`stream_token`); None: a key derived from `api_token`.
+    secret_key: str | None = field(default=None, repr=False)
+    #: How long a run token (`stream_token`) grants read access to its run.
+    run_token_ttl_s: int = 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -128,4 +132,6 @@ class Settings:
             if env.get("STEPSTREAM_MCP_CONFIG")
             else None,
             mcp_refresh_s=_float(env, "STEPSTREAM_MCP_REFRESH_S", cls.mcp_refresh_s),
+            secret_key=env.get("STEPSTREAM_SECRET_KEY") or None,
+            run_token_ttl_s=_int(env, "STEPSTREAM_RUN_TOKEN_TTL_S", cls.run_token_ttl_s),
         )

@@ -16,11 +16,13 @@ from tasks.tools import default_registry
 from worker.celery_app import create_celery_app
 
 from . import api, browser_safety, errors, openapi, probes, streaming, ui
-from .auth import RedactTokens, check_token
+from .auth import RedactTokens, check_request
 from .catalog import Catalog
 from .hub import Hub
 from .json_provider import StrictJSONProvider
 from .metrics import Metrics, method_label, route_label, status_label
+from .run_tokens import EXTENSION as RUN_TOKENS
+from .run_tokens import RunTokens
 from .services import Services, services
 
 #: Routes whose time is not a request's latency but a stream's lifetime.
@@ -68,8 +70,12 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
         celery=create_celery_app(settings),
         metrics=Metrics(),
     )
-    for name in ("werkzeug", "gunicorn.access"):
-        logging.getLogger(name).addFilter(RedactTokens())
+    run_tokens = RunTokens.from_settings(settings)
+    app.extensions[RUN_TOKENS] = run_tokens
+    for name in ("werkzeug", "gunicorn.access", "gunicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
 
     errors.register(app)
     browser_safety.register(app, settings)  # first of the checks: SPEC §14
@@ -88,7 +94,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
         mcp.start()  # again in a forked process; otherwise a no-op
         token = settings.api_token
         if token and request.path.startswith("/api"):
-            check_token(token)
+            check_request(token, run_tokens)
 
     @app.after_request
     def _after(response: Response) -> Response:

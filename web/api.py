@@ -36,6 +36,7 @@ from tasks.store import RUN_STATUSES, RunStore
 
 from . import errors
 from .registry import registry
+from .run_tokens import token_field
 from .services import services
 from .strict_json import NotStrictJSON
 from .strict_json import loads as strict_loads
@@ -171,7 +172,8 @@ def create_run() -> tuple[Response, int, dict[str, str]]:
     svc.store.publish_all(created.events)
     svc.metrics.runs_submitted.labels(scenario.scenario_id).inc()
     # The run as created: a worker may have started it already, but this answers the POST.
-    return jsonify(created.summary), 202, {"Location": f"/api/runs/{run_id}"}
+    answer = created.summary | token_field(run_id)
+    return jsonify(answer), 202, {"Location": f"/api/runs/{run_id}"}
 
 
 def replay(previous: str) -> tuple[Response, int, dict[str, str]]:
@@ -179,7 +181,8 @@ def replay(previous: str) -> tuple[Response, int, dict[str, str]]:
     summary = services().store.summary(previous)
     if summary is None:
         raise Conflict("a request with this Idempotency-Key is still being processed")
-    return jsonify(summary), 200, {"Location": f"/api/runs/{previous}"}
+    # A fresh run token: the first answer's may have been lost, or have expired.
+    return jsonify(summary | token_field(previous)), 200, {"Location": f"/api/runs/{previous}"}
 
 
 def request_digest(req: RunRequest) -> str:

@@ -1,43 +1,125 @@
-"""Bearer-token auth for `/api`, when `STEPSTREAM_API_TOKEN` is set.
+"""Who may call `/api` (SPEC §6 and §14), and keeping their tokens out of the logs.
 
-Browsers cannot set headers on a WebSocket or an EventSource, so `access_token` in the
-query string is accepted too; `RedactTokens` keeps it out of request logs.
+With `STEPSTREAM_API_TOKEN` set, every `/api` route needs a credential:
+
+- the API token, as `Authorization: Bearer <token>`; on the two streaming routes (SSE
+  and WebSocket, where a browser cannot set that header) also as `?access_token=`;
+- a run token (`stream_token`, see `run_tokens`), on GET of its own run's snapshot,
+  events page, SSE and WebSocket only, as a bearer or `?access_token=`.
+
+`redact` and `RedactTokens` keep `access_token` (in any spelling a client may send) and
+bearer credentials out of log lines: Werkzeug's request log, gunicorn's access and
+error logs.
 """
 
 from __future__ import annotations
 
+import copy
 import hmac
 import logging
 import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote_plus
 
 from flask import request
 
 from .errors import Unauthorized
+from .run_tokens import RunTokenExpired, RunTokens
 
-_TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&\s\"]*")
+#: The query parameter browsers pass a token in.
+QUERY_NAME = "access_token"
+#: Paths of one run a run token may read, and which of them stream.
+_RUN_PATH = re.compile(r"^/api/runs/(?P<run_id>[^/]+)(?P<stream>/events|/ws)?$")
+#: One `name=value` of a query string, wherever it appears in a line of text. The name
+#: is undecoded (`%61ccess%5Ftoken`); the value runs to the next `&` or whitespace.
+_PARAM = re.compile(r"(?P<name>[^\s=&;?/\"'#<>]+)=(?P<value>[^&\s]*)")
+#: A bearer credential as an Authorization header or a log line shows it.
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
+REDACTED = "[redacted]"
 
 
-def check_token(expected: str) -> None:
-    """Raise Unauthorized unless the request carries the expected token."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, supplied = header.partition(" ")
-    if scheme.lower() != "bearer" or not supplied:
-        supplied = request.args.get("access_token", "")
+def check_request(api_token: str, run_tokens: RunTokens | None) -> None:
+    """Raise Unauthorized unless the request may go on (an `/api` request)."""
+    supplied, in_query = _supplied()
     if not supplied:
         raise Unauthorized("missing bearer token")
-    if not hmac.compare_digest(supplied.strip().encode(), expected.encode()):
+    run_path = _RUN_PATH.match(request.path)
+    streaming = bool(run_path and run_path["stream"]) and request.method == "GET"
+    if hmac.compare_digest(supplied.encode(), api_token.encode()):
+        if in_query and not streaming:
+            raise Unauthorized(
+                f"the API token is accepted in the query string ({QUERY_NAME}) only on "
+                "the streaming routes; send it as Authorization: Bearer"
+            )
+        return
+    if run_tokens is None:
         raise Unauthorized("invalid bearer token")
+    try:
+        granted = run_tokens.run_of(supplied)
+    except RunTokenExpired:
+        raise Unauthorized(
+            "run token expired: ask for a new one (an Idempotency-Key replay answers one)"
+        ) from None
+    if granted is None:
+        raise Unauthorized("invalid bearer token")
+    if run_path is None or run_path["run_id"] != granted or request.method not in ("GET", "HEAD"):
+        raise Unauthorized("a run token only reads its own run: its snapshot and events")
+
+
+def _supplied() -> tuple[str, bool]:
+    """The credential the request carries, and whether it came in the query string."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, supplied = header.partition(" ")
+    if scheme.lower() == "bearer" and supplied.strip():
+        return supplied.strip(), False
+    return request.args.get(QUERY_NAME, "").strip(), True
+
+
+# -- nothing leaks ---------------------------------------------------------------------------
+
+
+def _redact_param(match: re.Match[str]) -> str:
+    # Decoded as Werkzeug decodes a query string (`%5F`, `%5f`, `+`), compared in any case.
+    if unquote_plus(match["name"]).strip().lower() == QUERY_NAME:
+        return f"{match['name']}={REDACTED}"
+    return match[0]
+
+
+def redact(text: str) -> str:
+    """`text` with every `access_token=` value and bearer credential replaced."""
+    if "=" in text:
+        text = _PARAM.sub(_redact_param, text)
+    return _BEARER.sub(rf"\1{REDACTED}", text)
+
+
+def _redact_value(key: Any, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if isinstance(key, str) and "authorization" in key.lower():
+        return REDACTED  # gunicorn's `%({authorization}i)s`, `%({http_authorization}e)s`
+    return redact(value)
+
+
+def redact_atoms(atoms: Mapping[str, Any]) -> dict[str, Any]:
+    """gunicorn's access-log atoms (`r`, `q`, `{name}i`, `{name}e`, ...) redacted."""
+    return {key: _redact_value(key, value) for key, value in atoms.items()}
 
 
 class RedactTokens(logging.Filter):
-    """Replace `access_token=...` in log records with `access_token=[redacted]`."""
+    """Redacts a record's message and arguments, whatever their shape: a tuple (Werkzeug,
+    most loggers) or a mapping (gunicorn's access log formats `%(r)s`-style atoms), which
+    is copied with its type so that lookups of atoms it lacks still work."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(
-                _TOKEN_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
-            )
+        args = record.args
+        if isinstance(args, Mapping):
+            redacted = copy.copy(args)
+            for key, value in args.items():
+                redacted[key] = _redact_value(key, value)  # type: ignore[index]
+            record.args = redacted
+        elif isinstance(args, tuple):
+            record.args = tuple(_redact_value(None, a) for a in args)
         if isinstance(record.msg, str):
-            record.msg = _TOKEN_IN_QUERY.sub(r"\1[redacted]", record.msg)
+            record.msg = redact(record.msg)
         return True

@@ -145,24 +145,37 @@ class Api:
             raise click.ClickException(error_text(response))
         return sanitized(response.json())
 
-    def events(self, run_id: str, after: str | None) -> Iterator[dict[str, Any]]:
+    def events(
+        self, run_id: str, after: str | None, run_token: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Follow a run over SSE to its `run_finished`. A dropped or cut-short stream,
         or a server that is restarting, is retried with the last id seen, so every
-        event is yielded once."""
+        event is yielded once.
+
+        With `run_token` (the run's `stream_token`) the stream is read with it rather
+        than with the API token, which is then only used again if the run token is
+        refused (it expired while the run went on)."""
         last = after
         base_pause = pause = 0.2
         while True:
             params = {"after": last} if last else {}
+            headers = {"Accept": "text/event-stream"}
+            if run_token:
+                headers["Authorization"] = f"Bearer {run_token}"
             try:
                 with self.http.stream(
                     "GET",
                     f"/api/runs/{run_id}/events",
                     params=params,
-                    headers={"Accept": "text/event-stream"},
+                    headers=headers,
                     timeout=httpx.Timeout(30, read=60),
                 ) as response:
                     if response.status_code == 204:
                         return  # the run has finished and nothing follows `last`
+                    if response.status_code == 401 and run_token:
+                        response.read()
+                        run_token = None  # expired: the API token (if any) from now on
+                        continue
                     if response.status_code >= 400:
                         response.read()
                         if response.status_code not in RETRYABLE:
@@ -206,18 +219,25 @@ def error_text(response: httpx.Response) -> str:
     return f"{response.status_code}: {detail}"
 
 
-def follow(api: Api, run_id: str, after: str | None, as_json: bool, cancel: bool = False) -> int:
+def follow(
+    api: Api,
+    run_id: str,
+    after: str | None,
+    as_json: bool,
+    cancel: bool = False,
+    run_token: str | None = None,
+) -> int:
     """Print a run's events until it ends; returns the exit code (SPEC §10)."""
     status = None
     try:
         if as_json:
-            for event in api.events(run_id, after):
+            for event in api.events(run_id, after, run_token):
                 click.echo(json.dumps(event))
                 if event["type"] == "run_finished":
                     status = event.get("status")
         else:
             with RunView(Console()) as view:
-                for event in api.events(run_id, after):
+                for event in api.events(run_id, after, run_token):
                     if event["type"] == "run_finished":
                         status = event.get("status")
                     try:
@@ -355,7 +375,11 @@ def run_command(
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(f"run {summary['run_id']} queued", err=True)
-    sys.exit(follow(api, summary["run_id"], None, as_json, cancel_on_interrupt))
+    # Watching needs no more than the run's own token, when the server hands one out.
+    run_token = summary.get("stream_token")
+    run_token = run_token if isinstance(run_token, str) else None
+    code = follow(api, summary["run_id"], None, as_json, cancel_on_interrupt, run_token)
+    sys.exit(code)
 
 
 @main.command()

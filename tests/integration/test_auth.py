@@ -1,8 +1,9 @@
-"""With STEPSTREAM_API_TOKEN set, every `/api` route needs the token (SPEC §6).
+"""With STEPSTREAM_API_TOKEN set, every `/api` route needs the token (SPEC §6, §14).
 
-The token is accepted as `Authorization: Bearer <token>` or, for browsers that cannot
-set headers on a WebSocket or an EventSource, as `?access_token=<token>`, which is
-never logged. The probes stay open.
+The token is accepted as `Authorization: Bearer <token>` or, on the two streaming
+routes only (browsers cannot set headers on a WebSocket or an EventSource), as
+`?access_token=<token>`, which is never logged. The probes stay open. Run tokens are
+tested in test_run_tokens.py.
 """
 
 from __future__ import annotations
@@ -224,7 +225,6 @@ def test_unknown_run_without_token_is_401_not_404(token_client: Any, token_serve
     [
         pytest.param(GOOD_HEADER, "", id="bearer"),
         pytest.param({"Authorization": f"bearer {TOKEN}"}, "", id="bearer-lowercase"),
-        pytest.param({}, f"access_token={TOKEN}", id="query"),
     ],
 )
 @pytest.mark.parametrize("route", ROUTES)
@@ -233,6 +233,25 @@ def test_api_route_with_token_works(
 ) -> None:
     response = call(token_client, route, run_id, headers, query)
     assert response.status_code == route.ok, response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_api_token_in_the_query_string_only_on_streaming_routes(
+    token_server: str, r: redis.Redis, run_id: str, route: Route
+) -> None:
+    """Elsewhere it would sit in URLs, browser history and proxies' logs for nothing:
+    only the streaming routes (which a browser cannot give a header) read it."""
+    runs_before = r.zcard("stepstream:runs")
+    url = f"http://{token_server}{route.url(run_id)}?access_token={TOKEN}"
+    response = httpx.request(
+        route.method, url, headers=dict(route.headers), json=route.body, timeout=10
+    )
+    if route.path.endswith("/events"):  # the events page: the SSE route's other answer
+        assert response.status_code == route.ok, response.text
+    else:
+        assert_unauthorized(response.status_code, response.headers, response.json())
+        assert "only on the streaming routes" in response.json()["error"]["message"]
+        assert r.zcard("stepstream:runs") == runs_before
 
 
 @pytest.mark.parametrize(
@@ -294,17 +313,20 @@ def served_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
         pytest.param(f"access_token={TOKEN}", id="plain"),
         pytest.param(f"limit=5&access_token={TOKEN}&x=1", id="among-others"),
         pytest.param(f"access%5Ftoken={TOKEN}", id="escaped-name"),
+        pytest.param(f"access%5ftoken={TOKEN}", id="escaped-name-lowercase"),
+        pytest.param(f"%61ccess_token={TOKEN}", id="escaped-letter"),
     ],
 )
 def test_access_token_never_appears_in_request_log(
     token_server: str, run_id: str, caplog: pytest.LogCaptureFixture, query: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    assert raw_get(token_server, f"/api/scenarios?{query}") == 200
-    assert raw_get(token_server, f"/api/runs/{run_id}?{query}") == 200
+    # Refused requests are logged too, with the token they carried: in the query string,
+    # the API token is only read by the streaming routes.
+    assert raw_get(token_server, f"/api/scenarios?{query}") == 401
+    assert raw_get(token_server, f"/api/runs/{run_id}?{query}") == 401
     assert raw_get(token_server, f"/api/runs/{run_id}/events?{query}", JSON) == 200
-    # A refused request is logged too, with the token it carried.
-    assert raw_get(token_server, f"/api/runs/nope?{query}") == 404
+    assert raw_get(token_server, f"/api/runs/nope/events?{query}", JSON) == 404
     assert first_event_over_sse(token_server, run_id, query)["type"] == "run_queued"
     assert first_event_over_ws(token_server, run_id, query)["type"] == "run_queued"
 

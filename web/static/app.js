@@ -4,6 +4,8 @@
 
 const view = document.getElementById("view");
 const TOKEN_KEY = "stepstream.token";
+// A run's own read-only token (stream_token), kept for the tab by the form that started it.
+const RUN_TOKEN_KEY = (runId) => `stepstream.run-token.${runId}`;
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const RUN_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
 
@@ -272,6 +274,7 @@ function scenarioCard(scenario) {
     if (!valid) return;
     try {
       const run = await api("/api/runs", { method: "POST", json: { scenario_id: scenario.scenario_id, input } });
+      if (run.stream_token) sessionStorage.setItem(RUN_TOKEN_KEY(run.run_id), run.stream_token);
       location.assign(`/runs/${run.run_id}`);
     } catch (error) {
       if (error instanceof ApiError && error.status === 422) showFieldErrors(error, fields, formError);
@@ -624,12 +627,20 @@ function runPage(runId) {
     if (state.stopped) return;
     const query = new URLSearchParams();
     if (state.lastId) query.set("after", state.lastId);
-    const token = sessionStorage.getItem(TOKEN_KEY);
+    // The run's own token when this tab started the run: the API token stays out of URLs.
+    const runToken = sessionStorage.getItem(RUN_TOKEN_KEY(runId));
+    const token = runToken || sessionStorage.getItem(TOKEN_KEY);
     if (token) query.set("access_token", token);
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const socket = new WebSocket(`${scheme}//${location.host}/api/runs/${encodeURIComponent(runId)}/ws?${query}`);
     state.socket = socket;
+    let opened = false;
+    socket.addEventListener("close", () => {
+      // Refused before it opened (expired): the next attempt uses the API token.
+      if (runToken && !opened) sessionStorage.removeItem(RUN_TOKEN_KEY(runId));
+    });
     socket.addEventListener("open", () => {
+      opened = true;
       setConnection("live", "live");
       state.pause = 250;
     });
