@@ -238,6 +238,17 @@ AFTER = {
     "description": "Start after this event id (`<ms>-<seq>`); `0` is the beginning.",
 }
 AUTH_ERRORS = {"401": error("Missing or wrong bearer token (when auth is on).")}
+#: What every POST may answer besides its own errors (SPEC §14).
+POST_ERRORS = {
+    "403": error(
+        "The Origin header names an origin other than this server's own or one of "
+        "STEPSTREAM_ALLOWED_ORIGINS."
+    ),
+    "415": error(
+        "The body is not Content-Type: application/json (charset utf-8 if any); a POST "
+        "without a body needs no Content-Type."
+    ),
+}
 TRIMMED = {
     "description": (
         "On a read from the beginning of a stream that `MAXLEN` trimming shortened: how "
@@ -269,13 +280,17 @@ PATHS: dict[str, Any] = {
                     "description": "An earlier run with the same Idempotency-Key.",
                     "content": json_content(ref("RunSummary")),
                 },
-                "400": error("Malformed JSON or fields."),
+                "400": error(
+                    "Not strict JSON (nested deeper than 64 levels, a number beyond a double, "
+                    "a lone surrogate), or bad fields; details give the path."
+                ),
                 "404": error("Unknown scenario."),
                 "409": error("Idempotency-Key reused with a different body."),
                 "413": error("Body too large."),
                 "422": error("Input fails the scenario's input_schema; details list each error."),
                 "503": error("Redis or the broker is unavailable; nothing was created."),
                 **AUTH_ERRORS,
+                **POST_ERRORS,
             },
         },
         "get": {
@@ -292,7 +307,7 @@ PATHS: dict[str, Any] = {
             ],
             "responses": {
                 "200": {"description": "A page of runs.", "content": json_content(ref("RunList"))},
-                "400": error("Bad filter, limit or cursor."),
+                "400": error("Bad filter (an unknown scenario_id too), limit or cursor."),
                 **AUTH_ERRORS,
             },
         },
@@ -325,6 +340,7 @@ PATHS: dict[str, Any] = {
                 "404": error("Unknown run."),
                 "409": error("The run has already finished."),
                 **AUTH_ERRORS,
+                **POST_ERRORS,
             },
         }
     },
@@ -393,6 +409,10 @@ PATHS: dict[str, Any] = {
                     "Not a WebSocket upgrade, or a bad cursor (malformed, or beyond the "
                     "last event)."
                 ),
+                "403": error(
+                    "The Origin header names an origin other than this server's own or one "
+                    "of STEPSTREAM_ALLOWED_ORIGINS (refused before the upgrade)."
+                ),
                 "404": error("Unknown run."),
                 **AUTH_ERRORS,
             },
@@ -455,6 +475,7 @@ PATHS: dict[str, Any] = {
                     ),
                 },
                 **AUTH_ERRORS,
+                **POST_ERRORS,
             },
         }
     },
