@@ -44,6 +44,25 @@ SCHEMAS: dict[str, Any] = {
             }
         },
     },
+    "RunCreated": {
+        "allOf": [
+            {"$ref": "#/components/schemas/RunSummary"},
+            {
+                "type": "object",
+                "properties": {
+                    "stream_token": {
+                        "type": "string",
+                        "description": (
+                            "Read-only token for this run only (snapshot, events page, SSE, "
+                            "WebSocket), as `Authorization: Bearer` or `?access_token=`; "
+                            "expires after STEPSTREAM_RUN_TOKEN_TTL_S. Absent when neither "
+                            "STEPSTREAM_API_TOKEN nor STEPSTREAM_SECRET_KEY is set."
+                        ),
+                    }
+                },
+            },
+        ]
+    },
     "RunSummary": {
         "type": "object",
         "required": list(SUMMARY_FIELDS),
@@ -274,11 +293,11 @@ PATHS: dict[str, Any] = {
                 "202": {
                     "description": "Run accepted and queued.",
                     "headers": {"Location": {"schema": {"type": "string"}}},
-                    "content": json_content(ref("RunSummary")),
+                    "content": json_content(ref("RunCreated")),
                 },
                 "200": {
                     "description": "An earlier run with the same Idempotency-Key.",
-                    "content": json_content(ref("RunSummary")),
+                    "content": json_content(ref("RunCreated")),
                 },
                 "400": error(
                     "Not strict JSON (nested deeper than 64 levels, a number beyond a double, "

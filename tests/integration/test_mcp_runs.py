@@ -200,7 +200,8 @@ def test_readyz_reports_each_server(listed: LiveServer) -> None:
     mcp = body["checks"]["mcp"]
     assert mcp["demo"] == "ok: 8 tools"
     assert mcp["remote"] == "ok: 8 tools"
-    assert mcp["gone"].startswith("unavailable: MCP server 'gone' (http://127.0.0.1:1/mcp)")
+    # A state in a word: the open probe shows no URL and no error text.
+    assert mcp["gone"] == "unavailable"
 
 
 def test_python_and_mcp_steps_run_together_and_stream_their_events(listed: LiveServer) -> None:
@@ -363,7 +364,7 @@ def test_a_server_that_stops_answering_keeps_its_tools_marked_unavailable(
         "the tools marked unavailable",
     )
     assert "is unreachable" in echo["error"]
-    assert web.get("/readyz").json["checks"]["mcp"]["flaky"].startswith("unavailable: ")
+    assert web.get("/readyz").json["checks"]["mcp"]["flaky"] == "unavailable"
 
 
 def test_a_broken_configuration_is_reported_and_nothing_else_breaks(
@@ -374,10 +375,7 @@ def test_a_broken_configuration_is_reported_and_nothing_else_breaks(
     app = stack.enter_context(mcp_app(replace(Settings.from_env(mcp_env), mcp_config=config)))
     web = app.test_client()
     checks = web.get("/readyz").json["checks"]
-    assert checks["mcp"] == {
-        "config": f"invalid: {config}: server 'demo' needs exactly one of `command` (stdio) "
-        "or `url` (HTTP)"
-    }
+    assert checks["mcp"] == {"config": "invalid"}
     listing = {t["name"] for t in web.get("/api/tools").json}
     assert "echo" in listing and not [n for n in listing if "." in n and n.startswith("demo.")]
     assert web.get("/api/scenarios/python_only").status_code == 200
