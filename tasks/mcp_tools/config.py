@@ -18,6 +18,7 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -54,7 +55,14 @@ class HttpServer(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
 
     def describe(self) -> str:
-        return self.url
+        """The URL without its credentials (`user:secret@`) or query (tokens often ride
+        there): what messages, logs and the tool catalog show of the server."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 literal
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 ServerConfig = StdioServer | HttpServer

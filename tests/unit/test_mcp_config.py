@@ -79,3 +79,12 @@ def test_settings_name_the_file() -> None:
     assert Settings.from_env({}).mcp_config is None
     settings = Settings.from_env({"STEPSTREAM_MCP_CONFIG": "/etc/mcp.yaml"})
     assert settings.mcp_config == Path("/etc/mcp.yaml")
+
+
+def test_a_server_is_described_without_its_credentials() -> None:
+    """Messages, logs and the tool catalog show where a server is, never its secrets."""
+    from tasks.mcp_tools.config import HttpServer
+
+    server = HttpServer(url="https://user:secret@example.com:8443/mcp?token=abc#x")
+    assert server.describe() == "https://example.com:8443/mcp"
+    assert HttpServer(url="http://[::1]:9/mcp").describe() == "http://[::1]:9/mcp"
