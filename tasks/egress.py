@@ -82,6 +82,45 @@ _SIXTOFOUR = _net("2002::/16")
 _COMPATIBLE = _net("::/96")
 _METADATA = ipaddress.IPv4Address("169.254.169.254")
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+#: IANA's special-purpose blocks that are not globally reachable, kept here rather than
+#: trusted to the running Python: `ipaddress`'s own table changed between patch
+#: releases (3.11.7 lacks most of 192.0.0.0/24, for one).
+_SPECIAL = tuple(
+    _net(block)
+    for block in (
+        "0.0.0.0/8",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "240.0.0.0/4",
+        "100::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "3fff::/20",
+        "5f00::/16",
+    )
+)
+#: Within those blocks, the addresses and blocks IANA marks globally reachable.
+_SPECIAL_GLOBAL = tuple(
+    _net(block)
+    for block in (
+        "192.0.0.9/32",
+        "192.0.0.10/32",
+        "2001:1::1/128",
+        "2001:1::2/128",
+        "2001:3::/32",
+        "2001:4:112::/48",
+        "2001:20::/28",
+        "2001:30::/28",
+    )
+)
+
+
+def _special(ip: IPAddress) -> bool:
+    return any(ip in net for net in _SPECIAL) and not any(ip in net for net in _SPECIAL_GLOBAL)
 
 # In order: the first that matches names the class in the refusal.
 _CLASSES: tuple[tuple[Callable[[Any], bool], str], ...] = (
@@ -97,6 +136,7 @@ _CLASSES: tuple[tuple[Callable[[Any], bool], str], ...] = (
     (lambda ip: ip.version == 6 and ip.is_site_local, "a site-local address"),
     (lambda ip: ip in _NAT64_LOCAL, "a local-use NAT64 address"),
     (lambda ip: ip.is_reserved, "a reserved address"),
+    (_special, "a special-purpose address"),
     (lambda ip: ip.is_private or not ip.is_global, "a special-purpose address"),
 )
 

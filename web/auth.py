@@ -32,8 +32,10 @@ QUERY_NAME = "access_token"
 #: Paths of one run a run token may read, and which of them stream.
 _RUN_PATH = re.compile(r"^/api/runs/(?P<run_id>[^/]+)(?P<stream>/events|/ws)?$")
 #: One `name=value` of a query string, wherever it appears in a line of text. The name
-#: is undecoded (`%61ccess%5Ftoken`); the value runs to the next `&` or whitespace.
-_PARAM = re.compile(r"(?P<name>[^\s=&;?/\"'#<>]+)=(?P<value>[^&\s]*)")
+#: is undecoded (`%61ccess%5Ftoken`); the value runs to the next `&`, `?` or whitespace,
+#: so that a `=` in the path (`/runs/a=b/events?access_token=…`) cannot swallow the
+#: query behind it.
+_PARAM = re.compile(r"(?P<name>[^\s=&;?/\"'#<>]+)=(?P<value>[^&?\s]*)")
 #: A bearer credential as an Authorization header or a log line shows it.
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
 REDACTED = "[redacted]"

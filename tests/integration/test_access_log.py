@@ -86,6 +86,8 @@ def test_gunicorn_access_log_redacts_every_spelling(logged_web: WebProcess) -> N
             f"/api/runs/{run_id}/events?{name}={TOKEN}&mark=a{n}",
             f"/api/scenarios?mark=b{n}&{name}={TOKEN}",
             f"/api/runs/nope?x=1&{name}={TOKEN}&mark=c{n}",
+            # A `=` in the path must not make the query behind it look like its value.
+            f"/api/runs/a=b/events?{name}={TOKEN}&mark=d{n}",
         ]
         for target in targets:
             raw_get(logged_web.url, target, {"Accept": "application/json", **auth})

@@ -430,3 +430,18 @@ def test_proxy_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
         assert http_request(url=f"{server.url}/direct")["status"] == 200
         assert [path for path, _ in server.requests] == ["/direct"]
         assert proxy.requests == []
+
+
+@pytest.mark.parametrize("address", ["192.0.0.8", "192.0.0.100", "192.0.0.200", "2001:2::1"])
+def test_special_purpose_blocks_are_refused_whatever_the_python(address: str) -> None:
+    """IANA's special-purpose blocks come from the policy's own table: the running
+    Python's `ipaddress` table lacked most of 192.0.0.0/24 before 3.11.10 / 3.12.4."""
+    assert egress.non_public(ipaddress.ip_address(address)) is not None
+    policy = egress.EgressPolicy(resolver=lambda host, port: [address])
+    with pytest.raises(egress.EgressRefused):
+        policy.check_url("http://dummy.example/")
+
+
+@pytest.mark.parametrize("address", ["192.0.0.9", "192.0.0.10", "8.8.8.8", "2001:4860::8888"])
+def test_globally_reachable_addresses_in_or_near_those_blocks_pass(address: str) -> None:
+    assert egress.non_public(ipaddress.ip_address(address)) is None
