@@ -122,6 +122,7 @@ _SPECIAL_GLOBAL = tuple(
 def _special(ip: IPAddress) -> bool:
     return any(ip in net for net in _SPECIAL) and not any(ip in net for net in _SPECIAL_GLOBAL)
 
+
 # In order: the first that matches names the class in the refusal.
 _CLASSES: tuple[tuple[Callable[[Any], bool], str], ...] = (
     (lambda ip: ip.is_unspecified, "an unspecified address"),
@@ -251,6 +252,21 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def _numeric(host: str) -> bool:
+    """Whether `host` is an address in some spelling (`127.1`, `0x7f.1`, `::1`), which
+    resolves without asking DNS: showing its address reveals nothing."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        socket.inet_aton(host)
+        return True
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class EgressPolicy:
     """Which addresses connections may go to, and clients that keep to it."""
@@ -273,8 +289,13 @@ class EgressPolicy:
         for ip in found:
             why = None if self.allow.opens(ip) else non_public(ip)
             if why is not None:
-                shown = ip if str(ip) == host else f"{host} resolves to {ip}, which"
-                raise EgressRefused(target, f"{shown} is {why}")
+                # A name's address is not shown: the refusal lands in the run, and
+                # whoever may start runs must not map the internal network with it.
+                if str(ip) == host:
+                    raise EgressRefused(target, f"{ip} is {why}")
+                if _numeric(host):
+                    raise EgressRefused(target, f"{host} resolves to {ip}, which is {why}")
+                raise EgressRefused(target, f"{host} resolves to {why}")
         return found
 
     def check_url(self, url: str | httpx.URL) -> tuple[IPAddress, ...]:
