@@ -27,6 +27,7 @@ from .config import HARD_LIMIT_GRACE_S
 from .engine import Outcome, StepContext, execute, timed_out_message
 from .messages import clean
 from .runtime import get_runtime
+from .statuses import Reason, ScriptOutcome, StepStatus
 from .store import ReadyStep, RunStore
 from .workers import incarnation
 
@@ -95,7 +96,7 @@ def send_run(run_id: str) -> None:
 def run_scenario(self: Task, run_id: str) -> None:
     store = get_runtime().store
     transition = store.start_run(run_id, self.request.hostname or "unknown")
-    if transition.outcome == "missing":
+    if transition.outcome == ScriptOutcome.MISSING:
         log.warning("run %s does not exist (expired or never created)", run_id)
     dispatch(run_id, transition.ready)
 
@@ -126,8 +127,8 @@ class StepRequest(Request):  # type: ignore[misc]
 
 def hand_back_lost_execution(task_id: str, run_id: str, step: str, attempt: int) -> None:
     store = get_runtime().store
-    lost = store.resume_step(run_id, step, attempt, "worker_lost", task_id=task_id)
-    if lost.outcome != "stale":
+    lost = store.resume_step(run_id, step, attempt, Reason.WORKER_LOST, task_id=task_id)
+    if lost.outcome != ScriptOutcome.STALE:
         log.warning(
             "run %s: step %s attempt %d lost its worker process: %s",
             run_id,
@@ -154,7 +155,7 @@ class StepTask(Task):  # type: ignore[misc]
         run_id, step, attempt = args
         hard_limit = float(exc.args[0]) if exc.args else 0.0
         message = f"{timed_out_message(hard_limit)} (hard limit) and was terminated"
-        finish(get_runtime().store, run_id, step, attempt, "failed", message, "")
+        finish(get_runtime().store, run_id, step, attempt, StepStatus.FAILED, message, "")
 
 
 @shared_task(name=RUN_STEP, bind=True, ignore_result=True, base=StepTask)
@@ -249,7 +250,7 @@ def finish(
     """Record an attempt's end and dispatch what it made ready."""
     transition = store.finish_step(run_id, step, attempt, status, clean(message), output_json)
     ready = transition.ready
-    if transition.outcome == "stale":
+    if transition.outcome == ScriptOutcome.STALE:
         # Either the attempt was taken from us (cancelled, or resumed elsewhere), or
         # this write was retried after Redis took it but lost the reply: then what it
         # made ready is still owed, and the continuation offers it again.

@@ -32,7 +32,8 @@ from tasks.events import CursorPlace, Retained, canonical_id, is_stream_id, read
 from tasks.redis_client import UNAVAILABLE
 from tasks.runner import ENFORCE_CANCEL, RUN_SCENARIO
 from tasks.scenario import Scenario
-from tasks.store import RUN_STATUSES, RunStore
+from tasks.statuses import RUN_STATUSES, RunStatus, ScriptOutcome
+from tasks.store import RunStore
 
 from . import errors
 from .registry import registry
@@ -318,7 +319,7 @@ def undo_later(store: RunStore, run_id: str) -> None:
         deadline = time.monotonic() + UNDO_FOR_S
         while True:
             try:
-                if store.redis.hget(keys.run(run_id), "status") == "queued":
+                if store.redis.hget(keys.run(run_id), "status") == RunStatus.QUEUED:
                     store.delete_run(run_id)
                     log.warning("run %s deleted: its request was answered 503", run_id)
                 return
@@ -362,11 +363,11 @@ def list_runs() -> Response:
 def cancel_run(run_id: str) -> tuple[Response, int]:
     svc = services()
     transition = svc.store.cancel_run(run_id)
-    if transition.outcome == "missing":
+    if transition.outcome == ScriptOutcome.MISSING:
         raise NotFound(f"unknown run {run_id!r}")
-    if transition.outcome == "finished":
+    if transition.outcome == ScriptOutcome.FINISHED:
         raise Conflict(f"run {run_id!r} has already finished")
-    if transition.outcome == "cancelling":
+    if transition.outcome == ScriptOutcome.CANCELLING:
         # Steps still running get the grace to notice ctx.cancelled; then they are ended.
         try:
             svc.celery.send_task(

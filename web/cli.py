@@ -20,6 +20,8 @@ from rich.errors import MarkupError
 from rich.markup import escape
 from rich.table import Table
 
+from tasks.statuses import EventType, RunStatus
+
 from .live_view import RunView
 from .strict_json import sanitized
 
@@ -189,12 +191,12 @@ class Api:
                             if isinstance(event, str):
                                 # One bad event must not stop the others: say so, go on.
                                 click.echo(f"skipped event {message.id or '?'}: {event}", err=True)
-                                if message.event == "run_finished":
+                                if message.event == EventType.RUN_FINISHED:
                                     return
                                 continue
                             pause = base_pause
                             yield event
-                            if event["type"] == "run_finished":
+                            if event["type"] == EventType.RUN_FINISHED:
                                 return
                         if decoder.retry_ms is not None:  # the server's own wish
                             base_pause = min(decoder.retry_ms / 1000, MAX_PAUSE_S)
@@ -233,12 +235,12 @@ def follow(
         if as_json:
             for event in api.events(run_id, after, run_token):
                 click.echo(json.dumps(event))
-                if event["type"] == "run_finished":
+                if event["type"] == EventType.RUN_FINISHED:
                     status = event.get("status")
         else:
             with RunView(Console()) as view:
                 for event in api.events(run_id, after, run_token):
-                    if event["type"] == "run_finished":
+                    if event["type"] == EventType.RUN_FINISHED:
                         status = event.get("status")
                     try:
                         view.show(event)
@@ -263,7 +265,7 @@ def follow(
     if status is None:
         # Followed from its last event: the run's own record says how it ended.
         status = api.call("GET", f"/api/runs/{run_id}").get("status")
-    return EXIT_OK if status == "succeeded" else EXIT_FAILED
+    return EXIT_OK if status == RunStatus.SUCCEEDED else EXIT_FAILED
 
 
 @dataclass

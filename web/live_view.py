@@ -14,13 +14,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
+from tasks.statuses import EventType, RunStatus, StepStatus
+
 #: How each final step status is shown.
 MARKS = {
-    "succeeded": "[green]✔[/]",
-    "failed": "[red]✘[/]",
-    "cancelled": "[yellow]■[/]",
-    "skipped": "[dim]-[/]",
+    StepStatus.SUCCEEDED: "[green]✔[/]",
+    StepStatus.FAILED: "[red]✘[/]",
+    StepStatus.CANCELLED: "[yellow]■[/]",
+    StepStatus.SKIPPED: "[dim]-[/]",
 }
+#: The colour of each final run status (any other: yellow).
+COLOURS = {RunStatus.SUCCEEDED: "green", RunStatus.FAILED: "red"}
 
 
 class RunView:
@@ -53,33 +57,33 @@ class RunView:
     def show(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         step = escape(str(event.get("step", "")))
-        if kind == "step_started":
+        if kind == EventType.STEP_STARTED:
             self._drop_bar(step)
             label = step if event["attempt"] == 1 else f"{step} (attempt {event['attempt']})"
             self.bars[step] = self.progress.add_task("", total=1.0, step=label, note="")
-        elif kind == "step_progress":
+        elif kind == EventType.STEP_PROGRESS:
             if step in self.bars:
                 note = escape(str(event.get("message") or ""))
                 self.progress.update(self.bars[step], completed=event["progress"], note=note)
-        elif kind == "step_log":
+        elif kind == EventType.STEP_LOG:
             self._print(f"  [dim]{step}: {escape(str(event['message']))}[/]")
-        elif kind == "step_retrying":
+        elif kind == EventType.STEP_RETRYING:
             self._drop_bar(step)
             self._print(
                 f"[yellow]↻[/] {step} attempt {event['attempt']} failed: "
                 f"{escape(str(event['message']))}; retrying in {event['delay_s']:g} s"
             )
-        elif kind == "step_finished":
+        elif kind == EventType.STEP_FINISHED:
             self._drop_bar(step)
             self._print(self._finished_line(step, event))
-        elif kind == "run_resumed":
+        elif kind == EventType.RUN_RESUMED:
             worker, reason = escape(str(event["worker"])), escape(str(event["reason"]))
             self._print(f"[yellow]↻[/] run resumed on {worker} ({reason})")
-        elif kind == "run_started":
+        elif kind == EventType.RUN_STARTED:
             self._print(f"[dim]run started on {escape(str(event.get('worker', '')))}[/]")
-        elif kind == "run_finished":
+        elif kind == EventType.RUN_FINISHED:
             self.status = event["status"]
-            colour = {"succeeded": "green", "failed": "red"}.get(event["status"], "yellow")
+            colour = COLOURS.get(event["status"], "yellow")
             message = f": {escape(str(event['message']))}" if event.get("message") else ""
             self._print(f"[bold {colour}]run {escape(str(event['status']))}[/]{message}")
 

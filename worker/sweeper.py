@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from tasks import keys
 from tasks.runner import dispatch, finish, send_run
+from tasks.statuses import Reason, ScriptOutcome, StepStatus, Verdict
 from tasks.store import ReadyStep, RunStore
 from tasks.watch import RunningAttempt, owed_dispatches, redis_now, running_attempts
 from tasks.workers import STALE_AFTER_INTERVALS, read_registry
@@ -81,7 +82,7 @@ class Sweeper:
             return now - attempt.started >= grace
 
         attempts = running_attempts(client)
-        acted = take_over(self.store, "worker_lost", lost, attempts)
+        acted = take_over(self.store, Reason.WORKER_LOST, lost, attempts)
         acted += self.end_overdue([a for a in attempts if a.deadline <= now and not lost(a)])
         acted += self.send_owed(now)
         return acted
@@ -91,16 +92,16 @@ class Sweeper:
         ended = 0
         for a in attempts:
             check = self.store.sweep_check(a.run_id, "running", a.entry, a.step, a.attempt)
-            if check.verdict == "state_lost":
+            if check.verdict == Verdict.STATE_LOST:
                 log.error("run %s failed: its step state is missing from Redis", a.run_id)
-            if check.verdict != "overdue":
+            if check.verdict != Verdict.OVERDUE:
                 continue
             message = (
                 f"did not end within its time limit ({check.timeout_s:g} s) and grace; "
                 f"recorded failed by the sweeper (worker {a.worker})"
             )
             log.warning("run %s: step %s attempt %d %s", a.run_id, a.step, a.attempt, message)
-            finish(self.store, a.run_id, a.step, a.attempt, "failed", message, "")
+            finish(self.store, a.run_id, a.step, a.attempt, StepStatus.FAILED, message, "")
             ended += 1
         return ended
 
@@ -109,13 +110,13 @@ class Sweeper:
         sent = 0
         for owed in owed_dispatches(self.store.redis, now, DISPATCH_BATCH):
             check = self.store.sweep_check(owed.run_id, "dispatch", owed.entry, owed.step)
-            if check.verdict == "state_lost":
+            if check.verdict == Verdict.STATE_LOST:
                 log.error("run %s failed: its step state is missing from Redis", owed.run_id)
-            elif check.verdict == "send_run":
+            elif check.verdict == Verdict.SEND_RUN:
                 log.warning("run %s: still queued, sending its start again", owed.run_id)
                 send_run(owed.run_id)
                 sent += 1
-            elif check.verdict == "send_step":
+            elif check.verdict == Verdict.SEND_STEP:
                 log.warning(
                     "run %s: step %s attempt %d ready but never started, sending it again",
                     owed.run_id,
@@ -141,13 +142,13 @@ def take_over(
         t = store.resume_step(
             attempt.run_id, attempt.step, attempt.attempt, reason, holder=attempt.worker
         )
-        if t.outcome == "stale":
+        if t.outcome == ScriptOutcome.STALE:
             # Not running as indexed: the entry is dropped, and a run whose step state
             # vanished meanwhile is failed, rather than looked at again every sweep.
             check = store.sweep_check(
                 attempt.run_id, "running", attempt.entry, attempt.step, attempt.attempt
             )
-            if check.verdict == "state_lost":
+            if check.verdict == Verdict.STATE_LOST:
                 log.error("run %s failed: its step state is missing from Redis", attempt.run_id)
             continue
         log.warning(
