@@ -15,17 +15,8 @@ from typing import Any, cast
 import redis
 
 from . import keys
+from .views import LISTED_FIELDS, ListedRun
 
-#: The fields of a listed run, in order: a run summary without `input`.
-LISTED_FIELDS = (
-    "run_id",
-    "scenario_id",
-    "status",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "message",
-)
 #: Index entries read per round trip.
 PAGE = 200
 
@@ -99,9 +90,7 @@ def _walk(
             if values[0] is None:
                 expired.append(run_id)
                 continue
-            listed = dict(zip(LISTED_FIELDS, values, strict=True))
-            listed["message"] = listed["message"] or ""
-            yield listed
+            yield ListedRun.from_values(values).model_dump()
         if expired:
             forget(expired)
             offset -= len(expired)

@@ -21,35 +21,10 @@ from .dag import dependants
 from .events import Event, first_id_after
 from .feed import AllEventsFeed
 from .scenario import Scenario
+from .statuses import RUN_STATUSES, RunStatus, ScriptOutcome, StepStatus
+from .statuses import TERMINAL_RUN as TERMINAL_RUN
+from .views import SUMMARY_FIELDS, RunSnapshot, RunSummary
 
-#: The fields of a run summary, in order.
-SUMMARY_FIELDS = (
-    "run_id",
-    "scenario_id",
-    "status",
-    "input",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "message",
-)
-#: The fields of each entry of a snapshot's `steps`, in order.
-STEP_FIELDS = (
-    "name",
-    "tool",
-    "status",
-    "attempt",
-    "started_at",
-    "finished_at",
-    "duration_ms",
-    "progress",
-    "message",
-    "output",
-    "needs",
-    "input",
-)
-TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled"})
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 #: The version of the listing and watch indexes this code keeps (see `reindex`).
 INDEXES_VERSION = 2
 #: How many old index entries each new run checks for expiry, so the index shrinks as
@@ -122,21 +97,6 @@ def _ready(flat: list[str]) -> list[ReadyStep]:
         ReadyStep(flat[i], int(flat[i + 1]), float(flat[i + 2]), float(flat[i + 3]))
         for i in range(0, len(flat), 4)
     ]
-
-
-def _json(raw: str | None) -> Any:
-    return None if raw is None or raw == "" else json.loads(raw)
-
-
-def _num(raw: str | None) -> float | None:
-    return None if raw is None or raw == "" else float(raw)
-
-
-def step_status(status: str, attempt: int) -> str:
-    """The public status of a step: `ready` is internal (dispatched, not started)."""
-    if status == "ready":
-        return "pending" if attempt <= 1 else "running"
-    return status
 
 
 class RunStore:
@@ -224,16 +184,17 @@ class RunStore:
             runs, inputs, replies, strict=True
         ):
             events = _events(emitted)
-            summary = _summary(
+            summary = RunSummary.from_hash(
                 {
                     "run_id": run_id,
                     "scenario_id": scenario.scenario_id,
-                    "status": "queued",
+                    "status": RunStatus.QUEUED,
                     "input": input_json,
                     "created_at": events[0].data["ts"],
                 }
             )
-            created.append(CreatedRun(cast("dict[str, Any]", summary), events))
+            assert summary is not None  # it has a run_id
+            created.append(CreatedRun(summary.model_dump(), events))
         if replies:
             self._forget_older_than(int(replies[-1][0]))
         return created
@@ -248,7 +209,7 @@ class RunStore:
         for step in scenario.steps:
             timeout = step.timeout_s or self.settings.step_timeout_s
             for field, value in (
-                ("status", "pending"),
+                ("status", StepStatus.PENDING),
                 ("attempt", 0),
                 ("waiting", len(step.needs)),
                 ("tool", step.tool),
@@ -349,7 +310,7 @@ class RunStore:
         done = [
             run_id
             for run_id, verdict in zip(run_ids, self._reindex_runs(run_ids), strict=True)
-            if verdict != "indexed"
+            if verdict != ScriptOutcome.INDEXED
         ]
         if done:
             self.redis.srem(keys.legacy_active_runs(), *done)
@@ -388,7 +349,7 @@ class RunStore:
         lost reply) is granted again instead of refused.
         """
         reply = self._run("start_step", run_id, step, attempt, worker, task_id, token, incarnation)
-        if reply[0] != "started":
+        if reply[0] != ScriptOutcome.STARTED:
             return None
         _, emitted, definition, run_input, outputs = reply
         events = _events(emitted)
@@ -454,7 +415,7 @@ class RunStore:
         `status` is succeeded, failed or cancelled; whether a failure is retried is the
         script's decision, from the step's policy and whether the run is being cancelled.
         """
-        if status != "succeeded":
+        if status != StepStatus.SUCCEEDED:
             output_json = ""
         if len(output_json) > self.settings.event_output_bytes:
             fragment = '"output_truncated":true'
@@ -498,14 +459,15 @@ class RunStore:
     def cancel_run(self, run_id: str) -> Transition:
         """Cancel a run; `ready` is empty, `outcome` says what happened (see the script)."""
         outcome, emitted = self._run("cancel_run", run_id)
+        cancelled = outcome == ScriptOutcome.CANCELLED
         return self._transition(
-            run_id, outcome, emitted, [], "cancelled" if outcome == "cancelled" else ""
+            run_id, outcome, emitted, [], RunStatus.CANCELLED if cancelled else ""
         )
 
     def enforce_cancel(self, run_id: str) -> list[str]:
         """End a cancelled run whose steps outlived the grace; returns their task ids."""
         emitted, task_ids = self._run("enforce_cancel", run_id)
-        self._transition(run_id, "", emitted, [], "cancelled" if emitted else "")
+        self._transition(run_id, "", emitted, [], RunStatus.CANCELLED if emitted else "")
         return [t for t in task_ids if t]
 
     def continuation(self, run_id: str, step: str, attempt: int) -> list[ReadyStep]:
@@ -532,23 +494,20 @@ class RunStore:
         return bool(self.redis.exists(keys.run(run_id)))
 
     def summary(self, run_id: str) -> dict[str, Any] | None:
+        """The run's summary as the API sends it (see `views.RunSummary`)."""
         values = cast("list[str | None]", self.redis.hmget(keys.run(run_id), SUMMARY_FIELDS))
-        return _summary(dict(zip(SUMMARY_FIELDS, values, strict=True)))
+        summary = RunSummary.from_hash(dict(zip(SUMMARY_FIELDS, values, strict=True)))
+        return None if summary is None else summary.model_dump()
 
     def snapshot(self, run_id: str) -> dict[str, Any] | None:
-        """The run with its steps, consistent with the stream up to `last_event_id`."""
+        """The run with its steps, consistent with the stream up to `last_event_id`, as
+        the API sends it (see `views.RunSnapshot`)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hgetall(keys.run(run_id))
         pipe.hgetall(keys.run_steps(run_id))
         run, steps = pipe.execute()
-        summary = _summary(run)
-        if summary is None:
-            return None
-        summary["worker"] = run.get("worker")
-        summary["reason"] = run.get("reason") or None
-        summary["last_event_id"] = run.get("last_event_id")
-        summary["steps"] = [_step(name, steps) for name in run["order"].split(",")]
-        return summary
+        snapshot = RunSnapshot.from_hashes(run, steps)
+        return None if snapshot is None else snapshot.model_dump()
 
     def list_runs(
         self,
@@ -581,44 +540,3 @@ class RunStore:
             self.redis.xrange(keys.run_events(run_id), min=start, max="+", count=count),
         )
         return [e for e in (Event.decode(i, f.get("data", "")) for i, f in entries) if e]
-
-
-def _summary(run: Mapping[str, str | None]) -> dict[str, Any] | None:
-    if not run.get("run_id"):
-        return None
-    return {
-        "run_id": run["run_id"],
-        "scenario_id": run.get("scenario_id"),
-        "status": run.get("status"),
-        "input": _json(run.get("input")),
-        "created_at": run.get("created_at"),
-        "started_at": run.get("started_at"),
-        "finished_at": run.get("finished_at"),
-        "message": run.get("message") or "",
-    }
-
-
-def _step(name: str, fields: Mapping[str, str]) -> dict[str, Any]:
-    def get(field: str) -> str | None:
-        return fields.get(f"{name}.{field}")
-
-    attempt = int(get("attempt") or 0)
-    duration = _num(get("duration_ms"))
-    definition = _json(get("def")) or {}
-    status = step_status(get("status") or "pending", attempt)
-    return {
-        "name": name,
-        "tool": get("tool"),
-        "status": status,
-        "attempt": attempt,
-        "started_at": get("started_at") if status != "pending" else None,
-        "finished_at": get("finished_at"),
-        "duration_ms": duration,
-        "progress": _num(get("progress")) or 0.0,
-        "message": get("message") or "",
-        "output": _json(get("output")),
-        # From the definition the run carries, so the graph and the step's input template
-        # are the run's own even if the scenario file has changed since.
-        "needs": definition.get("needs", []),
-        "input": definition.get("input", {}),
-    }

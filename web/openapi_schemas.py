@@ -1,0 +1,207 @@
+"""The schemas of the OpenAPI document (`web/openapi.py`).
+
+The run summary, the listed run and the snapshot with its steps are generated from the
+models the store answers with (`tasks/views.py`), so the document cannot drift from
+what the API sends; their enums (`RunStatus`, `StepStatus`) come along as components
+of their own. The other shapes are written out here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
+from pydantic_core import core_schema
+
+from tasks.scenario import SCENARIO_ID_PATTERN
+from tasks.views import ListedRun, RunSnapshot, RunSummary, StepSnapshot
+
+from .api import RunRequest
+
+
+class _Schemas(GenerateJsonSchema):
+    """Pydantic's JSON Schema, kept short: no per-field titles, and `["string",
+    "null"]` rather than an `anyOf` for a nullable plain type."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        inner = self.generate_inner(schema["schema"])
+        if set(inner) == {"type"} and isinstance(inner["type"], str):
+            return {"type": [inner["type"], "null"]}
+        return super().nullable_schema(schema)
+
+
+def view_schemas() -> dict[str, Any]:
+    """The schemas of the API's views of a run, by model name, with every `$defs` entry
+    they refer to (`RunStatus`, `StepStatus`) as a component of its own."""
+    _, generated = models_json_schema(
+        [(model, "serialization") for model in (RunSummary, ListedRun, RunSnapshot, StepSnapshot)],
+        ref_template="#/components/schemas/{model}",
+        schema_generator=_Schemas,
+    )
+    defs: dict[str, Any] = generated["$defs"]
+    return defs
+
+
+VIEWS = view_schemas()
+
+SCHEMAS: dict[str, Any] = {
+    "RunRequest": RunRequest.model_json_schema(),
+    **VIEWS,
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "details"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {},
+                },
+            }
+        },
+    },
+    "RunCreated": {
+        "allOf": [
+            {"$ref": "#/components/schemas/RunSummary"},
+            {
+                "type": "object",
+                "properties": {
+                    "stream_token": {
+                        "type": "string",
+                        "description": (
+                            "Read-only token for this run only (snapshot, events page, SSE, "
+                            "WebSocket), as `Authorization: Bearer` or `?access_token=`; "
+                            "expires after STEPSTREAM_RUN_TOKEN_TTL_S. Absent when neither "
+                            "STEPSTREAM_API_TOKEN nor STEPSTREAM_SECRET_KEY is set."
+                        ),
+                    }
+                },
+            },
+        ]
+    },
+    "RunList": {
+        "type": "object",
+        "required": ["runs", "next_before"],
+        "properties": {
+            # SPEC §6: entries of a listing leave out `input` (the snapshot has it).
+            "runs": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/ListedRun"},
+            },
+            "next_before": {
+                "type": ["string", "null"],
+                "description": "Pass as `before` to get the next page; null on the last.",
+            },
+        },
+    },
+    "Event": {
+        "type": "object",
+        "description": "A step lifecycle event (SPEC §5) with its stream `id`.",
+        "required": ["id", "schema_version", "type", "run_id", "seq", "ts"],
+        "properties": {
+            "id": {"type": "string", "pattern": r"^\d+-\d+$"},
+            "schema_version": {"const": 1},
+            "type": {"type": "string"},
+            "run_id": {"type": "string"},
+            "seq": {"type": "integer", "minimum": 1},
+            "ts": {"type": "string", "format": "date-time"},
+        },
+        "additionalProperties": True,
+    },
+    "EventPage": {
+        "type": "object",
+        "required": ["events", "next_after"],
+        "properties": {
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "next_after": {"type": ["string", "null"]},
+        },
+    },
+    "ScenarioSummary": {
+        "type": "object",
+        "required": ["scenario_id", "name", "description", "input_schema", "step_count"],
+        "properties": {
+            "scenario_id": {"type": "string", "pattern": SCENARIO_ID_PATTERN},
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "input_schema": {"type": "object"},
+            "step_count": {"type": "integer", "minimum": 1},
+        },
+    },
+    "Scenario": {
+        "type": "object",
+        "required": [
+            "schema_version",
+            "scenario_id",
+            "name",
+            "description",
+            "input_schema",
+            "steps",
+        ],
+        "properties": {
+            "schema_version": {"const": "1"},
+            "scenario_id": {"type": "string"},
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "input_schema": {"type": "object"},
+            "steps": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "tool", "input", "needs"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "tool": {"type": "string"},
+                        "input": {"type": "object"},
+                        "needs": {"type": "array", "items": {"type": "string"}},
+                        "timeout_s": {"type": ["number", "null"]},
+                        "retry": {"type": "object"},
+                        "on_error": {"enum": ["fail", "continue"]},
+                    },
+                },
+            },
+        },
+    },
+    "Tool": {
+        "type": "object",
+        "required": ["name", "description", "input_schema", "source", "available"],
+        "properties": {
+            "name": {"type": "string", "description": "`<server>.<tool>` for an MCP tool."},
+            "description": {"type": "string"},
+            "input_schema": {"type": "object"},
+            "source": {"type": "string", "enum": ["python", "mcp"]},
+            "available": {
+                "type": "boolean",
+                "description": "False while the tool's MCP server does not answer.",
+            },
+            "server": {"type": "string", "description": "The MCP server (MCP tools only)."},
+            "error": {"type": "string", "description": "Why the server is unavailable."},
+        },
+    },
+    "Worker": {
+        "type": "object",
+        "required": [
+            "name",
+            "status",
+            "last_heartbeat",
+            "seconds_since",
+            "active_runs",
+            "processed",
+            "extra",
+        ],
+        "properties": {
+            "name": {"type": "string", "description": "The Celery node name, name@host."},
+            "status": {"enum": ["ok", "stale", "unknown"]},
+            "last_heartbeat": {"type": ["string", "null"], "format": "date-time"},
+            "seconds_since": {"type": ["number", "null"]},
+            "active_runs": {"type": "integer", "minimum": 0},
+            "processed": {"type": "integer", "minimum": 0},
+            "extra": {"type": "object"},
+        },
+    },
+    "Probe": {"type": "object", "required": ["status"], "properties": {"status": {}}},
+}
