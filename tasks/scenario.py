@@ -88,7 +88,12 @@ _StrictFloat = Annotated[float, Field(strict=True)]
 
 
 class RetryPolicy(BaseModel):
-    """How often a failing step is tried, and how long to wait between attempts."""
+    """How often a failing step is tried, and how long to wait between attempts.
+
+    After attempt n fails, the next waits `backoff_s * backoff_factor ** (n - 1)`
+    seconds, at most an hour: `lua/finish_step.lua` computes it (and only it), and
+    reports it as the `step_retrying` event's `delay_s`.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -96,10 +101,6 @@ class RetryPolicy(BaseModel):
     max_attempts: _StrictInt = Field(default=1, ge=1, le=100)
     backoff_s: _StrictFloat = Field(default=1.0, ge=0, le=3600)
     backoff_factor: _StrictFloat = Field(default=2.0, ge=1, le=10)
-
-    def delay_s(self, failed_attempt: int) -> float:
-        """Seconds to wait after attempt `failed_attempt` (1-based) failed."""
-        return self.backoff_s * self.backoff_factor ** (failed_attempt - 1)
 
 
 class Step(BaseModel):

@@ -170,6 +170,26 @@ def test_retry_makes_the_next_attempt_ready_with_its_delay(store: RunStore) -> N
     assert t.outcome == "finished" and t.run_status == "failed"
 
 
+def test_retry_delay(store: RunStore) -> None:
+    """The backoff formula exists once, in finish_step.lua: the delay after attempt n
+    is backoff_s * backoff_factor ** (n - 1)."""
+    sc = scenario(
+        {
+            "name": "flaky",
+            "tool": "echo",
+            "retry": {"max_attempts": 4, "backoff_s": 1.5, "backoff_factor": 2.0},
+        }
+    )
+    run_id = new_run(store, sc)
+    store.start_run(run_id, "w@test")
+    delays = []
+    for attempt in (1, 2, 3):
+        assert store.start_step(run_id, "flaky", attempt, "w@test") is not None
+        (ready,) = store.finish_step(run_id, "flaky", attempt, "failed", "again", "").ready
+        delays.append(ready.delay_s)
+    assert delays == [1.5, 3.0, 6.0]
+
+
 def test_no_retry_once_the_run_is_being_cancelled(store: RunStore) -> None:
     sc = scenario({"name": "flaky", "tool": "echo", "retry": {"max_attempts": 5}})
     run_id = new_run(store, sc)

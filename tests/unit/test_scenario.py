@@ -146,11 +146,6 @@ def test_referenced_steps() -> None:
     assert step.referenced_steps() == frozenset({"x", "y"})
 
 
-def test_retry_delay() -> None:
-    policy = RetryPolicy(max_attempts=4, backoff_s=1.5, backoff_factor=2.0)
-    assert [policy.delay_s(n) for n in (1, 2, 3)] == [1.5, 3.0, 6.0]
-
-
 def test_not_a_mapping() -> None:
     assert "must be a mapping" in reason(["steps"])
 
