@@ -1,6 +1,7 @@
 """Running one step attempt: resolve its input, call its tool, judge its output.
 
-This module knows nothing of Celery; `runner.py` wires it to tasks and the store.
+This module knows nothing of Celery but its soft time limit; `worker/steps.py` wires it
+to tasks and the store.
 """
 
 from __future__ import annotations

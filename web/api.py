@@ -30,10 +30,10 @@ from tasks.errors import (
 )
 from tasks.events import CursorPlace, Retained, canonical_id, is_stream_id, read_retained
 from tasks.redis_client import UNAVAILABLE
-from tasks.runner import ENFORCE_CANCEL, RUN_SCENARIO
 from tasks.scenario import Scenario
 from tasks.statuses import RUN_STATUSES, RunStatus, ScriptOutcome
 from tasks.store import RunStore
+from tasks.task_names import ENFORCE_CANCEL, RUN_SCENARIO
 
 from . import errors
 from .registry import registry

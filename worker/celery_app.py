@@ -77,7 +77,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Flower shows every run and step task.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "include": ["tasks.runner"],
+        "include": ["worker.steps"],
     }
 
 

@@ -1,7 +1,7 @@
 """Lost-run takeover and the backstops that make every attempt end.
 
 A lost prefork child's attempt is handed back by its node's main process at once
-(`runner.StepRequest`), but nobody is left to do that for a whole lost node, and the
+(`steps.StepRequest`), but nobody is left to do that for a whole lost node, and the
 broker gives its messages back only after `STEPSTREAM_REDELIVER_S`. So a sweeper thread
 in every worker runs, one at a time across the cluster (a short Redis lock), over the
 watch indexes (`tasks/watch.py`), never over every run:
@@ -26,11 +26,12 @@ import logging
 from collections.abc import Callable
 
 from tasks import keys
-from tasks.runner import dispatch, finish, send_run
 from tasks.statuses import Reason, ScriptOutcome, StepStatus, Verdict
 from tasks.store import ReadyStep, RunStore
 from tasks.watch import RunningAttempt, owed_dispatches, redis_now, running_attempts
 from tasks.workers import STALE_AFTER_INTERVALS, read_registry
+
+from .steps import dispatch, finish, send_run
 
 log = logging.getLogger(__name__)
 

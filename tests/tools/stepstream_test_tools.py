@@ -197,8 +197,8 @@ def fault(ctx: ToolContext, /, *, point: str) -> dict[str, Any]:
     import redis
     from kombu.exceptions import OperationalError
 
-    from tasks import runner
     from tasks.runtime import get_runtime
+    from worker import steps as runner
 
     if point == "raise_surrogate":
         raise RuntimeError("broken \udc80 text")

@@ -23,19 +23,17 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker.request import Request
 from kombu.exceptions import OperationalError
 
-from .config import HARD_LIMIT_GRACE_S
-from .engine import Outcome, StepContext, execute, timed_out_message
-from .messages import clean
-from .runtime import get_runtime
-from .statuses import Reason, ScriptOutcome, StepStatus
-from .store import ReadyStep, RunStore
-from .workers import incarnation
+from tasks.config import HARD_LIMIT_GRACE_S
+from tasks.engine import Outcome, StepContext, execute, timed_out_message
+from tasks.messages import clean
+from tasks.runtime import get_runtime
+from tasks.statuses import Reason, ScriptOutcome, StepStatus
+from tasks.store import ReadyStep, RunStore
+from tasks.task_names import ENFORCE_CANCEL, RUN_SCENARIO, RUN_STEP
+from tasks.workers import incarnation
 
 log = logging.getLogger(__name__)
 
-RUN_SCENARIO = "stepstream.run_scenario"
-RUN_STEP = "stepstream.run_step"
-ENFORCE_CANCEL = "stepstream.enforce_cancel"
 
 #: The longest retry countdown sent (the scripts cap it too): a later ETA would overflow
 #: Celery's date arithmetic or sit in a worker's memory for days.
