@@ -28,6 +28,9 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 #: How long ``stop()`` waits after SIGTERM before it sends SIGKILL.
 STOP_TIMEOUT_S = 5.0
+#: Databases per server: the test suite gives many tests a store and a broker database
+#: of their own on one server (Redis' default is 16).
+DATABASES = 256
 _POLL_S = 0.01
 _LOG_NAME = "redis.log"
 
@@ -233,6 +236,7 @@ class RedisServer:
             "--port", str(port),
             "--daemonize", "no",
             "--save", "",
+            "--databases", str(DATABASES),
             "--appendonly", "yes" if self.appendonly else "no",
             "--dir", str(data_dir),
             "--logfile", str(log_path),

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import redis
+from stacks import Databases, Stack, events_until_finished, layout, wait_for_event
 from werkzeug.serving import make_server
 
 from devtools.celery_worker import WorkerProcess, start_worker
@@ -27,7 +28,16 @@ from devtools.web_server import WebProcess, start_web
 from tasks.config import Settings
 from tasks.scenario import parse_scenario
 
-__all__ = ["WebProcess", "WorkerProcess", "start_web", "start_worker", "wait_for"]
+__all__ = [
+    "Stack",
+    "WebProcess",
+    "WorkerProcess",
+    "events_until_finished",
+    "start_web",
+    "start_worker",
+    "wait_for",
+    "wait_for_event",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
@@ -53,7 +63,10 @@ ONE_STEP = parse_scenario(
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout`."""
+    """Poll `predicate` until it returns something truthy; fail after `timeout`.
+
+    For a run's events, block on its stream instead: `wait_for_event`,
+    `events_until_finished`."""
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
@@ -73,6 +86,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(scope="session")
+def databases(redis_server: RedisServer) -> Databases:
+    """The session Redis' databases past the fixed rows (tests/stacks.py), each
+    handed out once."""
+    return Databases(redis_server.url)
+
+
+@pytest.fixture(scope="session")
 def scenarios_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped scenarios plus the test-only ones, in one directory."""
     target = tmp_path_factory.mktemp("scenarios")
@@ -84,9 +104,10 @@ def scenarios_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def base_env(redis_server: RedisServer, scenarios_dir: Path) -> dict[str, str]:
+    store_url, broker_url = layout(redis_server.url)
     return {
-        "STEPSTREAM_REDIS_URL": redis_server.url,
-        "STEPSTREAM_BROKER_URL": redis_server.url.rsplit("/", 1)[0] + "/1",
+        "STEPSTREAM_REDIS_URL": store_url,
+        "STEPSTREAM_BROKER_URL": broker_url,
         "STEPSTREAM_SCENARIOS_DIR": str(scenarios_dir),
         "STEPSTREAM_HEARTBEAT_S": "1",
         "PYTHONPATH": os.pathsep.join(
@@ -146,10 +167,32 @@ def url_of(client: redis.Redis) -> str:
 
 
 @pytest.fixture
-def broker(settings: Settings) -> Iterator[redis.Redis]:
-    """A broker database no worker consumes, emptied before each test: runs sent there
-    stay queued, and the messages an app publishes can be counted."""
-    client = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/3")
+def isolated_stack(databases: Databases, base_env: dict[str, str]) -> Stack:
+    """A store database and a broker database of this test's own, emptied: workers
+    started on `.env` take only this test's runs, and no other worker sweeps them."""
+    return databases.stack(base_env)
+
+
+@pytest.fixture
+def quiet_db(databases: Databases) -> str:
+    """The URL of an empty database of this test's own: a store no worker sweeps or
+    beats in, or a broker no worker consumes."""
+    return databases.fresh_url()
+
+
+@pytest.fixture(scope="session")
+def idle_broker_url(databases: Databases) -> str:
+    """A broker database no worker consumes: runs sent there stay queued. Shared by
+    the tests that count what an app publishes (the `broker` fixture) and the web
+    processes they drive."""
+    return databases.fresh_url()
+
+
+@pytest.fixture
+def broker(idle_broker_url: str) -> Iterator[redis.Redis]:
+    """The idle broker, emptied before each test: runs sent there stay queued, and the
+    messages an app publishes can be counted."""
+    client = redis.Redis.from_url(idle_broker_url)
     client.flushdb()
     yield client
     client.close()

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from conftest import ONE_STEP as SCENARIO
 from conftest import serve, start_web
 
@@ -18,8 +17,6 @@ from tasks.config import Settings
 from tasks.store import RunStore
 
 CHROMIUM = Path("/usr/bin/chromium")
-#: A store database no worker sweeps (the runs here have a made-up worker).
-QUIET_DB = 8
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed (pip install -e '.[test]')"
@@ -49,10 +46,11 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def quiet(settings: Settings, base_env: dict[str, str]) -> tuple[Settings, dict[str, str]]:
-    url = settings.redis_url.rsplit("/", 1)[0] + f"/{QUIET_DB}"
-    redis.Redis.from_url(url).flushdb()
-    return replace(settings, redis_url=url), {**base_env, "STEPSTREAM_REDIS_URL": url}
+def quiet(
+    settings: Settings, base_env: dict[str, str], quiet_db: str
+) -> tuple[Settings, dict[str, str]]:
+    """A store database no worker sweeps (the runs here have a made-up worker)."""
+    return replace(settings, redis_url=quiet_db), {**base_env, "STEPSTREAM_REDIS_URL": quiet_db}
 
 
 def finished_run(settings: Settings, logs: int) -> list[str]:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from clients import submit
 from conftest import LiveServer, WorkerProcess, serve, start_worker, wait_for
+from stacks import Databases
 
 from devtools.processes import child_pids
 from tasks import keys
@@ -53,33 +53,27 @@ class Cluster:
 
 @pytest.fixture
 def cluster(
+    databases: Databases,
     base_env: dict[str, str],
-    settings: Settings,
     app_factory: Callable[..., Any],
     tmp_path: Path,
 ) -> Iterator[Cluster]:
     """Three worker nodes on store and broker databases of their own, with a fast
     heartbeat so that lost nodes are noticed within seconds."""
-    base = settings.redis_url.rsplit("/", 1)[0]
-    for db in (14, 15):
-        redis.Redis.from_url(f"{base}/{db}").flushdb()
-    env = {
-        **base_env,
-        "STEPSTREAM_REDIS_URL": f"{base}/14",
-        "STEPSTREAM_BROKER_URL": f"{base}/15",
-        "STEPSTREAM_HEARTBEAT_S": "0.5",
+    stack = databases.stack(
+        base_env,
+        STEPSTREAM_HEARTBEAT_S="0.5",
         # The limit on takeovers is tested elsewhere; here every run must get through.
-        "STEPSTREAM_MAX_RESUMES": "50",
-        "STEPSTREAM_REDELIVER_S": "4",
-    }
+        STEPSTREAM_MAX_RESUMES="50",
+        STEPSTREAM_REDELIVER_S="4",
+    )
+    env = stack.env
     logs = tmp_path / "logs"
     logs.mkdir()
     journal_dir = tmp_path / "journal"
     journal_dir.mkdir()
     workers = {name: start_worker(env, name, logs) for name in NODES}
-    app = app_factory(
-        redis_url=env["STEPSTREAM_REDIS_URL"], broker_url=env["STEPSTREAM_BROKER_URL"]
-    )
+    app = app_factory(**stack.urls)
     store = RunStore.from_settings(Settings.from_env(env))
     try:
         with serve(app) as web:

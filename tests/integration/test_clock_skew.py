@@ -6,7 +6,6 @@ runs for longer than the stale threshold is never taken over while it is alive.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -15,12 +14,11 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import start_worker, wait_for
+from conftest import Stack, events_until_finished, start_worker, wait_for
 
 from tasks import keys
-from tasks.config import Settings
 
-#: Minutes of real processes and faults: left out of `make quick`.
+#: Minutes of real processes and faults: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
 
 SKEWED = Path(__file__).resolve().parent.parent / "skewed_clock"
@@ -29,23 +27,17 @@ SKEWED = Path(__file__).resolve().parent.parent / "skewed_clock"
 @pytest.mark.parametrize("offset_s", [-60, 60])
 def test_a_worker_with_a_skewed_clock_is_alive_and_never_taken_over(
     offset_s: int,
-    base_env: dict[str, str],
-    settings: Settings,
+    isolated_stack: Stack,
     app_factory: Callable[..., Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    base = settings.redis_url.rsplit("/", 1)[0]
-    for db in (14, 15):
-        redis.Redis.from_url(f"{base}/{db}").flushdb()
-    env = {**base_env, "STEPSTREAM_REDIS_URL": f"{base}/14", "STEPSTREAM_BROKER_URL": f"{base}/15"}
+    env = isolated_stack.env
     skewed_env = {
         **env,
         "STEPSTREAM_TEST_CLOCK_OFFSET_S": str(offset_s),
         "PYTHONPATH": os.pathsep.join([str(SKEWED), env["PYTHONPATH"]]),
     }
-    app = app_factory(
-        redis_url=env["STEPSTREAM_REDIS_URL"], broker_url=env["STEPSTREAM_BROKER_URL"]
-    )
+    app = app_factory(**isolated_stack.urls)
     client = app.test_client()
     logs = tmp_path_factory.mktemp("skew")
     skewed = start_worker(skewed_env, "skewed", logs, concurrency=1)
@@ -70,12 +62,7 @@ def test_a_worker_with_a_skewed_clock_is_alive_and_never_taken_over(
         assert abs(workers["skewed"]["seconds_since"]) < 5
         assert client.get("/readyz").status_code == 200
 
-        def ended() -> list[dict[str, Any]] | None:
-            entries = store.xrange(keys.run_events(run_id))
-            events = [json.loads(f["data"]) for _, f in entries]  # type: ignore[index]
-            return events if events and events[-1]["type"] == "run_finished" else None
-
-        events = wait_for(ended, timeout=30, what="the run to finish")
+        events = events_until_finished(store, run_id, timeout=30, what="the run to finish")
         assert events[-1]["status"] == "succeeded"
         assert not [e for e in events if e["type"] == "run_resumed"]
         started = [(e["step"], e["attempt"]) for e in events if e["type"] == "step_started"]

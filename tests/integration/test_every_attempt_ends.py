@@ -7,13 +7,13 @@ run only; the backstops are the real sweeper of a real worker.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
-from conftest import WorkerProcess, start_worker, wait_for
+from conftest import WorkerProcess, events_until_finished, start_worker
+from stacks import Databases
 
 from tasks import keys
 from tasks.config import Settings
@@ -26,26 +26,20 @@ BACKSTOPS = {"redeliver_s": 2.0, "attempt_grace_s": 0.0}
 
 @pytest.fixture(scope="module")
 def stack(
+    databases: Databases,
     base_env: dict[str, str],
-    settings: Settings,
     app_factory: Callable[..., Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Any, RunStore, WorkerProcess]]:
     """A web app and one worker on databases of their own, with short backstops."""
-    base = settings.redis_url.rsplit("/", 1)[0]
-    for db in (12, 13):
-        redis.Redis.from_url(f"{base}/{db}").flushdb()
-    env = {
-        **base_env,
-        "STEPSTREAM_REDIS_URL": f"{base}/12",
-        "STEPSTREAM_BROKER_URL": f"{base}/13",
-        "STEPSTREAM_REDELIVER_S": "2",
-        "STEPSTREAM_ATTEMPT_GRACE_S": "0",
-        "STEPSTREAM_REDIS_RETRY_S": "0.5",
-    }
-    app = app_factory(
-        redis_url=env["STEPSTREAM_REDIS_URL"], broker_url=env["STEPSTREAM_BROKER_URL"], **BACKSTOPS
+    isolated = databases.stack(
+        base_env,
+        STEPSTREAM_REDELIVER_S="2",
+        STEPSTREAM_ATTEMPT_GRACE_S="0",
+        STEPSTREAM_REDIS_RETRY_S="0.5",
     )
+    env = isolated.env
+    app = app_factory(**isolated.urls, **BACKSTOPS)
     worker = start_worker(env, "ends", tmp_path_factory.mktemp("ends"), concurrency=2)
     store = app.extensions["stepstream"].store
     try:
@@ -56,13 +50,7 @@ def stack(
 
 def finished(store: RunStore, run_id: str, timeout: float = 30.0) -> list[dict[str, Any]]:
     """The run's events once it has finished."""
-
-    def events() -> list[dict[str, Any]] | None:
-        entries = store.redis.xrange(keys.run_events(run_id))
-        found = [json.loads(fields["data"]) for _, fields in entries]  # type: ignore[index]
-        return found if found and found[-1]["type"] == "run_finished" else None
-
-    return wait_for(events, timeout=timeout, what=f"run {run_id} to finish")  # type: ignore[no-any-return]
+    return events_until_finished(store.redis, run_id, timeout, what=f"run {run_id} to finish")
 
 
 def submit(app: Any, scenario_id: str, run_input: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import start_worker, wait_for
+from stacks import layout
 
 from devtools.redis_server import RedisServer
 
@@ -74,8 +75,8 @@ def test_a_worker_warns_when_redis_may_evict_keys(
 ) -> None:
     env = {
         **base_env,
-        "STEPSTREAM_REDIS_URL": lru_redis.url,
-        "STEPSTREAM_BROKER_URL": lru_redis.url.rsplit("/", 1)[0] + "/1",
+        "STEPSTREAM_REDIS_URL": layout(lru_redis.url)[0],
+        "STEPSTREAM_BROKER_URL": layout(lru_redis.url)[1],
     }
     worker = start_worker(env, "evicting", tmp_path, concurrency=1)
     try:

@@ -1,8 +1,8 @@
 """Execution semantics against real workers: parallelism, retries, timeouts, on_error,
 duplicate messages and output limits.
 
-Runs are followed over WebSocket until `run_finished` (or awaited in the store with
-`wait_for`); nothing here waits with a fixed sleep. The `flaky`, `barrier` and
+Runs are followed over WebSocket until `run_finished` (or awaited on the run's stream
+with XREAD BLOCK); nothing here waits with a fixed sleep. The `flaky`, `barrier` and
 `stubborn` tools come from `tests/tools`, registered through the real `stepstream.tools`
 entry-point group in this process and in the worker subprocesses.
 """
@@ -21,7 +21,7 @@ import httpx
 import pytest
 import redis
 from clients import submit, ws_events
-from conftest import LiveServer, WorkerProcess, start_worker, wait_for
+from conftest import LiveServer, WorkerProcess, events_until_finished, start_worker, wait_for
 
 from tasks.config import Settings
 from tasks.scenario import parse_scenario
@@ -289,11 +289,6 @@ def _stream(store: RunStore, run_id: str) -> list[Event]:
     return [e.to_dict() for e in store.read_events(run_id, "0", 10_000)]
 
 
-def _finished(store: RunStore, run_id: str) -> list[Event] | None:
-    events = _stream(store, run_id)
-    return events if events and events[-1]["type"] == "run_finished" else None
-
-
 def _processed(workers: list[WorkerProcess], task_id: str) -> bool:
     line = re.compile(rf"\[{re.escape(task_id)}\] succeeded")
     return any(line.search(w.log()) for w in workers)
@@ -327,7 +322,8 @@ def test_a_step_message_delivered_twice_runs_its_attempt_once(
     app = create_celery_app(settings)
     try:
         sent = [app.send_task("stepstream.run_step", args=[run_id, "first", 1]) for _ in range(2)]
-        events = wait_for(lambda: _finished(store, run_id), what="run_finished")
+        events_until_finished(r, run_id, what="run_finished")
+        events = _stream(store, run_id)
         check_stream(events, run_id)
         assert events[-1]["status"] == "succeeded", events[-1]
         for step in ("first", "second"):

@@ -4,45 +4,23 @@ whose steps were evicted. Each was a way to break a promise; each test holds it.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
-from conftest import start_worker, wait_for
+from conftest import Stack, events_until_finished, start_worker, wait_for
 
 from tasks import keys
 from tasks.config import Settings
 
-DBS = (8, 9)
-
 
 @pytest.fixture
-def env(base_env: dict[str, str], settings: Settings) -> Iterator[dict[str, str]]:
-    base = settings.redis_url.rsplit("/", 1)[0]
-    for db in DBS:
-        redis.Redis.from_url(f"{base}/{db}").flushdb()
-    yield {
-        **base_env,
-        "STEPSTREAM_REDIS_URL": f"{base}/{DBS[0]}",
-        "STEPSTREAM_BROKER_URL": f"{base}/{DBS[1]}",
-    }
+def env(isolated_stack: Stack) -> dict[str, str]:
+    return isolated_stack.env
 
 
-def events_of(store: redis.Redis, run_id: str) -> list[dict[str, Any]]:
-    entries = store.xrange(keys.run_events(run_id))
-    return [json.loads(f["data"]) for _, f in entries]  # type: ignore[index]
-
-
-def ended(store: redis.Redis, run_id: str) -> Callable[[], list[dict[str, Any]] | None]:
-    def check() -> list[dict[str, Any]] | None:
-        events = events_of(store, run_id)
-        return events if events and events[-1]["type"] == "run_finished" else None
-
-    return check
-
-
+@pytest.mark.slow
 def test_a_worker_whose_name_has_a_space_is_never_taken_over_while_alive(
     env: dict[str, str],
     app_factory: Callable[..., Any],
@@ -61,7 +39,7 @@ def test_a_worker_whose_name_has_a_space_is_never_taken_over_while_alive(
             "/api/runs", json={"scenario_id": "test_slow_progress", "input": {"seconds": 5}}
         )
         run_id = response.get_json()["run_id"]
-        events = wait_for(ended(store, run_id), timeout=40, what="the run to finish")
+        events = events_until_finished(store, run_id, timeout=40, what="the run to finish")
         names = [w["name"] for w in client.get("/api/workers").get_json()]
         assert events[-1]["status"] == "succeeded", events[-1]
         assert [e for e in events if e["type"] == "run_resumed"] == []
@@ -100,8 +78,10 @@ def make_legacy(
             store.hset(keys.run_steps(run_id), field, "")
 
 
+@pytest.mark.slow
 def test_runs_created_before_the_status_indexes_are_listed_by_status(
     env: dict[str, str],
+    quiet_db: str,
     app_factory: Callable[..., Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -122,7 +102,7 @@ def test_runs_created_before_the_status_indexes_are_listed_by_status(
     assert everything == [run_id]
     # No worker consumes this broker database: the run stays queued, only swept.
     sweeper = start_worker(
-        {**env, "STEPSTREAM_BROKER_URL": env["STEPSTREAM_BROKER_URL"].rsplit("/", 1)[0] + "/7"},
+        {**env, "STEPSTREAM_BROKER_URL": quiet_db},
         "sweeper",
         tmp_path_factory.mktemp("sweeper"),
         concurrency=1,
@@ -171,7 +151,7 @@ def test_a_run_started_before_the_upgrade_is_taken_over_when_its_node_is_lost(
         os.killpg(old.proc.pid, signal.SIGKILL)
         old.proc.wait(timeout=10)
         new = start_worker(env, "new", logs, concurrency=1)
-        events = wait_for(ended(store, run_id), timeout=60, what="the run to finish")
+        events = events_until_finished(store, run_id, timeout=60, what="the run to finish")
         assert events[-1]["status"] == "succeeded", events[-1]
     finally:
         store.close()

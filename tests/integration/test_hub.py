@@ -66,16 +66,13 @@ def drain(sub: Subscription, count: int, timeout: float = 10) -> list[Event]:
     return got
 
 
-#: A store database no worker sweeps: the runs made here have a made-up holder, which a
-#: real worker's sweeper would rightly take over as lost.
-QUIET_DB = 7
-
-
 @pytest.fixture
-def quiet(settings: Settings, base_env: dict[str, str]) -> tuple[Settings, dict[str, str]]:
-    url = settings.redis_url.rsplit("/", 1)[0] + f"/{QUIET_DB}"
-    redis.Redis.from_url(url).flushdb()
-    return replace(settings, redis_url=url), {**base_env, "STEPSTREAM_REDIS_URL": url}
+def quiet(
+    settings: Settings, base_env: dict[str, str], quiet_db: str
+) -> tuple[Settings, dict[str, str]]:
+    """A store database no worker sweeps: the runs made here have a made-up holder,
+    which a real worker's sweeper would rightly take over as lost."""
+    return replace(settings, redis_url=quiet_db), {**base_env, "STEPSTREAM_REDIS_URL": quiet_db}
 
 
 @pytest.fixture
@@ -228,6 +225,7 @@ def test_200_subscribers_on_20_runs_each_get_every_event_once_on_few_connections
     """Counted, not timed: half over WebSocket, half over SSE, to one gunicorn process."""
     settings, env = quiet
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    db = str(r.connection_pool.connection_kwargs["db"])  # this test's own database
     runs = [Live(settings) for _ in range(20)]
     web = start_web(env, tmp_path, "web-200")
     ws_url = "ws" + web.url[len("http") :]
@@ -259,7 +257,7 @@ def test_200_subscribers_on_20_runs_each_get_every_event_once_on_few_connections
             for live in runs:
                 live.say(4)
             # This web process's connections: named so, on this test's own database.
-            mine = [c for c in r.client_list() if c.get("db") == str(QUIET_DB)]
+            mine = [c for c in r.client_list() if c.get("db") == db]
             peak = max(peak, sum(1 for c in mine if c.get("name") == WEB_CLIENT_NAME))
         for live in runs:
             live.store.finish_step(live.run_id, "only", 1, "succeeded", "", "1")

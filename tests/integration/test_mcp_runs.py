@@ -19,12 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from clients import submit, ws_events
 from conftest import LiveServer, WorkerProcess, serve, start_web, start_worker, wait_for
 from mcp_server import http_server
+from stacks import Databases
 
-from devtools.redis_server import RedisServer
 from tasks.config import Settings
 from tasks.mcp_tools.listing import list_servers
 from web import create_app
@@ -33,8 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 SERVER = ROOT / "tests" / "mcp_server.py"
 #: The example scenario shipped in scenarios/, run here against the same test server.
 EXAMPLE = ROOT / "scenarios" / "mcp_demo.yaml"
-#: Databases no other test uses: this module's worker must take only its own runs.
-STORE_DB, BROKER_DB = 10, 11
 
 SCENARIOS = {
     "mcp_mixed": """
@@ -88,7 +85,7 @@ def http_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def mcp_env(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, http_url: str
+    databases: Databases, tmp_path_factory: pytest.TempPathFactory, http_url: str
 ) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("mcp-runs")
     scenarios = tmp / "scenarios"
@@ -103,22 +100,20 @@ def mcp_env(
         f"  remote: {{url: '{http_url}'}}\n"
         "  gone: {url: 'http://127.0.0.1:1/mcp'}\n"
     )
-    base = redis_server.url.rsplit("/", 1)[0]
-    return {
-        "STEPSTREAM_REDIS_URL": f"{base}/{STORE_DB}",
-        "STEPSTREAM_BROKER_URL": f"{base}/{BROKER_DB}",
-        "STEPSTREAM_SCENARIOS_DIR": str(scenarios),
-        "STEPSTREAM_HEARTBEAT_S": "1",
-        "STEPSTREAM_CANCEL_GRACE_S": "10",
-        "STEPSTREAM_MCP_CONFIG": str(config),
-    }
+    # Databases no other test uses: this module's worker must take only its own runs.
+    return databases.stack(
+        {},
+        STEPSTREAM_SCENARIOS_DIR=str(scenarios),
+        STEPSTREAM_HEARTBEAT_S="1",
+        STEPSTREAM_CANCEL_GRACE_S="10",
+        STEPSTREAM_MCP_CONFIG=str(config),
+    ).env
 
 
 @pytest.fixture(scope="module")
 def mcp_worker(
     mcp_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    redis.Redis.from_url(mcp_env["STEPSTREAM_REDIS_URL"]).flushdb()
     worker = start_worker(mcp_env, "mcp", tmp_path_factory.mktemp("logs"), concurrency=1)
     yield worker
     worker.stop()

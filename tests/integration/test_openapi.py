@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 import websocket
-from conftest import WorkerProcess, url_of, wait_for
+from conftest import WorkerProcess, events_until_finished, url_of, wait_for
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from referencing import Registry
@@ -67,15 +67,6 @@ def doc(client: Any) -> dict[str, Any]:
     assert response.mimetype == "application/json"
     body: dict[str, Any] = response.get_json()
     return body
-
-
-@pytest.fixture
-def broker(settings: Any) -> Iterator[redis.Redis]:
-    """A broker database no worker consumes: runs made for their summaries stay queued."""
-    client = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/3")
-    client.flushdb()
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -242,13 +233,12 @@ def test_documented_request_body_matches_what_is_accepted(doc: dict[str, Any]) -
 # -- real responses --------------------------------------------------------------------------
 
 
-def finished(client: Any, run_id: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        snapshot: dict[str, Any] = client.get(f"/api/runs/{run_id}").get_json()
-        return snapshot if snapshot["status"] in TERMINAL else None
-
-    result: dict[str, Any] = wait_for(done, timeout=30, what=f"run {run_id} to finish")
-    return result
+def finished(client: Any, r: redis.Redis, run_id: str) -> dict[str, Any]:
+    """The run's snapshot once `run_finished` is in its stream (XREAD BLOCK)."""
+    events_until_finished(r, run_id, timeout=30, what=f"run {run_id} to finish")
+    snapshot: dict[str, Any] = client.get(f"/api/runs/{run_id}").get_json()
+    assert snapshot["status"] in TERMINAL, snapshot
+    return snapshot
 
 
 @pytest.mark.parametrize(
@@ -261,6 +251,7 @@ def finished(client: Any, run_id: str) -> dict[str, Any]:
 )
 def test_finished_run_responses_match(
     client: Any,
+    r: redis.Redis,
     doc: dict[str, Any],
     worker: WorkerProcess,
     scenario_id: str,
@@ -270,7 +261,7 @@ def test_finished_run_responses_match(
     created = client.post("/api/runs", json={"scenario_id": scenario_id, "input": run_input})
     check_response(doc, "post", "/api/runs", created)
     run_id = created.get_json()["run_id"]
-    assert finished(client, run_id)["status"] == status
+    assert finished(client, r, run_id)["status"] == status
 
     check_response(doc, "get", "/api/runs/{run_id}", client.get(f"/api/runs/{run_id}"))
     page = client.get(
@@ -334,13 +325,10 @@ def test_probe_responses_match(client: Any, doc: dict[str, Any], worker: WorkerP
 
 
 def test_not_ready_response_matches(
-    app_factory: Callable[..., Any], r: redis.Redis, doc: dict[str, Any]
+    app_factory: Callable[..., Any], quiet_db: str, doc: dict[str, Any]
 ) -> None:
     """A store database no worker writes its heartbeat to: 503 with the reason."""
-    empty_db = r.connection_pool.connection_kwargs
-    url = f"redis://{empty_db['host']}:{empty_db['port']}/4"
-    redis.Redis.from_url(url).flushdb()
-    not_ready = app_factory(redis_url=url).test_client().get("/readyz")
+    not_ready = app_factory(redis_url=quiet_db).test_client().get("/readyz")
     assert not_ready.status_code == 503
     check_response(doc, "get", "/readyz", not_ready)
 

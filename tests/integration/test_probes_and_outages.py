@@ -35,15 +35,16 @@ def test_healthz_and_metrics(client: Any) -> None:
     )
 
 
+@pytest.mark.slow
 def test_readyz_needs_redis_and_a_live_worker(
-    app_factory: Callable[..., Any], worker: WorkerProcess, settings: Any, r: redis.Redis
+    app_factory: Callable[..., Any], worker: WorkerProcess, quiet_db: str, r: redis.Redis
 ) -> None:
     ready = app_factory().test_client()
     wait_for(lambda: ready.get("/readyz").status_code == 200, what="readyz 200")
     assert ready.get("/readyz").json["checks"]["workers"] >= 1
 
     # A store database no worker writes to: Redis answers, no worker is alive.
-    lonely = app_factory(redis_url=settings.redis_url.rsplit("/", 1)[0] + "/5").test_client()
+    lonely = app_factory(redis_url=quiet_db).test_client()
     response = lonely.get("/readyz")
     assert response.status_code == 503 and response.json["reason"] == "no live worker"
 

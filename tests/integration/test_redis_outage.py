@@ -19,6 +19,7 @@ import pytest
 import redis
 from clients import Follower, submit
 from conftest import LiveServer, WorkerProcess, serve, start_worker, wait_for
+from stacks import layout
 
 from devtools.redis_server import RedisServer
 
@@ -36,8 +37,7 @@ def restartable(
     """A Redis of this test's own (so restarting it disturbs no other test), with a
     worker and a web server that use it for both the store and the broker."""
     with RedisServer(port=0, data_dir=tmp_path / "redis", appendonly=True) as server:
-        url = server.url
-        broker = url.rsplit("/", 1)[0] + "/1"
+        url, broker = layout(server.url)
         env = {**base_env, "STEPSTREAM_REDIS_URL": url, "STEPSTREAM_BROKER_URL": broker}
         worker = start_worker(env, "outage", tmp_path)
         try:

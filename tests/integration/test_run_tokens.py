@@ -30,13 +30,15 @@ RUN_BODY = {"scenario_id": "hello_sequence", "input": {"name": "x"}}
 
 
 @pytest.fixture(scope="module")
-def web(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def web(
+    base_env: dict[str, str], idle_broker_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """gunicorn with an API token, sending runs to a broker database no worker reads
     (the `broker` fixture's), so that they stay queued."""
     env = {
         **base_env,
         "STEPSTREAM_API_TOKEN": TOKEN,
-        "STEPSTREAM_BROKER_URL": base_env["STEPSTREAM_REDIS_URL"].rsplit("/", 1)[0] + "/3",
+        "STEPSTREAM_BROKER_URL": idle_broker_url,
     }
     process: WebProcess = start_web(env, tmp_path_factory.mktemp("logs"), "web-run-tokens")
     try:

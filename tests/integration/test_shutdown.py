@@ -11,6 +11,7 @@ import pytest
 import redis
 from clients import submit, ws_events
 from conftest import WorkerProcess, serve, start_worker, wait_for
+from stacks import Databases
 
 from tasks import keys
 
@@ -19,27 +20,18 @@ GRACE_S = 2.0
 
 @pytest.fixture
 def pair(
+    databases: Databases,
     base_env: dict[str, str],
-    settings: Any,
     app_factory: Callable[..., Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[dict[str, WorkerProcess], Any, redis.Redis]]:
     """Two workers with a short grace, on store and broker databases of their own."""
-    base = settings.redis_url.rsplit("/", 1)[0]
-    for db in (12, 13):
-        redis.Redis.from_url(f"{base}/{db}").flushdb()
-    env = {
-        **base_env,
-        "STEPSTREAM_REDIS_URL": f"{base}/12",
-        "STEPSTREAM_BROKER_URL": f"{base}/13",
-        "STEPSTREAM_SHUTDOWN_GRACE_S": str(GRACE_S),
-    }
+    stack = databases.stack(base_env, STEPSTREAM_SHUTDOWN_GRACE_S=str(GRACE_S))
+    env = stack.env
     logs = tmp_path_factory.mktemp("shutdown")
     workers = {w.name: w for w in (start_worker(env, n, logs) for n in ("wa", "wb"))}
-    app = app_factory(
-        redis_url=env["STEPSTREAM_REDIS_URL"], broker_url=env["STEPSTREAM_BROKER_URL"]
-    )
-    client = redis.Redis.from_url(env["STEPSTREAM_REDIS_URL"], decode_responses=True)
+    app = app_factory(**stack.urls)
+    client = stack.store()
     try:
         yield workers, app, client
     finally:

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 import websocket
 from clients import sse_events, ws_events
 from conftest import ONE_STEP as SCENARIO
@@ -22,8 +21,6 @@ from conftest import LiveServer, serve, wait_for
 from tasks.config import Settings
 from tasks.store import RunStore
 
-#: A store database no worker sweeps: the runs here have a made-up worker.
-QUIET_DB = 9
 JSON = {"Accept": "application/json"}
 
 
@@ -52,10 +49,9 @@ class Run:
 
 
 @pytest.fixture
-def quiet(settings: Settings) -> Settings:
-    url = settings.redis_url.rsplit("/", 1)[0] + f"/{QUIET_DB}"
-    redis.Redis.from_url(url).flushdb()
-    return replace(settings, redis_url=url)
+def quiet(settings: Settings, quiet_db: str) -> Settings:
+    """A store database no worker sweeps: the runs here have a made-up worker."""
+    return replace(settings, redis_url=quiet_db)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import redis
 import websocket
 from clients import Follower, submit
-from conftest import LiveServer, WorkerProcess, serve, start_web, start_worker, wait_for
+from conftest import LiveServer, Stack, WorkerProcess, serve, start_web, start_worker, wait_for
 
 from tasks import keys
 
@@ -57,17 +57,10 @@ def test_a_killed_worker_process_is_taken_over_at_once(
 
 @pytest.fixture
 def isolated(
-    base_env: dict[str, str], settings: Any, app_factory: Callable[..., Any]
+    isolated_stack: Stack, app_factory: Callable[..., Any]
 ) -> Iterator[tuple[dict[str, str], Any]]:
     """Store and broker databases of their own, so only the workers started here work."""
-    base = settings.redis_url.rsplit("/", 1)[0]
-    for db in (10, 11):
-        redis.Redis.from_url(f"{base}/{db}").flushdb()
-    env = {**base_env, "STEPSTREAM_REDIS_URL": f"{base}/10", "STEPSTREAM_BROKER_URL": f"{base}/11"}
-    app = app_factory(
-        redis_url=env["STEPSTREAM_REDIS_URL"], broker_url=env["STEPSTREAM_BROKER_URL"]
-    )
-    yield env, app
+    yield isolated_stack.env, app_factory(**isolated_stack.urls)
 
 
 def test_a_killed_worker_node_is_taken_over_by_another(

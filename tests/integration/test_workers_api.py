@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 from clients import submit, ws_events
-from conftest import LiveServer, WorkerProcess, start_worker, wait_for
+from conftest import LiveServer, Stack, WorkerProcess, start_worker, wait_for
 
 from tasks import keys
 
@@ -45,19 +45,17 @@ def test_expected_but_silent_workers_are_unknown(
     assert ghost["status"] == "unknown" and ghost["last_heartbeat"] is None
 
 
+@pytest.mark.slow
 def test_a_killed_worker_goes_stale_and_readyz_follows(
     app_factory: Callable[..., Any],
-    base_env: dict[str, str],
+    isolated_stack: Stack,
     tmp_path_factory: pytest.TempPathFactory,
     r: redis.Redis,
     settings: Any,
 ) -> None:
     # A store database of its own: no other worker's heartbeat keeps /readyz green.
-    db = settings.redis_url.rsplit("/", 1)[0] + "/6"
-    redis.Redis.from_url(db).flushdb()
-    env = {**base_env, "STEPSTREAM_REDIS_URL": db}
-    doomed = start_worker(env, "w5", tmp_path_factory.mktemp("logs5"))
-    client = app_factory(redis_url=db).test_client()
+    doomed = start_worker(isolated_stack.env, "w5", tmp_path_factory.mktemp("logs5"))
+    client = app_factory(**isolated_stack.urls).test_client()
     try:
         wait_for(lambda: client.get("/readyz").status_code == 200, what="ready")
         os.killpg(doomed.proc.pid, signal.SIGKILL)  # no goodbye: the row stays

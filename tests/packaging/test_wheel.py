@@ -39,8 +39,9 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from stacks import Databases
 
-from devtools.redis_server import RedisServer, free_port
+from devtools.redis_server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -365,7 +366,7 @@ def _wait(service: Service, ready: Callable[[], bool], what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def services(install: Install, redis_server: RedisServer) -> Iterator[dict[str, Any]]:
+def services(install: Install, databases: Databases) -> Iterator[dict[str, Any]]:
     """The image's services, each started with its compose or Dockerfile command."""
     commands = image_commands()
     final_env = dockerfile_env(dockerfile_stages()[-1])
@@ -375,7 +376,7 @@ def services(install: Install, redis_server: RedisServer) -> Iterator[dict[str, 
     assert final_env["STEPSTREAM_BIND"] == "0.0.0.0:8000"
     web_port, flower_port = free_port(), free_port()
     # A database of its own on the test Redis: nothing else in the suite reads it.
-    redis_url = redis_server.url.rsplit("/", 1)[0] + "/9"
+    redis_url = databases.fresh_url()
     env = {
         "STEPSTREAM_REDIS_URL": redis_url,
         "STEPSTREAM_SCENARIOS_DIR": str(install.app / "scenarios"),
