@@ -4,6 +4,7 @@ file, wait until it is ready, find its children."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -12,11 +13,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: A new process must be ready within this many seconds.
 START_TIMEOUT_S = 30.0
+#: Signals a child gets with their default action whatever its parent does with them:
+#: an ignored signal stays ignored across exec, and a parent started under `nohup`
+#: (SIGHUP) or as a background job of a script (SIGINT, SIGQUIT) ignores some.
+DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP)
+
+
+def default_signals() -> None:
+    """Reset `DEFAULT_SIGNALS` to SIG_DFL: Popen's `preexec_fn` for every child that a
+    test or a tool signals, so that it reacts as it would started from a terminal."""
+    for signum in DEFAULT_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """Start `command` from the repository root, in a session of its own (so that its
-    whole group can be signalled), with `env` over ours and its output in `log_path`."""
+    whole group can be signalled), with default signal dispositions, `env` over ours
+    and its output in `log_path`."""
     return subprocess.Popen(
         command,
         cwd=ROOT,
@@ -24,6 +37,7 @@ def spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=default_signals,
     )
 
 

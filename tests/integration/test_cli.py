@@ -24,6 +24,7 @@ from conftest import LiveServer, WorkerProcess, serve, start_web, wait_for
 from rich.console import Console
 from werkzeug.wrappers import Request, Response
 
+from devtools.processes import default_signals
 from web.cli import SSEDecoder, SSEMessage, main, sse_lines
 from web.live_view import RunView
 
@@ -136,6 +137,9 @@ def spawn(url: str, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Whatever this suite was started with (`nohup`, a script's background job),
+        # the CLI reacts to the SIGINT it is sent as from a terminal.
+        preexec_fn=default_signals,
     )
 
 

@@ -41,6 +41,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from stacks import Databases
 
+from devtools.processes import default_signals
 from devtools.redis_server import free_port
 
 pytestmark = pytest.mark.slow
@@ -416,6 +417,7 @@ def services(install: Install, databases: Databases) -> Iterator[dict[str, Any]]
                 stdout=log.open("wb"),
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=default_signals,
             )
             service = Service(name, commands[name], proc, log)
             running.append(service)

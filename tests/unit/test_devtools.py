@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from devtools import redis_server  # noqa: E402
+from devtools.processes import default_signals  # noqa: E402
 from devtools.redis_server import RedisServer, find_redis_server, port_is_free  # noqa: E402
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -354,6 +355,7 @@ def supervise() -> Iterator[Any]:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=default_signals,  # signalled as from a terminal, however we started
         )
         procs.append(proc)
         return proc, _Lines(proc)
