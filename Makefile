@@ -10,17 +10,17 @@ INSTALLED := $(VENV)/.installed
 PIP_FLAGS := --quiet --disable-pip-version-check --progress-bar off
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install browser up test quick lint fmt bench lock clean
+.PHONY: help venv install browser up test test-fast lint fmt bench lock clean
 
 help:
-	@echo "make up     install, then run redis + worker + web + flower in the foreground"
-	@echo "make test   install, lint, then run the whole test suite"
-	@echo "make quick  lint, then the suite without its slow tests (chaos, outages, scale)"
-	@echo "make lint   ruff check, ruff format --check, mypy"
-	@echo "make fmt    ruff format and ruff check --fix"
-	@echo "make bench  run the benchmarks (one JSON object per line)"
-	@echo "make lock   re-pin constraints.txt, the image's dependencies (after changing pyproject.toml)"
-	@echo "make clean  remove .venv and caches (keeps .stepstream/ data)"
+	@echo "make up        install, then run redis + worker + web + flower in the foreground"
+	@echo "make test      install, lint, then run the whole test suite"
+	@echo "make test-fast lint, then the suite without its slow tests and the browser (under 2 min)"
+	@echo "make lint      ruff check, ruff format --check, mypy"
+	@echo "make fmt       ruff format and ruff check --fix"
+	@echo "make bench     run the benchmarks (one JSON object per line)"
+	@echo "make lock      re-pin constraints.txt, the image's dependencies (after changing pyproject.toml)"
+	@echo "make clean     remove .venv and caches (keeps .stepstream/ data)"
 
 venv: $(VENV_PYTHON)
 
@@ -68,8 +68,9 @@ browser:
 test: install lint browser
 	$(VENV_PYTHON) -m pytest -q
 
-# The inner loop: everything but the tests marked slow (and the browser).
-quick: install lint
+# The inner loop: everything but the tests marked slow (chaos, outages, clock skew, scale
+# costs, node kills, shutdown, the wheel) and the browser.
+test-fast: install lint
 	$(VENV_PYTHON) -m pytest -q -x -m "not slow" --ignore=tests/browser
 
 fmt: install

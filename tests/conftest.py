@@ -212,7 +212,9 @@ class LiveServer:
 def serve(app: Any) -> Iterator[LiveServer]:
     """`app` on a real threaded HTTP server, for WebSocket and SSE clients."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: `shutdown()` waits for the loop to see it, 0.5 s by default, and
+    # most tests stop a server.
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
         yield LiveServer(f"http://127.0.0.1:{server.server_port}", app)

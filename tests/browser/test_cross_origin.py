@@ -25,6 +25,9 @@ playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed (pip install -e '.[test]')"
 )
 
+#: A real Chromium: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 #: The attacker's page. A text/plain form turns `name=value` into JSON: the classic way
 #: to send a JSON body across origins without CORS.
 EVIL_PAGE = """<!doctype html>
@@ -113,7 +116,7 @@ def evil_site(api: str, run_id: str) -> Iterator[str]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

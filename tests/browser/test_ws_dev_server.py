@@ -22,6 +22,9 @@ playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed (pip install -e '.[test]')"
 )
 
+#: A real Chromium: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 #: Opens a WebSocket, collects every message and the close event, and resolves with them.
 FOLLOW = """

@@ -68,6 +68,7 @@ def raw_get(url: str, target: str, headers: dict[str, str] | None = None) -> int
         conn.close()
 
 
+@pytest.mark.slow
 def test_gunicorn_access_log_redacts_every_spelling(logged_web: WebProcess) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
     created = httpx.post(

@@ -105,7 +105,7 @@ def token_client(token_app: Any) -> Any:
 def token_server(token_app: Any) -> Iterator[str]:
     """The token app on a real threaded HTTP server; yields `host:port`."""
     server = make_server("127.0.0.1", 0, token_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     yield f"127.0.0.1:{server.server_port}"
     server.shutdown()
@@ -307,6 +307,7 @@ def served_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [rec.getMessage() for rec in caplog.records if not rec.name.startswith(clients)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "query",
     [

@@ -22,7 +22,7 @@ from conftest import WorkerProcess, serve, url_of, wait_for
 from devtools.redis_server import RedisServer
 from web import WEB_REDIS_CONNECTIONS
 
-#: Minutes of real processes and faults: left out of `make quick`.
+#: Minutes of real processes and faults: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
 
 #: What the API promises while Redis does not answer.

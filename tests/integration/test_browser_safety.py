@@ -221,7 +221,7 @@ def test_a_star_allows_every_host(idle: Callable[..., Any], r: redis.Redis) -> N
 @contextlib.contextmanager
 def serve_on(app: Any, address: str) -> Iterator[str]:
     server = make_server(address, 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
         yield f"http://{address}:{server.server_port}"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 import websocket
 from clients import submit, ws_events
 from conftest import LiveServer, WorkerProcess, serve
@@ -107,6 +108,7 @@ def test_cancel_unknown_run_is_404(client: Any) -> None:
     assert response.json["error"]["code"] == "not_found"
 
 
+@pytest.mark.slow
 def test_a_step_that_ignores_cancellation_is_terminated_after_the_grace(
     app_factory: Callable[..., Any], worker: WorkerProcess, r: Any
 ) -> None:

@@ -64,6 +64,7 @@ def test_broken_files_are_reported_and_skipped(
         assert name in caplog.text  # each skipped file is logged with its path
 
 
+@pytest.mark.slow
 def test_added_changed_and_removed_files_are_picked_up(
     app_factory: Callable[..., Any], catalog_dir: Path
 ) -> None:

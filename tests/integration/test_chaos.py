@@ -28,7 +28,7 @@ from tasks import keys
 from tasks.config import Settings
 from tasks.store import RunStore
 
-#: Minutes of real processes and faults: left out of `make quick`.
+#: Minutes of real processes and faults: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
 
 RUNS = 50

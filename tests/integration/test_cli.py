@@ -172,7 +172,13 @@ def read_until(proc: subprocess.Popen[str], predicate: Callable[[dict[str, Any]]
     raise AssertionError(f"the stream ended first: {proc.stderr.read() if proc.stderr else ''}")
 
 
-@pytest.mark.parametrize("cancel", [False, True], ids=["run-goes-on", "cancel-on-interrupt"])
+@pytest.mark.parametrize(
+    "cancel",
+    [
+        pytest.param(False, id="run-goes-on", marks=pytest.mark.slow),  # the run's 3 s
+        pytest.param(True, id="cancel-on-interrupt"),
+    ],
+)
 def test_ctrl_c_exits_130(live_server: LiveServer, worker: WorkerProcess, cancel: bool) -> None:
     args = ["run", "test_cancellable", "--input", '{"seconds": 3}', "--follow", "--json"]
     proc = spawn(live_server.url, *args, *(["--cancel-on-interrupt"] if cancel else []))
@@ -189,6 +195,7 @@ def test_ctrl_c_exits_130(live_server: LiveServer, worker: WorkerProcess, cancel
     wait_for(lambda: httpx.get(run_url).json()["status"] == expected, what=f"the run {expected}")
 
 
+@pytest.mark.slow
 def test_tail_reconnects_when_the_server_restarts(
     base_env: dict[str, str], worker: WorkerProcess, tmp_path: Path
 ) -> None:

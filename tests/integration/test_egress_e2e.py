@@ -19,6 +19,9 @@ import redis
 from clients import submit, ws_events
 from conftest import LiveServer, WorkerProcess, serve, start_worker
 
+#: Workers of their own per egress policy: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 @contextlib.contextmanager
 def recording_server() -> Iterator[tuple[str, list[str]]]:

@@ -20,6 +20,9 @@ from tasks.config import Settings
 from tasks.loader import load_scenarios
 from tasks.store import RunStore
 
+#: Faults left to the sweeper's backstops, seconds each: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 #: Short backstops, so that the sweeper acts within seconds.
 BACKSTOPS = {"redeliver_s": 2.0, "attempt_grace_s": 0.0}
 

@@ -70,6 +70,7 @@ def test_the_web_says_when_it_cannot_check_and_starts_anyway(
     assert app.test_client().get("/api/runs").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_worker_warns_when_redis_may_evict_keys(
     base_env: dict[str, str], lru_redis: RedisServer, tmp_path: Path
 ) -> None:

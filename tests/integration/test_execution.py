@@ -192,6 +192,7 @@ def test_timeout_stops_a_tool_that_ignores_cancellation(
     assert step["status"] == "failed" and "timed out" in step["message"]
 
 
+@pytest.mark.slow
 def test_each_retried_attempt_times_out_on_its_own(
     live_server: LiveServer, worker: WorkerProcess
 ) -> None:
@@ -294,6 +295,7 @@ def _processed(workers: list[WorkerProcess], task_id: str) -> bool:
     return any(line.search(w.log()) for w in workers)
 
 
+@pytest.mark.slow
 def test_a_step_message_delivered_twice_runs_its_attempt_once(
     settings: Settings, r: redis.Redis, worker: WorkerProcess, other_worker: WorkerProcess
 ) -> None:
@@ -367,6 +369,7 @@ def test_large_output_is_left_out_of_the_event_but_kept_in_the_snapshot(
     assert step["status"] == "succeeded" and step["output"] == {"text": text}
 
 
+@pytest.mark.slow
 def test_a_step_that_swallows_the_soft_limit_is_killed_and_recorded(
     live_server: LiveServer, worker: WorkerProcess
 ) -> None:

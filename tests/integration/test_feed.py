@@ -6,6 +6,7 @@ import json
 import os
 from typing import Any
 
+import pytest
 import redis
 from clients import submit, ws_events
 from conftest import LiveServer, WorkerProcess, wait_for
@@ -31,6 +32,7 @@ def test_every_event_of_a_run_reaches_the_all_runs_stream(
     assert sorted(copied(), key=lambda e: e["seq"]) == events
 
 
+@pytest.mark.slow
 def test_the_feed_drops_rather_than_blocks_when_redis_is_gone() -> None:
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
     feed = AllEventsFeed(dead, maxlen=100)

@@ -26,6 +26,9 @@ from schemathesis.specs.openapi.checks import (
 
 from web.openapi import DOCUMENT
 
+#: Generated requests by the hundred: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 def _refuse(name: str) -> Any:
     raise AssertionError(f"the response holds {name}, which is not JSON")

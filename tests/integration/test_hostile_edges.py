@@ -120,6 +120,7 @@ def test_runs_created_before_the_status_indexes_are_listed_by_status(
         store.close()
 
 
+@pytest.mark.slow
 def test_a_run_started_before_the_upgrade_is_taken_over_when_its_node_is_lost(
     env: dict[str, str],
     app_factory: Callable[..., Any],
@@ -160,6 +161,7 @@ def test_a_run_started_before_the_upgrade_is_taken_over_when_its_node_is_lost(
                 w.stop()
 
 
+@pytest.mark.slow
 def test_a_cursor_in_unicode_digits_cannot_drop_every_subscriber_of_the_process(
     worker: Any, live_server: Any
 ) -> None:

@@ -219,6 +219,7 @@ def test_subscribers_join_and_follow_while_the_request_pool_is_exhausted(
     assert ([e["id"] for e in events], code) == (everything, 1000)
 
 
+@pytest.mark.slow
 def test_200_subscribers_on_20_runs_each_get_every_event_once_on_few_connections(
     quiet: tuple[Settings, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -327,6 +328,7 @@ def test_a_stopping_web_process_closes_websockets_with_1001(
     assert httpx.post(f"{live_server.url}/api/runs/{run['run_id']}/cancel").status_code == 202
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_production_server_says_going_away(
     base_env: dict[str, str], worker: WorkerProcess, tmp_path: Path
 ) -> None:
@@ -371,6 +373,7 @@ def test_sigterm_to_the_production_server_says_going_away(
         store.redis.close()
 
 
+@pytest.mark.slow
 def test_a_long_replay_to_a_slow_websocket_client_arrives_intact(
     quiet: tuple[Settings, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -403,6 +406,7 @@ def test_a_long_replay_to_a_slow_websocket_client_arrives_intact(
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == 3 + 20_000 + 2
 
 
+@pytest.mark.slow
 def test_a_websocket_client_that_stops_reading_is_closed_with_1013(
     quiet: tuple[Settings, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -450,6 +454,7 @@ def test_a_websocket_client_that_stops_reading_is_closed_with_1013(
     assert reader_code == 1000 and len(events) == 3 + 4_000 + 2
 
 
+@pytest.mark.slow
 def test_clients_that_stop_reading_big_events_are_cut_off_by_bytes_and_readers_are_not(
     quiet: tuple[Settings, dict[str, str]], tmp_path: Path
 ) -> None:

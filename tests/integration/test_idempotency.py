@@ -159,7 +159,7 @@ def test_concurrent_requests_with_one_key_start_one_run(
     app: Any, r: redis.Redis, broker: redis.Redis
 ) -> None:
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_port}/api/runs"
     barrier = threading.Barrier(8)

@@ -28,6 +28,9 @@ from tasks.config import Settings
 from tasks.mcp_tools.listing import list_servers
 from web import create_app
 
+#: A worker and MCP servers of its own, runs that time out: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 SERVER = ROOT / "tests" / "mcp_server.py"
 #: The example scenario shipped in scenarios/, run here against the same test server.

@@ -24,6 +24,9 @@ from tasks.mcp_tools.listing import list_servers
 from tasks.mcp_tools.source import McpToolSource
 from tasks.tools import LocalContext
 
+#: Real MCP servers over stdio and HTTP, restarted and killed: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 SERVER = str(Path(__file__).resolve().parent.parent / "mcp_server.py")
 STDIO = StdioServer(command=sys.executable, args=[SERVER])
 

@@ -53,6 +53,7 @@ def test_readyz_needs_redis_and_a_live_worker(
     assert response.status_code == 503 and response.json["reason"] == "redis unavailable"
 
 
+@pytest.mark.slow
 def test_redis_down_gives_503_not_500(app_factory: Callable[..., Any]) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     client = app_factory(redis_url=url, broker_url=url).test_client()
@@ -85,6 +86,7 @@ def test_broker_down_gives_503_and_leaves_nothing_behind(
     assert r.xlen(keys.all_events()) == 0  # not even announced to dashboards
 
 
+@pytest.mark.slow
 def test_sse_sends_keepalives_while_a_step_is_silent(
     live_server: LiveServer, worker: WorkerProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -98,6 +100,7 @@ def test_sse_sends_keepalives_while_a_step_is_silent(
     assert frames[-1]["event"] == "run_finished"
 
 
+@pytest.mark.slow
 def test_websocket_pings_while_a_step_is_silent(app: Any, worker: WorkerProcess) -> None:
     app.config["SOCK_SERVER_OPTIONS"] = {**app.config["SOCK_SERVER_OPTIONS"], "ping_interval": 0.2}
     with serve(app) as server:
@@ -175,6 +178,7 @@ def test_invented_methods_and_paths_do_not_grow_metrics(
         web.kill()
 
 
+@pytest.mark.slow
 def test_readyz_shows_mcp_states_not_urls_credentials_or_errors(
     base_env: dict[str, str], tmp_path: Path, r: redis.Redis
 ) -> None:

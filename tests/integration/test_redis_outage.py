@@ -23,7 +23,7 @@ from stacks import layout
 
 from devtools.redis_server import RedisServer
 
-#: Minutes of real processes and faults: left out of `make quick`.
+#: Minutes of real processes and faults: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
 
 #: How long Redis stays down: the fault being injected, not a wait for a result.

@@ -234,6 +234,7 @@ def test_an_idempotent_replay_carries_a_run_token(web: str, r: redis.Redis, brok
 # -- expiry, keys, and servers without a key ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_token_expires(app_factory: Callable[..., Any], broker: redis.Redis) -> None:
     with serve(app_factory(api_token=TOKEN, run_token_ttl_s=2, broker_url=url_of(broker))) as s:
         run = submit(s.url, "hello_sequence", {"name": "x"}, API)
@@ -253,6 +254,7 @@ def test_a_run_token_expires(app_factory: Callable[..., Any], broker: redis.Redi
         assert snapshot(s.url, run["run_id"], "", API)[0] == 200
 
 
+@pytest.mark.slow
 def test_every_web_process_with_the_same_key_honours_a_token(
     web: str, two_runs: tuple[dict[str, Any], ...], app_factory: Callable[..., Any]
 ) -> None:

@@ -15,6 +15,9 @@ from stacks import Databases
 
 from tasks import keys
 
+#: Worker nodes stopped with their grace running out: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 GRACE_S = 2.0
 
 

@@ -305,6 +305,7 @@ def test_snapshot_never_disagrees_with_the_stream(store: RunStore) -> None:
         thread.join()
 
 
+@pytest.mark.slow
 def test_expired_runs_leave_the_index(settings: Settings, r: redis.Redis) -> None:
     store = RunStore.from_settings(replace(settings, run_ttl_s=1))
     sc = scenario({"name": "only", "tool": "echo"})

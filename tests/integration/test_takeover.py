@@ -17,6 +17,9 @@ from conftest import LiveServer, Stack, WorkerProcess, serve, start_web, start_w
 
 from tasks import keys
 
+#: Workers and web processes killed, nodes taken over: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 def follow(server: LiveServer, run_id: str) -> Iterator[dict[str, Any]]:
     conn = websocket.create_connection(f"{server.ws_url}/api/runs/{run_id}/ws", timeout=60)

@@ -21,6 +21,7 @@ def second_worker(
     w.stop()
 
 
+@pytest.mark.slow
 def test_steps_of_one_run_execute_on_both_workers(
     live_server: LiveServer, second_worker: WorkerProcess, r: redis.Redis
 ) -> None:

@@ -391,6 +391,7 @@ def test_supervisor_stops_every_service_on_a_signal_and_exits_0(
     assert all(_gone(pid) for pid in pids)
 
 
+@pytest.mark.slow
 def test_supervisor_kills_a_service_that_ignores_sigterm(supervise: Any) -> None:
     proc, lines = supervise(1, _service("stubborn"))
     pid = int(lines.wait_for(r"p0 started \(pid=(\d+)\)")[0][1])
