@@ -12,6 +12,7 @@ FROM python:3.11-slim AS wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY tasks ./tasks
+COPY client ./client
 COPY web ./web
 COPY worker ./worker
 RUN pip wheel --no-cache-dir --disable-pip-version-check --no-deps --wheel-dir /dist .

@@ -33,14 +33,14 @@ from tasks.redis_client import UNAVAILABLE
 from tasks.scenario import Scenario
 from tasks.statuses import RUN_STATUSES, RunStatus, ScriptOutcome
 from tasks.store import RunStore
+from tasks.strict_json import NotStrictJSON
+from tasks.strict_json import loads as strict_loads
 from tasks.task_names import ENFORCE_CANCEL, RUN_SCENARIO
 
 from . import errors
 from .registry import registry
 from .run_tokens import token_field
 from .services import services
-from .strict_json import NotStrictJSON
-from .strict_json import loads as strict_loads
 
 log = logging.getLogger(__name__)
 

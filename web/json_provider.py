@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from flask import has_request_context, request
 from flask.json.provider import DefaultJSONProvider
 
-from . import strict_json
+from tasks import strict_json
 
 if TYPE_CHECKING:
     from werkzeug.sansio.response import Response

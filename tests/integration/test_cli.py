@@ -24,9 +24,9 @@ from conftest import LiveServer, WorkerProcess, serve, start_web, wait_for
 from rich.console import Console
 from werkzeug.wrappers import Request, Response
 
+from client.cli import SSEDecoder, SSEMessage, main, sse_lines
+from client.live_view import RunView
 from devtools.processes import default_signals
-from web.cli import SSEDecoder, SSEMessage, main, sse_lines
-from web.live_view import RunView
 
 #: The console script `pip install` made, next to the interpreter running the tests.
 STEPSTREAM = str(Path(sys.executable).with_name("stepstream"))

@@ -20,8 +20,8 @@ from clients import submit
 from conftest import WebProcess, WorkerProcess, serve, start_web, url_of, wait_for
 from itsdangerous import URLSafeTimedSerializer
 
+from client.cli import main
 from tasks.config import Settings
-from web.cli import main
 from web.run_tokens import RunTokens
 
 TOKEN = "api-s3cret"

@@ -53,7 +53,7 @@ CONSTRAINTS = ROOT / "constraints.txt"
 #: The services built from the image, each with the command the test runs for it.
 IMAGE_SERVICES = ("web", "worker", "flower")
 #: The packages the wheel must hold, each importable alone from the install.
-PACKAGES = ("tasks", "web", "worker")
+PACKAGES = ("tasks", "web", "worker", "client")
 TOKEN = "wheel-test-token"
 FLOWER_AUTH = ("admin", "wheel-test-password")
 #: pip, quiet, and never stopping to ask.

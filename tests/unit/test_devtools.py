@@ -161,7 +161,7 @@ def test_dockerignore_keeps_local_state_out_and_what_the_image_copies_in() -> No
     for line in (ROOT / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY ") and "--from" not in line:
             copied.update(shlex.split(line)[1:-1])
-    assert {"pyproject.toml", "constraints.txt", "tasks", "web", "worker"} <= copied
+    assert {"pyproject.toml", "constraints.txt", "tasks", "web", "worker", "client"} <= copied
     for source in copied:
         assert (ROOT / source).exists(), source
         assert source not in ignored and source.split("/")[0] not in ignored, source

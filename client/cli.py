@@ -21,9 +21,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from tasks.statuses import EventType, RunStatus
+from tasks.strict_json import sanitized
 
 from .live_view import RunView
-from .strict_json import sanitized
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 #: Answers after which following a run is worth trying again (the server or its Redis

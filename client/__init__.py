@@ -1,0 +1,2 @@
+"""The command line client: talks to the HTTP API, never imports Flask or Celery, so
+`stepstream` starts fast."""
