@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import codecs
 import functools
 import json
 import os
-import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -24,6 +22,7 @@ from tasks.statuses import EventType, RunStatus
 from tasks.strict_json import sanitized
 
 from .live_view import RunView
+from .sse import SSEDecoder, SSEMessage
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 #: Answers after which following a run is worth trying again (the server or its Redis
@@ -31,88 +30,6 @@ EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 RETRYABLE = frozenset({502, 503, 504})
 #: The longest pause between two reconnection attempts.
 MAX_PAUSE_S = 5.0
-
-
-# -- Server-Sent Events ----------------------------------------------------------------------
-
-#: SSE lines end at CRLF, CR or LF and nowhere else: not at U+2028, U+2029, U+0085 or
-#: the other breaks `str.splitlines` knows, which are ordinary characters in event data.
-_EOL = re.compile(r"\r\n|\r|\n")
-
-
-def sse_lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    """The lines of an event stream (WHATWG HTML, "Parsing an event stream"): UTF-8
-    decoded (bad bytes become U+FFFD, a leading BOM is dropped), split at CRLF, CR or LF
-    wherever the chunks happen to be cut. An unterminated last line is not a line."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pending = ""
-    at_start = True
-    for chunk in chunks:
-        text = decoder.decode(chunk)
-        if at_start and text:
-            text, at_start = text.removeprefix("\ufeff"), False
-        buffer = pending + text
-        # A CR at the very end may be the first half of a CRLF: decide with the next chunk.
-        cut = len(buffer) - 1 if buffer.endswith("\r") else len(buffer)
-        *lines, tail = _EOL.split(buffer[:cut])
-        pending = tail + buffer[cut:]
-        yield from lines
-    if pending.endswith("\r"):
-        yield pending[:-1]
-
-
-@dataclass(frozen=True)
-class SSEMessage:
-    """One dispatched event: its data lines joined with LF, its type and the last id."""
-
-    data: str
-    event: str = "message"
-    id: str = ""
-
-
-class SSEDecoder:
-    """Turns lines into messages as the WHATWG standard says: `data` lines accumulate,
-    `event` names the type, `id` (without NUL) sets the last event id, `retry` (digits
-    only) the reconnection time, `:` lines are comments, unknown fields are ignored, and
-    a blank line dispatches (nothing, when no data came)."""
-
-    def __init__(self) -> None:
-        self.last_event_id = ""
-        self.retry_ms: int | None = None
-        self._data: list[str] = []
-        self._event = ""
-
-    def messages(self, chunks: Iterable[bytes]) -> Iterator[SSEMessage]:
-        for line in sse_lines(chunks):
-            message = self.feed(line)
-            if message is not None:
-                yield message
-
-    def feed(self, line: str) -> SSEMessage | None:
-        if line == "":
-            return self._dispatch()
-        if line.startswith(":"):
-            return None
-        name, colon, value = line.partition(":")
-        if colon:
-            value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id":
-            if "\0" not in value:
-                self.last_event_id = value
-        elif name == "retry" and value.isascii() and value.isdigit():
-            self.retry_ms = int(value)
-        return None
-
-    def _dispatch(self) -> SSEMessage | None:
-        data, event = self._data, self._event
-        self._data, self._event = [], ""
-        if not data:
-            return None
-        return SSEMessage("\n".join(data), event or "message", self.last_event_id)
 
 
 def read_event(message: SSEMessage) -> dict[str, Any] | str:

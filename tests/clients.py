@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import websocket
 
-from client.cli import SSEDecoder, sse_lines
+from client.sse import SSEDecoder, sse_lines
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 

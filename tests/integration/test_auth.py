@@ -23,6 +23,8 @@ import websocket
 from conftest import url_of, wait_for
 from werkzeug.serving import make_server
 
+from client.sse import SSEDecoder
+
 TOKEN = "s3cret"
 GOOD_HEADER = {"Authorization": f"Bearer {TOKEN}"}
 RUN_BODY = {"scenario_id": "hello_sequence", "input": {"name": "x"}}
@@ -161,10 +163,9 @@ def first_event_over_sse(
     with httpx.stream("GET", url, headers=headers or {}, timeout=10) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith("data:"):
-                event: dict[str, Any] = json.loads(line.removeprefix("data:"))
-                return event
+        for message in SSEDecoder().messages(response.iter_bytes()):
+            event: dict[str, Any] = json.loads(message.data)
+            return event
     raise AssertionError("the stream ended without an event")
 
 

@@ -24,8 +24,9 @@ from conftest import LiveServer, WorkerProcess, serve, start_web, wait_for
 from rich.console import Console
 from werkzeug.wrappers import Request, Response
 
-from client.cli import SSEDecoder, SSEMessage, main, sse_lines
+from client.cli import main
 from client.live_view import RunView
+from client.sse import SSEDecoder, SSEMessage, sse_lines
 from devtools.processes import default_signals
 
 #: The console script `pip install` made, next to the interpreter running the tests.

@@ -21,6 +21,7 @@ from conftest import WebProcess, WorkerProcess, serve, start_web, url_of, wait_f
 from itsdangerous import URLSafeTimedSerializer
 
 from client.cli import main
+from client.sse import SSEDecoder
 from tasks.config import Settings
 from web.run_tokens import RunTokens
 
@@ -83,9 +84,8 @@ def sse_first(url: str, run_id: str, query: str, headers: dict[str, str]) -> tup
     ) as response:
         if response.status_code != 200:
             return response.status_code, json.loads(response.read())
-        for line in response.iter_lines():
-            if line.startswith("data:"):
-                return 200, json.loads(line.removeprefix("data:"))
+        for message in SSEDecoder().messages(response.iter_bytes()):
+            return 200, json.loads(message.data)
     raise AssertionError("the stream ended without an event")
 
 
