@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Any, Literal, cast
 
 from . import keys
+from .statuses import EventType
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ SCHEMA_VERSION = 1
 #: ASCII digits only: `\d` would take any script's digits, which Redis refuses.
 STREAM_ID = re.compile(r"^(0|[0-9]{1,20}-[0-9]{1,20})$")
 
-TERMINAL_TYPE = "run_finished"
+TERMINAL_TYPE = EventType.RUN_FINISHED
 
 
 #: How every event the run scripts write begins (see `emit` in `lua/prelude.lua`).

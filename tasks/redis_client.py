@@ -96,11 +96,6 @@ class OutageRetry(Retry):
                 time.sleep(pause)
 
 
-def outage_retry(budget_s: float) -> Retry:
-    """A retry of connection errors (and LOADING after a restart) for about `budget_s`."""
-    return OutageRetry(budget_s)
-
-
 def connect(
     url: str,
     *,

@@ -22,7 +22,6 @@ from .events import Event, first_id_after
 from .feed import AllEventsFeed
 from .scenario import Scenario
 from .statuses import RUN_STATUSES, RunStatus, ScriptOutcome, StepStatus
-from .statuses import TERMINAL_RUN as TERMINAL_RUN
 from .views import SUMMARY_FIELDS, RunSnapshot, RunSummary
 
 #: The version of the listing and watch indexes this code keeps (see `reindex`).

@@ -45,7 +45,12 @@ class OwedDispatch:
 
 def redis_now(client: redis.Redis) -> float:
     """Seconds since the epoch by Redis' clock, the one clock every host shares."""
-    seconds, micros = client.time()
+    return time_seconds(client.time())
+
+
+def time_seconds(reply: tuple[int, int]) -> float:
+    """Seconds since the epoch from the reply of Redis `TIME` (seconds, microseconds)."""
+    seconds, micros = reply
     return seconds + micros / 1_000_000
 
 

@@ -227,3 +227,25 @@ def serve(app: Any) -> Iterator[LiveServer]:
 def live_server(app: Any) -> Iterator[LiveServer]:
     with serve(app) as server:
         yield server
+
+
+#: Debian's Chromium, which `make browser` installs: the browser tests download none.
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Chromium driven by Playwright, for the tests in tests/browser/."""
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package "
+            "where it can (apt-get, as root); install it to run the browser tests"
+        )
+    playwright_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright is not installed (pip install -e '.[test]')"
+    )
+    with playwright_api.sync_playwright() as p:
+        # --no-sandbox: the suite may run as root, where Chromium's sandbox refuses.
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()

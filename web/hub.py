@@ -38,7 +38,7 @@ import redis
 
 from tasks import keys, redis_client
 from tasks.events import Event, Retained, first_id_after, id_key, read_retained, retained_of
-from tasks.store import TERMINAL_RUN
+from tasks.statuses import TERMINAL_RUN
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +179,7 @@ class Hub:
         exists, retained, _ = read_retained(self.side, run_id)
         return exists, retained
 
-    def follow(
-        self, run_id: str, after: str, wait_s: float, queue_bytes: int | None = None
-    ) -> Iterator[list[Event]]:
+    def follow(self, run_id: str, after: str, wait_s: float) -> Iterator[list[Event]]:
         """Replay a run from `after`, then follow it live until `run_finished`.
 
         Yields events in batches as they come (a replay page, what arrived live) and an
@@ -216,7 +214,7 @@ class Hub:
             yield page
             if final:
                 return
-        sub = self.subscribe(run_id, cursor, queue_bytes)
+        sub = self.subscribe(run_id, cursor)
         try:
             while True:
                 batch, final = _until_final(sub.take(wait_s))
@@ -230,9 +228,8 @@ class Hub:
         finally:
             self.unsubscribe(sub)
 
-    def subscribe(self, run_id: str, last_id: str, queue_bytes: int | None = None) -> Subscription:
-        limit_bytes = self.queue_bytes if queue_bytes is None else queue_bytes
-        sub = Subscription(run_id, last_id, self.queue_limit, limit_bytes)
+    def subscribe(self, run_id: str, last_id: str) -> Subscription:
+        sub = Subscription(run_id, last_id, self.queue_limit, self.queue_bytes)
         with self._lock:
             if self._stopping:
                 sub.end("shutdown")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from tasks import keys
+from tasks.watch import time_seconds
 from tasks.workers import Registry, read_registry
 
 from .services import services
@@ -18,10 +19,10 @@ def registry() -> Registry:
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(keys.workers())
     pipe.time()
-    rows, (seconds, micros) = pipe.execute()
+    rows, time_reply = pipe.execute()
     current = read_registry(
         cast("dict[str, str]", rows),
-        now=seconds + micros / 1_000_000,
+        now=time_seconds(time_reply),
         heartbeat_s=svc.settings.heartbeat_s,
         expected=svc.settings.expected_workers,
     )

@@ -18,6 +18,7 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutting_down
 
 from tasks.runtime import get_runtime
+from tasks.statuses import Reason
 from tasks.store import RunStore
 
 from .sweeper import take_over
@@ -30,7 +31,7 @@ _consumer: Any = None
 
 def hand_back(store: RunStore, hostname: str) -> int:
     """Resume elsewhere every attempt `hostname` still runs; returns how many."""
-    return take_over(store, "shutdown", lambda attempt: attempt.worker == hostname)
+    return take_over(store, Reason.SHUTDOWN, lambda attempt: attempt.worker == hostname)
 
 
 def _after_grace(hostname: str, grace_s: float) -> None:

@@ -8,7 +8,6 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,12 +17,7 @@ from conftest import serve, url_of
 
 from tasks import keys
 
-CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 20_000
-
-playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="Playwright is not installed (pip install -e '.[test]')"
-)
 
 #: A real Chromium: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -66,17 +60,6 @@ async ({api, runId}) => {
     return answers;
 }
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: install it to run the browser tests")
-    with playwright_api.sync_playwright() as p:
-        # --no-sandbox: the suite may run as root, where Chromium's sandbox refuses.
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,29 +12,10 @@ import pytest
 from clients import submit
 from conftest import LiveServer, WorkerProcess, serve, wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 20_000
-
-playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="Playwright is not installed (pip install -e '.[test]')"
-)
 
 #: A real Chromium: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package "
-            "where it can (apt-get, as root); install it to run the browser tests"
-        )
-    with playwright_api.sync_playwright() as p:
-        # --no-sandbox: the suite may run as root, where Chromium's sandbox refuses.
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

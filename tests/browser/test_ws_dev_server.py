@@ -4,7 +4,6 @@ the web: Werkzeug's development server (`flask run`) or gunicorn with gevent."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,6 @@ from conftest import serve, start_web
 
 from tasks.config import Settings
 from tasks.store import RunStore
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="Playwright is not installed (pip install -e '.[test]')"
-)
 
 #: A real Chromium: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -35,17 +28,6 @@ url => new Promise(resolve => {
     ws.onclose = e => resolve({events: got, code: e.code, wasClean: e.wasClean});
 })
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: install it to run the browser tests")
-    with playwright_api.sync_playwright() as p:
-        # --no-sandbox: the suite may run as root, where Chromium's sandbox refuses.
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
