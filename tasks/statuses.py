@@ -89,9 +89,11 @@ class ScriptOutcome(StrEnum):
 
     #: No such run (expired, or never created).
     MISSING = "missing"
-    #: start_run, cancel_run, reindex_run: the run had already finished. finish_step:
-    #: the attempt's end was recorded (the run may go on or have finished with it).
+    #: start_run, cancel_run, reindex_run: the run had already finished.
     FINISHED = "finished"
+    #: finish_step: the attempt's end was recorded and its step closed (the run may go
+    #: on or have finished with it).
+    RECORDED = "recorded"
     #: start_run: the run was started; start_step: the attempt was granted.
     STARTED = "started"
     #: start_run: the run was already running (a duplicate message).
@@ -104,9 +106,9 @@ class ScriptOutcome(StrEnum):
     STATE_LOST = "state_lost"
     #: resume_step: the attempt was handed to a new one.
     RESUMED = "resumed"
-    #: resume_step: the attempt was ended instead (resumed too often, or the run is
-    #: being cancelled).
-    FAILED = "failed"
+    #: resume_step: the step was closed instead (resumed too often, or the run is being
+    #: cancelled).
+    CLOSED = "closed"
     #: cancel_run: the run was cancelled at once (no step was running).
     CANCELLED = "cancelled"
     #: cancel_run: running steps are given the grace to stop.

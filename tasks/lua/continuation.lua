@@ -11,14 +11,11 @@ local ready = {}
 if redis.call('HGET', RUN, 'status') ~= 'running' then return ready end
 if status == 'ready' and current == attempt + 1 then
   -- The retry keeps the backoff its failure was given.
-  ready = {step, tostring(current), step_get(step, 'timeout_s'), step_get(step, 'delay_s') or '0'}
+  offer(ready, step, current, step_get(step, 'delay_s'))
 elseif current == attempt and (status == 'succeeded' or status == 'failed') then
   for _, dep in ipairs(split_csv(step_get(step, 'next'))) do
     if step_get(dep, 'status') == 'ready' and step_get(dep, 'attempt') == '1' then
-      ready[#ready + 1] = dep
-      ready[#ready + 1] = '1'
-      ready[#ready + 1] = step_get(dep, 'timeout_s')
-      ready[#ready + 1] = '0'
+      offer(ready, dep, 1)
     end
   end
 end

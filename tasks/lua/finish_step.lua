@@ -1,13 +1,13 @@
 -- Fencing: finish attempt ARGV[2] of step ARGV[1] only if that attempt is `running`.
 -- Records the result; retries a failure while the step's policy allows and the run is
--- not being cancelled; makes ready the dependants whose needs are now all met; skips
--- everything downstream of a step that failed under on_error=fail; appends
--- run_finished when no step is left.
+-- not being cancelled; then the decider (`advance`, prelude.lua) makes ready what may
+-- run next, or fails the run, and appends run_finished when no step is left.
 -- ARGV[1] step   ARGV[2] attempt   ARGV[3] status: succeeded | failed | cancelled
 -- ARGV[4] message   ARGV[5] output JSON ("" unless succeeded)
 -- ARGV[6] the output fragment for step_finished ('"output":...' or '"output_truncated":true')
--- Returns {outcome, EMITTED, ready, run status}: outcome is "finished", "retrying" or
--- "stale"; ready is {step, attempt, timeout_s, delay_s, ...}.
+-- Returns {outcome, EMITTED, ready, run status}: outcome is "recorded" (the step closed;
+-- the run may go on or have finished with it), "retrying", "stale" or "state_lost";
+-- ready is {step, attempt, timeout_s, delay_s, ...}.
 local step, attempt, status, message = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('HGET', RUN, 'status') ~= 'running' or step_get(step, 'status') ~= 'running'
     or step_get(step, 'attempt') ~= attempt then
@@ -33,20 +33,5 @@ end
 local output = ARGV[5]
 if output == '' then output = 'null' end
 close_step(step, status, message, output, ARGV[6])
-
-if cancelling then
-  -- Everything still waiting was cancelled with the run: nothing becomes ready.
-elseif status == 'succeeded' or step_get(step, 'on_error') == 'continue' then
-  for _, dep in ipairs(split_csv(step_get(step, 'next'))) do
-    local waiting = redis.call('HINCRBY', STEPS, dep .. '.waiting', -1)
-    if waiting == 0 and step_get(dep, 'status') == 'pending' then
-      make_ready(dep, 1, ready)
-    end
-  end
-else
-  mark_failed(step, message, 'step_failed')
-  skip_downstream(step)
-end
-
-finish_if_done()
-return {'finished', EMITTED, ready, redis.call('HGET', RUN, 'status')}
+advance(ready, step, status, message, 'step_failed')
+return {'recorded', EMITTED, ready, redis.call('HGET', RUN, 'status')}

@@ -168,17 +168,31 @@ local function is_terminal(status)
   return status == 'succeeded' or status == 'failed' or status == 'cancelled'
 end
 
---- Mark a step ready to run as `attempt` after `delay_s` (a string, "0" for at once);
---- adds the dispatch entry for the caller to `ready`.
-local function make_ready(step, attempt, ready, delay_s)
-  delay_s = delay_s or '0'
-  unwatch_running(step)
-  step_set(step, 'status', 'ready', 'attempt', attempt)
-  watch_dispatch(step, tonumber(delay_s))
+--- Offer attempt `attempt` of `step` to the caller, who sends it to a worker after
+--- `delay_s` (a string, "0" for at once). `ready` is the flat list every script returns:
+--- {step, attempt, timeout_s, delay_s, ...} (tasks/run_records.py reads it).
+local function offer(ready, step, attempt, delay_s)
   ready[#ready + 1] = step
   ready[#ready + 1] = tostring(attempt)
   ready[#ready + 1] = step_get(step, 'timeout_s')
-  ready[#ready + 1] = delay_s
+  ready[#ready + 1] = delay_s or '0'
+end
+
+--- How each step kind enters a new attempt, by the kind's name (the step's `kind`
+--- field). A kind whose attempts run in a worker needs no entry: the default marks the
+--- step `ready`, owes its dispatch and offers it. A kind that waits in Redis instead
+--- (for a signal, a time, a slot) adds its own in `lua/kinds/<kind>.lua`, which is
+--- loaded after this prelude and before every script.
+local ENTER_KIND = {}
+
+--- Mark a step ready to run as `attempt` after `delay_s` (a string, "0" for at once).
+local function make_ready(step, attempt, ready, delay_s)
+  local enter = ENTER_KIND[step_get(step, 'kind') or 'tool']
+  if enter then return enter(step, attempt, ready, delay_s) end
+  unwatch_running(step)
+  step_set(step, 'status', 'ready', 'attempt', attempt)
+  watch_dispatch(step, tonumber(delay_s or '0'))
+  offer(ready, step, attempt, delay_s)
 end
 
 --- Close a step for good and append its step_finished. `started_at` and `duration` are
@@ -264,4 +278,39 @@ local function finish_if_done()
   else
     finish_run('succeeded', '', '')
   end
+end
+
+--- The one place that decides what runs next. `closed` is the step whose end was just
+--- recorded with `status` (and `message`, and `reason` when it failed), or nil when the
+--- run has just started and its roots are due. Appends to `ready` what may now run, and
+--- finishes the run when no step is left.
+---
+--- The rules, all here: nothing becomes ready once cancelling; a step is ready when the
+--- last of its needs closed and released it; a success releases the dependants, and so
+--- does a failure of the step's own work (`step_failed`) under `on_error: continue`; any
+--- other failure fails the run and skips everything downstream of it. A step taken over
+--- too often (`worker_lost`, `shutdown`) fails the run whatever its `on_error`: the step
+--- never ended on its own, so its dependants have no output, not even an error, to go on.
+local function advance(ready, closed, status, message, reason)
+  if redis.call('HGET', RUN, 'cancel_requested') then
+    -- Everything still waiting was cancelled with the run: nothing becomes ready.
+  elseif not closed then
+    for _, step in ipairs(split_csv(redis.call('HGET', RUN, 'order'))) do
+      if step_get(step, 'status') == 'pending' and step_get(step, 'waiting') == '0' then
+        make_ready(step, 1, ready)
+      end
+    end
+  elseif status == 'succeeded'
+      or (reason == 'step_failed' and step_get(closed, 'on_error') == 'continue') then
+    for _, dep in ipairs(split_csv(step_get(closed, 'next'))) do
+      local waiting = redis.call('HINCRBY', STEPS, dep .. '.waiting', -1)
+      if waiting == 0 and step_get(dep, 'status') == 'pending' then
+        make_ready(dep, 1, ready)
+      end
+    end
+  elseif status == 'failed' then
+    mark_failed(closed, message, reason)
+    skip_downstream(closed)
+  end
+  finish_if_done()
 end

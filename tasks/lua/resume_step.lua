@@ -8,8 +8,8 @@
 -- ARGV[4] max resumes
 -- ARGV[5] the attempt's Celery task id, or "" for any
 -- ARGV[6] the worker that held the attempt, or "" for any
--- Returns {outcome, EMITTED, ready, run status}: outcome is "resumed", "failed" or
--- "stale" (the attempt is not running as described: nothing was changed). A call
+-- Returns {outcome, EMITTED, ready, run status}: outcome is "resumed", "closed" (the
+-- step was ended instead: resumed too often, or the run is being cancelled) or "stale" (the attempt is not running as described: nothing was changed). A call
 -- repeated after it took effect answers "resumed" again with no events.
 local step, attempt, reason = ARGV[1], ARGV[2], ARGV[3]
 local function held_as_described()
@@ -21,8 +21,9 @@ if redis.call('HGET', RUN, 'status') == 'running' and step_get(step, 'status') =
     and step_get(step, 'resumed_reason') == reason and held_as_described() then
   -- Resumed already, by this call retried after a lost reply or by a peer: the new
   -- attempt is offered again (dispatching it twice is harmless, starting it is fenced).
-  return {'resumed', {}, {step, step_get(step, 'attempt'), step_get(step, 'timeout_s'), '0'},
-    'running'}
+  local ready = {}
+  offer(ready, step, step_get(step, 'attempt'))
+  return {'resumed', {}, ready, 'running'}
 end
 if redis.call('HGET', RUN, 'status') ~= 'running' or step_get(step, 'status') ~= 'running'
     or step_get(step, 'attempt') ~= attempt
@@ -33,17 +34,15 @@ local ready = {}
 if redis.call('HGET', RUN, 'cancel_requested') then
   close_step(step, 'cancelled', 'its worker was lost while the run was being cancelled',
     'null', '"output":null')
-  finish_if_done()
-  return {'failed', EMITTED, ready, redis.call('HGET', RUN, 'status')}
+  advance(ready, step, 'cancelled')
+  return {'closed', EMITTED, ready, redis.call('HGET', RUN, 'status')}
 end
 local resumes = redis.call('HINCRBY', STEPS, step .. '.resumes', 1)
 if resumes > tonumber(ARGV[4]) then
   local message = 'lost its worker (' .. reason .. ') after ' .. (resumes - 1) .. ' resumes'
   close_step(step, 'failed', message, 'null', '"output":null')
-  mark_failed(step, message, reason)
-  skip_downstream(step)
-  finish_if_done()
-  return {'failed', EMITTED, ready, redis.call('HGET', RUN, 'status')}
+  advance(ready, step, 'failed', message, reason)
+  return {'closed', EMITTED, ready, redis.call('HGET', RUN, 'status')}
 end
 step_set(step, 'resumed_reason', reason)
 make_ready(step, tonumber(attempt) + 1, ready)

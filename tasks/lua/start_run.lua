@@ -1,35 +1,27 @@
 -- Move a queued run to `running`, append `run_started` and make its roots ready.
 -- ARGV[1] worker name
 -- Returns {outcome, EMITTED, ready} where outcome is "started", "running" (already
--- started: roots not yet started are returned again so that a redelivered message
--- completes a dispatch that a crash interrupted), "finished" or "missing";
--- ready is {step, attempt, timeout_s, delay_s, ...}.
+-- started: first attempts not yet started are offered again, so that a redelivered
+-- message completes a dispatch that a crash interrupted), "finished" (the run had
+-- already finished) or "missing"; ready is {step, attempt, timeout_s, delay_s, ...}.
 local status = redis.call('HGET', RUN, 'status')
 if not status then return {'missing', {}, {}} end
 if is_terminal(status) then return {'finished', {}, {}} end
 if fail_if_state_lost() then return {'finished', EMITTED, {}} end
 local ready = {}
-local order = split_csv(redis.call('HGET', RUN, 'order'))
 if status == 'queued' then
   index_status('queued', 'running')
   unwatch_dispatch(nil)
   redis.call('HSET', RUN, 'status', 'running', 'started_at', NOW_ISO, 'worker', ARGV[1])
   local scenario_id = redis.call('HGET', RUN, 'scenario_id')
   emit('run_started', '"scenario_id":' .. str(scenario_id) .. ',"worker":' .. str(ARGV[1]))
-  for _, step in ipairs(order) do
-    if step_get(step, 'status') == 'pending' and step_get(step, 'waiting') == '0' then
-      make_ready(step, 1, ready)
-    end
-  end
+  advance(ready, nil)
   return {'started', EMITTED, ready}
 end
-for _, step in ipairs(order) do
-  if step_get(step, 'root') == '1' and step_get(step, 'status') == 'ready'
+for _, step in ipairs(split_csv(redis.call('HGET', RUN, 'order'))) do
+  if step_get(step, 'waiting') == '0' and step_get(step, 'status') == 'ready'
       and step_get(step, 'attempt') == '1' then
-    ready[#ready + 1] = step
-    ready[#ready + 1] = step_get(step, 'attempt')
-    ready[#ready + 1] = step_get(step, 'timeout_s')
-    ready[#ready + 1] = '0'
+    offer(ready, step, 1)
   end
 end
 return {'running', EMITTED, ready}

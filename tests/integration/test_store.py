@@ -86,7 +86,7 @@ def test_fencing_makes_duplicate_messages_harmless(store: RunStore) -> None:
     assert store.start_step(run_id, "a", 2, "w@2") is None  # no such attempt
     assert store.start_run(run_id, "w@test").ready == []  # started now
     done = store.finish_step(run_id, "a", 1, "succeeded", "", "{}")
-    assert done.outcome == "finished"
+    assert done.outcome == "recorded"
     dup = store.finish_step(run_id, "a", 1, "succeeded", "", "{}")
     assert dup.outcome == "stale" and dup.events == [] and dup.ready == []
     # The duplicate's continuation: b and c are ready and unstarted, so offered again...
@@ -167,7 +167,7 @@ def test_retry_makes_the_next_attempt_ready_with_its_delay(store: RunStore) -> N
     assert [(s.attempt, s.delay_s) for s in t.ready] == [(3, 5.0)]
     store.start_step(run_id, "flaky", 3, "w@test")
     t = store.finish_step(run_id, "flaky", 3, "failed", "no more", "")
-    assert t.outcome == "finished" and t.run_status == "failed"
+    assert t.outcome == "recorded" and t.run_status == "failed"
 
 
 def test_retry_delay(store: RunStore) -> None:
@@ -197,7 +197,7 @@ def test_no_retry_once_the_run_is_being_cancelled(store: RunStore) -> None:
     store.start_step(run_id, "flaky", 1, "w@test")
     assert store.cancel_run(run_id).outcome == "cancelling"
     t = store.finish_step(run_id, "flaky", 1, "failed", "broke", "")
-    assert t.outcome == "finished" and t.ready == [] and t.run_status == "cancelled"
+    assert t.outcome == "recorded" and t.ready == [] and t.run_status == "cancelled"
     assert [e["type"] for e in stream(store, run_id)].count("step_retrying") == 0
 
 
