@@ -1,4 +1,5 @@
-"""Running one step attempt: resolve its input, call its tool, judge its output.
+"""Running one step attempt: hand it to its step's kind (a tool step resolves its input
+and calls its tool), then judge the output.
 
 This module knows nothing of Celery but its soft time limit; `worker/steps.py` wires it
 to tasks and the store.
@@ -15,8 +16,8 @@ from typing import Any, Literal
 from celery.exceptions import SoftTimeLimitExceeded
 
 from .errors import StepCancelled, StepstreamError
+from .kinds import kind_of, step_from_definition
 from .messages import clean
-from .references import resolve
 from .step_events import EventWriter
 from .store import RunStore
 from .tools import ToolContext, ToolLookup
@@ -84,15 +85,11 @@ def execute(
     timeout_s: float,
     max_output_bytes: int,
 ) -> Outcome:
-    """Run the attempt to its end; every failure becomes a failed Outcome, never a raise."""
+    """Run the attempt to its end, as its step's kind runs it, and judge its output;
+    every failure becomes a failed Outcome, never a raise."""
     try:
-        tool = tools.get(definition["tool"])
-        tool_input = resolve(definition.get("input", {}), run_input, outputs)
-        errors = tool.input_errors(tool_input)
-        if errors:
-            detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
-            return failed(f"invalid input for tool {tool.name}: {detail}")
-        output = tool.func(ctx, **tool_input)
+        step = step_from_definition(definition)
+        output = kind_of(step).run(step, run_input, outputs, ctx, tools)
     except SoftTimeLimitExceeded:
         return failed(timed_out_message(timeout_s))
     except StepCancelled as exc:

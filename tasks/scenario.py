@@ -1,10 +1,11 @@
-"""The scenario model: a named graph of steps, each calling a tool, checked when loaded.
+"""The scenario model: a named graph of steps of some kind (tasks/kinds), checked when loaded.
 
 Everything that can be known wrong before a run is checked here, so a run never starts
 on a scenario that is bound to fail for a reason the file already shows: the file's
 shape (pydantic), the graph (duplicate names, unknown needs, cycles), the references
 (their roots, and that a step only reads outputs of steps it waits for), the
-`input_schema`, and, in `parse_scenario` only, the tools.
+`input_schema`, and, in `parse_scenario` only, what each step's kind checks against the
+deployment (a tool step: that its tool exists).
 
 Tools are left out of the model's own validation on purpose: a run carries a copy of
 its scenario (`definition()` / `from_definition()`), and the worker reading it back may
@@ -14,7 +15,6 @@ not have the web process's tool list in hand.
 from __future__ import annotations
 
 import copy
-import math
 from collections import Counter
 from collections.abc import Container, Mapping, Sequence
 from typing import Annotated, Any, Literal, Self
@@ -34,44 +34,36 @@ from pydantic import (
 
 from tasks.dag import TransitiveNeeds, find_cycle
 from tasks.errors import ReferenceResolutionError, ScenarioError
+from tasks.kinds import (
+    STEP_NAME_PATTERN,
+    AnyStep,
+    RetryPolicy,
+    StepBase,
+    ToolStep,
+    kind_of,
+    require_json,
+    without_kind_tag,
+)
 from tasks.references import iter_references, parse_path, source_step
 
 SCENARIO_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
-STEP_NAME_PATTERN = r"^[a-z0-9][a-z0-9_]{0,63}$"
+
+__all__ = [
+    "SCENARIO_ID_PATTERN",
+    "STEP_NAME_PATTERN",
+    "RetryPolicy",
+    "Scenario",
+    "StepBase",
+    "ToolStep",
+    "parse_scenario",
+]
 
 #: How many problems an error message lists before it says "and N more".
 _MAX_LISTED = 10
 
 
-def _require_json(value: Any) -> Any:
-    """Return `value` if it is plain JSON (finite numbers, string keys), else ValueError.
-
-    YAML can express dates, sets and binary; those would reach a tool as Python objects
-    and break `definition()` round trips, so they are refused at load time instead.
-    """
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        item, at = stack.pop()
-        where = f"at {at!r}: " if at else ""
-        if item is None or isinstance(item, str | bool | int):
-            continue
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise ValueError(f"{where}{item} is not a JSON number")
-        elif isinstance(item, Mapping):
-            for key, child in item.items():
-                if not isinstance(key, str):
-                    raise ValueError(f"{where}key {key!r} is not a string")
-                stack.append((child, f"{at}.{key}" if at else key))
-        elif isinstance(item, list | tuple):
-            stack.extend((child, f"{at}.{i}" if at else str(i)) for i, child in enumerate(item))
-        else:
-            raise ValueError(f"{where}a {type(item).__name__} is not a JSON value (quote it?)")
-    return value
-
-
 def _object_schema(value: dict[str, Any]) -> dict[str, Any]:
-    _require_json(value)
+    require_json(value)
     try:
         Draft202012Validator.check_schema(value)
     except SchemaError as exc:
@@ -81,56 +73,6 @@ def _object_schema(value: dict[str, Any]) -> dict[str, Any]:
     if "type" in value and value["type"] != "object":
         raise ValueError(f"must describe an object (type: object), not type {value['type']!r}")
     return value
-
-
-_StrictInt = Annotated[int, Field(strict=True)]
-_StrictFloat = Annotated[float, Field(strict=True)]
-
-
-class RetryPolicy(BaseModel):
-    """How often a failing step is tried, and how long to wait between attempts.
-
-    After attempt n fails, the next waits `backoff_s * backoff_factor ** (n - 1)`
-    seconds, at most an hour: `lua/finish_step.lua` computes it (and only it), and
-    reports it as the `step_retrying` event's `delay_s`.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    #: Attempts in all, the first included: 1 means no retry.
-    max_attempts: _StrictInt = Field(default=1, ge=1, le=100)
-    backoff_s: _StrictFloat = Field(default=1.0, ge=0, le=3600)
-    backoff_factor: _StrictFloat = Field(default=2.0, ge=1, le=10)
-
-
-class Step(BaseModel):
-    """One node of the graph: a tool call with its input, needs and error policy."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    name: Annotated[str, StringConstraints(pattern=STEP_NAME_PATTERN)]
-    tool: str = Field(min_length=1)
-    #: Literals and `{from: ...}` references, resolved just before the tool runs.
-    input: Annotated[dict[str, Any], AfterValidator(_require_json)] = Field(default_factory=dict)
-    #: Always explicit once inside a Scenario, which fills in "the previous step".
-    needs: tuple[str, ...] = ()
-    #: None means the deployment's default (`STEPSTREAM_STEP_TIMEOUT_S`).
-    timeout_s: _StrictFloat | None = Field(default=None, gt=0, le=86_400)
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    #: `continue`: on failure the output is null and the steps needing this one still run.
-    on_error: Literal["fail", "continue"] = "fail"
-
-    def referenced_steps(self) -> frozenset[str]:
-        """Names of the steps whose output this step's input references."""
-        names = set()
-        for path in iter_references(self.input):
-            try:
-                step = source_step(parse_path(path))
-            except ReferenceResolutionError:
-                continue
-            if step is not None:
-                names.add(step)
-        return frozenset(names)
 
 
 class _Problems(ValueError):
@@ -154,9 +96,9 @@ class Scenario(BaseModel):
     input_schema: Annotated[dict[str, Any], AfterValidator(_object_schema)] = Field(
         default_factory=lambda: {"type": "object"}
     )
-    steps: tuple[Step, ...] = Field(min_length=1, max_length=10_000)
+    steps: tuple[AnyStep, ...] = Field(min_length=1, max_length=10_000)
 
-    _by_name: dict[str, Step] = PrivateAttr(default_factory=dict)
+    _by_name: dict[str, StepBase] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -170,7 +112,7 @@ class Scenario(BaseModel):
             default = [] if previous is None else [previous]
             if isinstance(step, Mapping) and "needs" not in step:
                 step = {**step, "needs": default}
-            elif isinstance(step, Step) and "needs" not in step.model_fields_set:
+            elif isinstance(step, StepBase) and "needs" not in step.model_fields_set:
                 step = step.model_copy(update={"needs": tuple(default)})
             filled.append(step)
             name = step.get("name") if isinstance(step, Mapping) else getattr(step, "name", None)
@@ -187,7 +129,7 @@ class Scenario(BaseModel):
         self._by_name = {step.name: step for step in self.steps}
         return self
 
-    def step(self, name: str) -> Step:
+    def step(self, name: str) -> StepBase:
         """The step called `name`; KeyError when there is none."""
         return self._by_name[name]
 
@@ -214,7 +156,7 @@ class Scenario(BaseModel):
             raise _invalid(_describe(exc)) from None
 
 
-def _graph_problems(steps: Sequence[Step]) -> list[str]:
+def _graph_problems(steps: Sequence[StepBase]) -> list[str]:
     """Everything wrong with the step graph, each problem once, in definition order.
 
     Checks run in layers, each only when the one before found nothing: a cycle search
@@ -246,7 +188,7 @@ def _graph_problems(steps: Sequence[Step]) -> list[str]:
 
     transitive = TransitiveNeeds(graph)
     for step in steps:
-        for path in iter_references(step.input):
+        for path in iter_references(step.templates()):
             problem = _reference_problem(step.name, path, transitive, counts)
             if problem is not None and problem not in problems:
                 problems.append(problem)
@@ -286,7 +228,7 @@ def _describe(exc: ValidationError) -> list[str]:
             loc[: len(error["loc"])] == error["loc"] for loc in failed_items
         ):
             continue
-        where = ".".join(str(part) for part in error["loc"])
+        where = ".".join(str(part) for part in without_kind_tag(error["loc"]))
         prefix = f"{where}: " if where else ""
         cause = error.get("ctx", {}).get("error")
         if isinstance(cause, _Problems):
@@ -317,11 +259,9 @@ def parse_scenario(data: object, known_tools: Container[str]) -> Scenario:
         scenario = Scenario.model_validate(dict(data))
     except ValidationError as exc:
         raise _invalid(_describe(exc)) from None
-    unknown = [
-        f"step {step.name!r} uses unknown tool {step.tool!r}"
-        for step in scenario.steps
-        if step.tool not in known_tools
+    problems = [
+        problem for step in scenario.steps for problem in kind_of(step).problems(step, known_tools)
     ]
-    if unknown:
-        raise _invalid(unknown)
+    if problems:
+        raise _invalid(problems)
     return scenario

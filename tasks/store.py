@@ -20,6 +20,7 @@ from .config import HARD_LIMIT_GRACE_S, Settings
 from .dag import dependants
 from .events import Event, first_id_after
 from .feed import AllEventsFeed
+from .kinds import kind_of
 from .scenario import Scenario
 from .statuses import RUN_STATUSES, RunStatus, ScriptOutcome, StepStatus
 from .views import SUMMARY_FIELDS, RunSnapshot, RunSummary
@@ -206,12 +207,14 @@ class RunStore:
         nexts = dependants(needs)
         fields: list[Any] = []
         for step in scenario.steps:
+            kind = kind_of(step)
             timeout = step.timeout_s or self.settings.step_timeout_s
             for field, value in (
                 ("status", StepStatus.PENDING),
                 ("attempt", 0),
                 ("waiting", len(step.needs)),
-                ("tool", step.tool),
+                ("kind", kind.name),
+                *kind.stored_fields(step).items(),
                 ("on_error", step.on_error),
                 ("next", ",".join(nexts[step.name])),
                 ("refs", ",".join(sorted(step.referenced_steps()))),

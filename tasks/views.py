@@ -18,7 +18,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from .statuses import RunStatus, StepStatus, public_step_status
+from .kinds import kind_named
+from .statuses import RunStatus, StepStatus
 
 
 def _documented(**schema: Any) -> Any:
@@ -115,7 +116,8 @@ class StepSnapshot(View):
 
         attempt = int(get("attempt") or 0)
         definition = _json(get("def")) or {}
-        status = public_step_status(get("status") or StepStatus.PENDING, attempt)
+        kind = kind_named(get("kind"))
+        status = kind.public_status(get("status") or StepStatus.PENDING, attempt)
         return cls.model_validate(
             {
                 "name": name,

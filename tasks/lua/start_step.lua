@@ -37,6 +37,7 @@ watch_running(step, attempt, ARGV[3], ARGV[6])
 step_set(step, 'status', 'running', 'started_at', NOW_ISO, 'started_us', NOW_US,
   'worker', ARGV[3], 'task_id', ARGV[4], 'token', ARGV[5], 'incarnation', ARGV[6],
   'emitted', '0', 'progress', '0', 'message', '')
+local tool = step_get(step, 'tool')  -- null for a kind that calls no tool
 emit('step_started', '"step":"' .. step .. '","attempt":' .. attempt .. ',"tool":'
-  .. str(step_get(step, 'tool')))
+  .. (tool and str(tool) or 'null'))
 return granted()

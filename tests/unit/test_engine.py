@@ -17,7 +17,7 @@ def run(
 ) -> Any:
     return execute(
         registry or default_registry(),
-        definition,
+        {"name": "s", **definition},  # a stored definition always names its step
         {"who": "Ada"},
         outputs or {},
         LocalContext(),

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from tasks.errors import ScenarioError
-from tasks.scenario import RetryPolicy, Scenario, Step, parse_scenario
+from tasks.scenario import RetryPolicy, Scenario, ToolStep, parse_scenario
 
 TOOLS = {"echo", "sleep", "fail", "http_request"}
 
@@ -81,7 +81,7 @@ def test_needs_default_also_applies_to_step_objects() -> None:
         schema_version="1",
         scenario_id="objects",
         name="Objects",
-        steps=(Step(name="a", tool="echo"), Step(name="b", tool="echo")),
+        steps=(ToolStep(name="a", tool="echo"), ToolStep(name="b", tool="echo")),
     )
     assert scenario.step("b").needs == ("a",)
 
@@ -138,7 +138,7 @@ def test_from_definition_rejects_a_broken_definition() -> None:
 
 
 def test_referenced_steps() -> None:
-    step = Step(
+    step = ToolStep(
         name="s",
         tool="echo",
         input={"a": {"from": "steps.x.output"}, "b": [{"from": "steps.y.output.0"}, "z"]},

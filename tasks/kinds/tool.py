@@ -1,0 +1,60 @@
+"""The tool step: call a registered tool (Python or MCP) with the step's input."""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+from tasks.errors import ToolFailure
+from tasks.references import resolve
+
+from .base import StepBase, StepKind, require_json
+
+if TYPE_CHECKING:
+    from tasks.tools import ToolContext, ToolLookup
+
+
+class ToolStep(StepBase):
+    """A step that calls `tool` with `input`."""
+
+    tool: str = Field(min_length=1)
+    #: Literals and `{from: ...}` references, resolved just before the tool runs.
+    input: Annotated[dict[str, Any], AfterValidator(require_json)] = Field(default_factory=dict)
+
+    def templates(self) -> Any:
+        return self.input
+
+
+class ToolKind(StepKind):
+    name = "tool"
+    key = "tool"
+    model = ToolStep
+
+    def problems(self, step: StepBase, known_tools: Container[str]) -> list[str]:
+        assert isinstance(step, ToolStep)
+        if step.tool in known_tools:
+            return []
+        return [f"step {step.name!r} uses unknown tool {step.tool!r}"]
+
+    def stored_fields(self, step: StepBase) -> dict[str, str | int | float]:
+        assert isinstance(step, ToolStep)
+        return {"tool": step.tool}
+
+    def run(
+        self,
+        step: StepBase,
+        run_input: Any,
+        outputs: dict[str, Any],
+        ctx: ToolContext,
+        tools: ToolLookup,
+    ) -> Any:
+        assert isinstance(step, ToolStep)
+        tool = tools.get(step.tool)
+        tool_input = resolve(step.input, run_input, outputs)
+        errors = tool.input_errors(tool_input)
+        if errors:
+            detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
+            raise ToolFailure(f"invalid input for tool {tool.name}: {detail}")
+        return tool.func(ctx, **tool_input)
