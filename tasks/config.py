@@ -87,7 +87,7 @@ class Settings:
     #: Where the browser UI links to Flower; "" means port 5555 of the page's host.
     flower_url: str = ""
     #: Host names, IPs and CIDRs `http_request` may reach although they are not public
-    #: (tasks/egress.py); normalised, and checked when the settings are read.
+    #: (tasks/egress/); normalised, and checked when the settings are read.
     http_allow: tuple[str, ...] = field(default_factory=tuple)
     #: The file listing MCP servers whose tools steps may call; None: no MCP tools.
     mcp_config: Path | None = None

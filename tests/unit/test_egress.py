@@ -1,4 +1,4 @@
-"""The egress policy (tasks/egress.py), and `http_request` under it, against real servers.
+"""The egress policy (tasks/egress/), and `http_request` under it, against real servers.
 
 The machine has no outside network: public addresses are checked at the policy level
 (literals, or a resolver the test passes in) and never connected to; everything that
