@@ -65,7 +65,30 @@ class InvalidInput(StepstreamError):
     code = "invalid_input"
 
 
-class Unavailable(StepstreamError):
-    """Redis or the broker cannot be reached; nothing was changed."""
+class BackendUnavailable(StepstreamError):
+    """Redis or the broker cannot serve a request now (gone, not answering, loading,
+    out of memory, read-only, busy): the API answers 503, workers retry or give up.
+
+    Raised by the store, and by whatever sends Celery messages, in place of the client
+    libraries' own errors (`redis_client.backend_errors` translates those), so no caller
+    names a redis or kombu exception. `cause` is the low-level error translated, if any.
+    """
 
     code = "unavailable"
+
+    def __init__(
+        self, message: str, details: Any = None, *, cause: BaseException | None = None
+    ) -> None:
+        super().__init__(message, details)
+        self.cause = cause
+
+    @classmethod
+    def from_error(cls, exc: BaseException) -> BackendUnavailable:
+        """The low-level error `exc` as this class (its message names the original)."""
+        return cls(f"{type(exc).__name__}: {exc}", cause=exc)
+
+
+class BackendUnreachable(BackendUnavailable):
+    """The backend did not answer (refused, reset, timed out): a write may or may not
+    have been applied, where other `BackendUnavailable`s were answered and changed
+    nothing. Transient: trying again later may succeed."""

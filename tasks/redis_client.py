@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from contextlib import ContextDecorator
+from types import TracebackType
+from typing import Any, Literal, TypeVar
 
 import redis
 from kombu.exceptions import OperationalError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+
+from .errors import BackendUnavailable, BackendUnreachable
 
 T = TypeVar("T")
 
@@ -41,6 +45,49 @@ RETRY_CAP_S = 1.0
 #: failover, busy with a script. The API answers them with 503; workers retry the
 #: connection errors among them (kombu wraps the broker's in OperationalError).
 UNAVAILABLE: tuple[type[Exception], ...] = (redis.RedisError, OperationalError, OSError)
+#: Those of them that mean no answer came (refused, reset, timed out): a write may have
+#: been applied all the same. The others were answered, and changed nothing.
+UNREACHABLE: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OperationalError,
+    OSError,
+)
+#: Not a failure: a WATCHed key changed, and the caller's loop looks again.
+WatchError = redis.WatchError
+
+
+def as_backend_error(exc: BaseException) -> BackendUnavailable:
+    """The project's error for a low-level one of `UNAVAILABLE`."""
+    if isinstance(exc, UNREACHABLE):
+        return BackendUnreachable.from_error(exc)
+    return BackendUnavailable.from_error(exc)
+
+
+class _BackendErrors(ContextDecorator):
+    """Raise `BackendUnavailable` (or `BackendUnreachable`) in place of the redis, kombu
+    and socket errors of `UNAVAILABLE`: `with backend_errors:` or `@backend_errors`.
+
+    The one place where the client libraries' errors become the project's: the store,
+    the hub's reads, the heartbeat and the web's publishes go through it, so their
+    callers catch `BackendUnavailable` and never name a library's exception.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Literal[False]:
+        if exc is not None and isinstance(exc, UNAVAILABLE) and not isinstance(exc, WatchError):
+            raise as_backend_error(exc) from exc
+        return False
+
+
+backend_errors = _BackendErrors()
 
 
 class OutageRetry(Retry):

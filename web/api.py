@@ -21,12 +21,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from tasks import keys
 from tasks.errors import (
+    BackendUnavailable,
     Conflict,
     InvalidInput,
     InvalidRequest,
     NotFound,
     StepstreamError,
-    Unavailable,
 )
 from tasks.events import CursorPlace, Retained, canonical_id, is_stream_id, read_retained
 from tasks.redis_client import UNAVAILABLE
@@ -156,7 +156,7 @@ def create_run() -> tuple[Response, int, dict[str, str]]:
             undo_run(run_id, idem)
         elif idem is None:
             undo_later(svc.store, run_id)
-        raise Unavailable(f"could not record the run: {exc}") from None
+        raise BackendUnavailable(f"could not record the run: {exc}") from None
     try:
         # The claim becomes final before the run is sent: a request that took the key
         # over meanwhile wins, and this run, never sent, is undone.
@@ -165,7 +165,7 @@ def create_run() -> tuple[Response, int, dict[str, str]]:
             svc.celery.send_task(RUN_SCENARIO, args=[run_id])
     except UNAVAILABLE as exc:
         undo_run(run_id, idem)
-        raise Unavailable(f"could not enqueue the run: {exc}") from None
+        raise BackendUnavailable(f"could not enqueue the run: {exc}") from None
     if holder is not None:
         undo_run(run_id, None)
         return replay(holder)

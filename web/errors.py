@@ -5,19 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from flask import Flask, Response, jsonify
-from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from tasks.errors import (
+    BackendUnavailable,
     Conflict,
     InvalidInput,
     InvalidRequest,
     NotFound,
     StepstreamError,
-    Unavailable,
 )
+from tasks.redis_client import UNAVAILABLE, as_backend_error
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +25,11 @@ STATUS = {
     NotFound: 404,
     Conflict: 409,
     InvalidInput: 422,
-    Unavailable: 503,
+    BackendUnavailable: 503,
 }
+
+#: What a 503 says when Redis or the broker failed a call: never the library's text.
+UNAVAILABLE_MESSAGE = "Redis or the broker is unavailable; retry."
 
 
 class Unauthorized(StepstreamError):
@@ -69,14 +71,18 @@ def register(app: Flask) -> None:
                 response.headers["Allow"] = ", ".join(valid)
         return response
 
-    @app.errorhandler(redis.ConnectionError)
-    @app.errorhandler(redis.TimeoutError)
-    # Out of memory, read-only replica, a script killed: Redis cannot serve now.
-    @app.errorhandler(redis.ResponseError)
-    @app.errorhandler(OperationalError)
-    def _unavailable(exc: Exception) -> Response:
-        log.warning("backend unavailable: %s", exc)
-        return error_response(503, "unavailable", "Redis or the broker is unavailable; retry.")
+    @app.errorhandler(BackendUnavailable)
+    def _unavailable(exc: BackendUnavailable) -> Response:
+        if exc.cause is None:  # said on purpose, with its own message
+            return error_response(503, exc.code, exc.message, exc.details)
+        log.warning("backend unavailable: %s", exc.cause)
+        return error_response(503, BackendUnavailable.code, UNAVAILABLE_MESSAGE)
+
+    # A client library's error that no call translated (every backend call should):
+    # answered the same way. Not a bare OSError: outside those calls it is no outage.
+    for low_level in UNAVAILABLE:
+        if low_level is not OSError:
+            app.register_error_handler(low_level, lambda exc: _unavailable(as_backend_error(exc)))
 
     @app.errorhandler(Exception)
     def _internal(exc: Exception) -> Response:
