@@ -181,8 +181,9 @@ end
 --- How each step kind enters a new attempt, by the kind's name (the step's `kind`
 --- field). A kind whose attempts run in a worker needs no entry: the default marks the
 --- step `ready`, owes its dispatch and offers it. A kind that waits in Redis instead
---- (for a signal, a time, a slot) adds its own in `lua/kinds/<kind>.lua`, which is
---- loaded after this prelude and before every script.
+--- (for a signal, a time, a slot) or ends at once adds its own in `lua/kinds/<kind>.lua`,
+--- loaded after this prelude and before every script; it may call `advance` (defined
+--- below) when it closes the step.
 local ENTER_KIND = {}
 
 --- Mark a step ready to run as `attempt` after `delay_s` (a string, "0" for at once).
@@ -268,7 +269,10 @@ end
 
 --- When no step is left, finish the run with the status its steps and requests imply.
 local function finish_if_done()
-  if tonumber(redis.call('HGET', RUN, 'remaining')) ~= 0 then return end
+  if tonumber(redis.call('HGET', RUN, 'remaining')) ~= 0
+      or is_terminal(redis.call('HGET', RUN, 'status')) then
+    return
+  end
   local failed_step = redis.call('HGET', RUN, 'failed_step')
   if redis.call('HGET', RUN, 'cancel_requested') then
     finish_run('cancelled', 'cancelled', 'cancelled by request')
