@@ -13,9 +13,8 @@ import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-from . import keys
 from .statuses import EventType
 
 log = logging.getLogger(__name__)
@@ -193,26 +192,6 @@ class Retained:
         if self.trimmed and self.first_id and (0, 0) < cursor < id_key(self.first_id):
             return "trimmed"
         return "ok"
-
-
-def read_retained(
-    client: Any, run_id: str, page: tuple[str, int] | None = None
-) -> tuple[bool, Retained, list[Event]]:
-    """Whether the run exists, the ends of its stream, and (with `page`, an `after` id
-    and a count) the events after that id: read together in one transaction, so that
-    trimming cannot fall between the check of a cursor and the read it allows."""
-    stream = keys.run_events(run_id)
-    pipe = client.pipeline(transaction=True)
-    pipe.exists(keys.run(run_id))
-    pipe.xrange(stream, min="-", max="+", count=1)
-    pipe.xrevrange(stream, max="+", min="-", count=1)
-    start = first_id_after(page[0]) if page else None
-    if page and start is not None:
-        pipe.xrange(stream, min=start, max="+", count=page[1])
-    exists, head, tail, *rest = cast("list[Any]", pipe.execute())
-    entries = rest[0] if rest else []
-    events = [e for e in (Event.decode(i, f.get("data", "")) for i, f in entries) if e]
-    return bool(exists), retained_of(head, tail), events
 
 
 def retained_of(head: list[Any], tail: list[Any]) -> Retained:

@@ -18,6 +18,7 @@ import redis
 
 from . import keys
 from .events import Event
+from .redis_client import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class AllEventsFeed:
                         approximate=True,
                     )
                 pipe.execute()
-            except redis.RedisError as exc:
+            except UNAVAILABLE as exc:
                 self.dropped += len(batch)
                 log.warning("all-runs stream: dropped %d events: %s", len(batch), exc)
             finally:

@@ -5,6 +5,8 @@ attempts scored by the time by which each must have ended, and dispatches owed (
 queued run, a ready step) scored by when they are sent again if nobody started them.
 The sweeper reads these instead of walking every unfinished run, so its cost follows
 what runs, not what exists. Every time here is Redis' clock: hosts' clocks may disagree.
+The sweeper reads them through the store (`WatchReads`), under the store's short lock
+that makes it one sweeper at a time across the cluster.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import cast
 import redis
 
 from . import keys
+from .redis_client import backend_errors
+from .scripts import StorePart
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,6 @@ class OwedDispatch:
     run_id: str
     step: str
     entry: str
-
-
-def redis_now(client: redis.Redis) -> float:
-    """Seconds since the epoch by Redis' clock, the one clock every host shares."""
-    return time_seconds(client.time())
 
 
 def time_seconds(reply: tuple[int, int]) -> float:
@@ -94,3 +93,22 @@ def owed_dispatches(client: redis.Redis, now: float, limit: int) -> list[OwedDis
         run_id, _, step = entry.partition("\t")
         owed.append(OwedDispatch(run_id, step, entry))
     return owed
+
+
+class WatchReads(StorePart):
+    """The sweeper's reads of the watch indexes, and its lock (see `store.RunStore`)."""
+
+    @backend_errors
+    def take_sweeper_lock(self, holder: str, hold_ms: int) -> bool:
+        """Whether `holder` may sweep now: nobody else swept in the last `hold_ms`."""
+        return bool(self._redis.set(keys.sweeper_lock(), holder, nx=True, px=hold_ms))
+
+    @backend_errors
+    def running_attempts(self) -> list[RunningAttempt]:
+        """Every running attempt, soonest deadline first."""
+        return running_attempts(self._redis)
+
+    @backend_errors
+    def owed_dispatches(self, now: float, limit: int) -> list[OwedDispatch]:
+        """Up to `limit` dispatches due by `now` (Redis time, seconds), oldest first."""
+        return owed_dispatches(self._redis, now, limit)

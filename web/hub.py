@@ -19,33 +19,31 @@ read past every event still to come, for everyone following that run.
 
 A subscriber with more than `QUEUE_LIMIT` events, or `QUEUE_BYTES` bytes of them,
 waiting is dropped (it may resume with `after`), so a slow one never holds up the
-others nor makes memory grow. When Redis is unreachable, or the process is stopping,
-every subscriber is told to go.
+others nor makes memory grow (see subscription.py). When Redis is unreachable, or the
+process is stopping, every subscriber is told to go. The hub's Redis reads are the
+store's (`tasks/stream_reads.py`), on connections of the hub's own.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any, cast
 
-import redis
-
-from tasks import keys, redis_client
-from tasks.events import Event, Retained, first_id_after, id_key, read_retained, retained_of
+from tasks.errors import BackendUnavailable
+from tasks.events import Event, Retained, first_id_after, id_key
 from tasks.statuses import TERMINAL_RUN
+from tasks.stream_reads import StreamReads
+
+from .subscription import QUEUE_BYTES, QUEUE_LIMIT, Gone, Subscription
+
+__all__ = ["HUB_CONNECTIONS", "QUEUE_BYTES", "QUEUE_LIMIT", "Gone", "Hub", "Subscription"]
 
 log = logging.getLogger(__name__)
 
-#: Events a subscriber may have waiting before it is dropped as too slow.
-QUEUE_LIMIT = 10_000
-#: Bytes of event JSON a subscriber may have waiting before it is dropped as too slow.
-QUEUE_BYTES = 16 * 1024 * 1024
 #: The hub's own connections to Redis for replays, cursor checks and wake-ups.
 SIDE_CONNECTIONS = 3
 #: Every connection a hub may hold: its reader and its side pool.
@@ -56,79 +54,6 @@ SIDE_TIMEOUT_S = 5.0
 PAGE = 1000
 #: How long one blocking read waits; streams whose run expired are noticed this often.
 BLOCK_S = 5.0
-
-
-class Gone(Exception):
-    """The subscription ended for a reason other than the run finishing."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        #: "slow" (fell too far behind), "unavailable" (Redis), "shutdown", "expired"
-        #: (the run's keys are gone), "cursor" (beyond the end of the stream) or
-        #: "trimmed" (events after the cursor were dropped by MAXLEN trimming).
-        self.reason = reason
-
-
-class Subscription:
-    """One follower of one run: the hub fills it, the request handler drains it."""
-
-    def __init__(
-        self, run_id: str, last_id: str, limit: int, byte_limit: int = QUEUE_BYTES
-    ) -> None:
-        self.run_id = run_id
-        self.stream = keys.run_events(run_id)
-        #: The id of the last event handed to this subscriber (replay included).
-        self.last_id = last_id
-        self.limit = limit
-        self.byte_limit = byte_limit
-        self._queue: collections.deque[Event] = collections.deque()
-        #: Bytes of event JSON in the queue: a few huge events weigh as much as many.
-        self._bytes = 0
-        self._ready = threading.Condition()
-        self._ended: str | None = None
-
-    def push(self, events: list[Event]) -> None:
-        """Called by the hub's thread: never blocks."""
-        with self._ready:
-            if self._ended:
-                return
-            last = id_key(self.last_id)
-            fresh = [e for e in events if id_key(e.id) > last]
-            if not fresh:
-                return
-            size = sum(len(e.raw) for e in fresh)
-            if len(self._queue) + len(fresh) > self.limit or self._bytes + size > self.byte_limit:
-                self._queue.clear()  # what it has not taken is dropped with it
-                self._bytes = 0
-                self._ended = "slow"
-            else:
-                self._queue.extend(fresh)
-                self._bytes += size
-                self.last_id = fresh[-1].id
-            self._ready.notify()
-
-    def end(self, reason: str) -> None:
-        with self._ready:
-            if not self._ended:
-                self._ended = reason
-            self._ready.notify()
-
-    def take(self, timeout: float) -> list[Event]:
-        """What arrived, waiting up to `timeout`; raises Gone when dropped."""
-        with self._ready:
-            self._ready.wait_for(lambda: bool(self._queue) or self._ended is not None, timeout)
-            if self._queue:
-                batch = list(self._queue)
-                self._queue.clear()
-                self._bytes = 0
-                return batch
-            if self._ended is not None:
-                raise Gone(self._ended)
-            return []
-
-    @property
-    def ended(self) -> str | None:
-        return self._ended
 
 
 class Hub:
@@ -149,7 +74,7 @@ class Hub:
         self.client_name = client_name
         #: For replays, cursor checks and wake-ups: a pool of the hub's own. A Redis
         #: that stops answering fails these within the timeouts instead of hanging.
-        self.side = redis_client.connect(
+        self.side = StreamReads.connect(
             redis_url,
             client_name=client_name,
             retry_s=0,
@@ -176,8 +101,7 @@ class Hub:
 
     def retained(self, run_id: str) -> tuple[bool, Retained]:
         """Whether the run exists, and the ends of its stream (for checking a cursor)."""
-        exists, retained, _ = read_retained(self.side, run_id)
-        return exists, retained
+        return self.side.retained(run_id)
 
     def follow(self, run_id: str, after: str, wait_s: float) -> Iterator[list[Event]]:
         """Replay a run from `after`, then follow it live until `run_finished`.
@@ -186,32 +110,27 @@ class Hub:
         empty batch after each `wait_s` of silence (for keepalives); the last batch ends
         with `run_finished`. Raises Gone when the subscriber is dropped, or when
         trimming dropped events it has not seen yet ("trimmed": never a silent gap),
-        and redis errors when replaying fails.
+        and BackendUnavailable when replaying fails.
         """
         cursor = after if after not in ("", "0") else "0-0"
         # From the beginning, the first event kept is where the reader starts; from a
         # cursor, every page must start right after what the reader has.
         check_gap = cursor != "0-0"
-        stream = keys.run_events(run_id)
         while True:  # replay, page by page, on this request's own time
             start = first_id_after(cursor)
             if start is None:
                 raise Gone("cursor")  # the largest id there is: nothing can follow it
-            pipe = self.side.pipeline(transaction=True)
-            pipe.hget(keys.run(run_id), "status")
-            pipe.xrange(stream, min="-", max="+", count=1)
-            pipe.xrange(stream, min=start, max="+", count=PAGE)
-            status, head, entries = cast("tuple[str | None, list[Any], list[Any]]", pipe.execute())
-            if check_gap and _trimmed_past(head, cursor):
+            page = self.side.replay_page(run_id, start, PAGE)
+            if check_gap and page.trimmed_past(cursor):
                 raise Gone("trimmed")
             check_gap = True
-            if not entries:
-                if status is None or status in TERMINAL_RUN:
+            if page.last_id is None:
+                if page.status is None or page.status in TERMINAL_RUN:
                     return  # finished (run_finished was replayed already) or expired
                 break
-            cursor = entries[-1][0]
-            page, final = _until_final(_decode(entries))
-            yield page
+            cursor = page.last_id
+            events, final = _until_final(page.events)
+            yield events
             if final:
                 return
         sub = self.subscribe(run_id, cursor)
@@ -257,7 +176,7 @@ class Hub:
             sub.end("shutdown")
         self._wake()
         # The reader closes its own connection as its thread ends.
-        self.side.connection_pool.disconnect()
+        self.side.close()
 
     def subscriber_count(self) -> int:
         with self._lock:
@@ -283,11 +202,8 @@ class Hub:
 
     def _wake(self) -> None:
         try:
-            pipe = self.side.pipeline(transaction=False)
-            pipe.xadd(self._wake_key, {"w": "1"}, maxlen=16, approximate=False)
-            pipe.expire(self._wake_key, 3600)
-            pipe.execute()
-        except redis.RedisError:
+            self.side.wake(self._wake_key)
+        except BackendUnavailable:
             # The joiner is then seen when the current read times out (BLOCK_S), or the
             # hub's own read fails too and ends everyone.
             with self._lock:
@@ -295,7 +211,7 @@ class Hub:
 
     def _run(self) -> None:
         # Its read timeout outlasts the blocking read; no health check (it is never idle).
-        reader = redis_client.connect(
+        reader = StreamReads.connect(
             self.redis_url,
             client_name=self.client_name,
             retry_s=0,
@@ -308,8 +224,10 @@ class Hub:
                 try:
                     self._loop(reader)
                     return
-                except redis.RedisError as exc:
-                    log.warning("event hub: %s; dropping subscribers so they resume", exc)
+                except BackendUnavailable as exc:
+                    log.warning(
+                        "event hub: %s; dropping subscribers so they resume", exc.cause or exc
+                    )
                     self._drop_all("unavailable")
                     with self._lock:
                         if not self._joining:
@@ -321,7 +239,7 @@ class Hub:
         finally:
             reader.close()
 
-    def _loop(self, reader: redis.Redis) -> None:
+    def _loop(self, reader: StreamReads) -> None:
         last_check = time.monotonic()
         while True:
             with self._lock:
@@ -334,19 +252,17 @@ class Hub:
                 self._remove(sub)
             for sub in joining:
                 self._admit(reader, sub)
-            streams: dict[Any, Any] = dict(self._cursors)
-            streams[self._wake_key] = self._wake_cursor
-            reply = cast("list[Any]", reader.xread(streams, count=PAGE, block=int(BLOCK_S * 1000)))
-            for stream, entries in reply or []:
-                if stream == self._wake_key:
-                    self._wake_cursor = entries[-1][0]
+            cursors = {**self._cursors, self._wake_key: self._wake_cursor}
+            for batch in reader.tail(cursors, PAGE, BLOCK_S):
+                if batch.stream == self._wake_key:
+                    self._wake_cursor = batch.last_id
                     continue
-                self._deliver(stream, entries)
+                self._deliver(batch.stream, batch.last_id, batch.events())
             if time.monotonic() - last_check >= BLOCK_S:
                 last_check = time.monotonic()
                 self._drop_expired(reader)
 
-    def _admit(self, reader: redis.Redis, sub: Subscription) -> None:
+    def _admit(self, reader: StreamReads, sub: Subscription) -> None:
         if sub.ended:
             return
         cursor = self._cursors.get(sub.stream)
@@ -355,11 +271,11 @@ class Hub:
             # it must be an id the stream has reached. One from the future (a cursor
             # checked before the stream was deleted and made anew, a caller that did
             # not check) would hold the read past every event to come, for everyone.
-            tail = cast("list[Any]", reader.xrevrange(sub.stream, max="+", min="-", count=1))
-            if not tail:
+            last_id = reader.last_id(sub.stream)
+            if last_id is None:
                 sub.end("expired")
                 return
-            if id_key(sub.last_id) > id_key(tail[0][0]):
+            if id_key(sub.last_id) > id_key(last_id):
                 sub.end("cursor")
                 return
         if cursor is None:
@@ -367,13 +283,11 @@ class Hub:
         elif id_key(sub.last_id) < id_key(cursor):
             # The hub is ahead of this joiner: hand it the stretch in between first.
             start = first_id_after(sub.last_id) or cursor
-            entries = reader.xrange(sub.stream, min=start, max=cursor)
-            sub.push(_decode(cast("list[Any]", entries)))
+            sub.push(reader.between(sub.stream, start, cursor))
         self._subs.setdefault(sub.stream, set()).add(sub)
 
-    def _deliver(self, stream: str, entries: list[Any]) -> None:
-        self._cursors[stream] = entries[-1][0]
-        events = _decode(entries)
+    def _deliver(self, stream: str, last_id: str, events: list[Event]) -> None:
+        self._cursors[stream] = last_id
         for sub in list(self._subs.get(stream, ())):
             sub.push(events)
             if sub.ended:
@@ -387,19 +301,15 @@ class Hub:
                 del self._subs[sub.stream]
                 self._cursors.pop(sub.stream, None)
 
-    def _drop_expired(self, reader: redis.Redis) -> None:
+    def _drop_expired(self, reader: StreamReads) -> None:
         """End the subscriptions of runs whose keys expired or were deleted."""
         streams = list(self._subs)
         if not streams:
             return
-        pipe = reader.pipeline(transaction=False)
-        for stream in streams:
-            pipe.exists(stream)
-        for stream, exists in zip(streams, pipe.execute(), strict=True):
-            if not exists:
-                for sub in list(self._subs.get(stream, ())):
-                    sub.end("expired")
-                    self._remove(sub)
+        for stream in reader.missing(streams):
+            for sub in list(self._subs.get(stream, ())):
+                sub.end("expired")
+                self._remove(sub)
 
     def _drop_all(self, reason: str) -> None:
         with self._lock:
@@ -411,23 +321,9 @@ class Hub:
             sub.end(reason)
 
 
-def _trimmed_past(head: list[Any], cursor: str) -> bool:
-    """Whether trimming dropped events after `cursor`: the stream lost its start and its
-    first event kept (`head`, from `XRANGE - + COUNT 1`) is later than the cursor."""
-    retained = retained_of(head, head)
-    return bool(retained.trimmed and retained.first_id) and id_key(cursor) < id_key(
-        str(retained.first_id)
-    )
-
-
 def _until_final(events: list[Event]) -> tuple[list[Event], bool]:
     """The events up to and including `run_finished`, and whether it was among them."""
     for i, event in enumerate(events):
         if event.is_final:
             return events[: i + 1], True
     return events, False
-
-
-def _decode(entries: list[Any]) -> list[Event]:
-    events = (Event.decode(entry_id, fields.get("data", "")) for entry_id, fields in entries)
-    return [e for e in events if e is not None]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import re
 
-import redis
 from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tasks.errors import BackendUnavailable
 
 from .registry import registry
 from .services import services
@@ -48,14 +49,14 @@ def readyz() -> tuple[Response, int]:
     checks: dict[str, object] = {}
     reason = None
     try:
-        services().store.redis.ping()
+        services().store.ping()
         checks["redis"] = "ok"
         workers = registry().alive
         checks["workers"] = workers
         if workers == 0:
             reason = "no live worker"
-    except redis.RedisError as exc:
-        log.warning("readiness: Redis unavailable: %s", exc)
+    except BackendUnavailable as exc:
+        log.warning("readiness: Redis unavailable: %s", exc.cause or exc)
         checks["redis"] = "unavailable"
         reason = "redis unavailable"
     mcp = services().mcp

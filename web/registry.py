@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
-from tasks import keys
-from tasks.watch import time_seconds
 from tasks.workers import Registry, read_registry
 
 from .services import services
@@ -14,18 +10,13 @@ from .services import services
 def registry() -> Registry:
     """The registry now; rows old enough to forget (or not a worker's) are removed."""
     svc = services()
-    client = svc.store.redis
     # Ages on Redis' clock, the one that stamped the heartbeats: this host's may differ.
-    pipe = client.pipeline(transaction=False)
-    pipe.hgetall(keys.workers())
-    pipe.time()
-    rows, time_reply = pipe.execute()
+    rows, now = svc.store.workers.read()
     current = read_registry(
-        cast("dict[str, str]", rows),
-        now=time_seconds(time_reply),
+        rows,
+        now=now,
         heartbeat_s=svc.settings.heartbeat_s,
         expected=svc.settings.expected_workers,
     )
-    if current.forget:
-        client.hdel(keys.workers(), *current.forget)
+    svc.store.workers.forget(current.forget)
     return current

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from celery import Celery
 from flask import current_app
 
 from tasks.config import Settings
 from tasks.mcp_tools.catalog import McpCatalog
+from tasks.redis_client import backend_errors
 from tasks.store import RunStore
 from tasks.tools import ToolRegistry
 
@@ -30,6 +31,12 @@ class Services:
     catalog: Catalog
     celery: Celery
     metrics: Metrics
+
+    def send_task(self, name: str, args: list[Any], **options: Any) -> None:
+        """Publish a Celery message; a broker that fails it raises `BackendUnavailable`
+        (`BackendUnreachable` when it did not answer)."""
+        with backend_errors:
+            self.celery.send_task(name, args=args, **options)
 
 
 def services() -> Services:

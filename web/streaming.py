@@ -14,21 +14,20 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import redis
 from flask import Blueprint, Response, request, stream_with_context
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed, Server
 from werkzeug.routing import WebsocketMismatch
 from wsproto.events import TextMessage
 
-from tasks.errors import InvalidRequest
+from tasks.errors import BackendUnreachable, InvalidRequest
 from tasks.events import Event
 
-from .api import CursorExpired, cursor_arg, events_page, judge_cursor, trimmed_headers
 from .api import bp as api_bp
+from .cursors import CursorExpired, cursor_arg, events_page, judge_cursor, trimmed_headers
 from .errors import error_response
-from .hub import Gone
 from .services import services
+from .subscription import Gone
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def sse_frames(run_id: str, after: str) -> Iterator[str]:
                 continue
             yield "".join(f"id: {e.id}\nevent: {e.type}\ndata: {e.encode()}\n\n" for e in batch)
             sent.inc(len(batch))
-    except (Gone, redis.ConnectionError, redis.TimeoutError) as exc:
+    except (Gone, BackendUnreachable) as exc:
         # Ending the response lets the client reconnect with Last-Event-ID.
         log.warning("SSE stream of run %s ended: %s", run_id, exc)
         svc.metrics.dropped.labels("sse", _reason(exc)).inc()
@@ -214,7 +213,7 @@ def run_ws(ws: Server, run_id: str) -> None:
         code, text = WS_NORMAL, "run finished"
     except ConnectionClosed:
         code, text = WS_NORMAL, ""  # the client closed first; its Close was answered
-    except (Gone, redis.ConnectionError, redis.TimeoutError) as exc:
+    except (Gone, BackendUnreachable) as exc:
         reason = _reason(exc)
         log.warning("WebSocket stream of run %s ended: %s", run_id, reason)
         svc.metrics.dropped.labels("ws", reason).inc()

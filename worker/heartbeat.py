@@ -10,7 +10,6 @@ a long sweep never delays a heartbeat and makes its worker look dead.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -18,14 +17,14 @@ import time
 import uuid
 from typing import Any
 
-import redis
 from celery.signals import worker_init, worker_ready, worker_shutdown
 from celery.worker import state
 
-from tasks import keys, redis_client
 from tasks.config import Settings
+from tasks.errors import BackendUnavailable
 from tasks.eviction import check_eviction_policy
 from tasks.runtime import get_runtime
+from tasks.worker_rows import WorkerRows
 from tasks.workers import INCARNATION_ENV, incarnation
 
 from .sweeper import Sweeper
@@ -36,16 +35,6 @@ log = logging.getLogger(__name__)
 WORKER_CLIENT_NAME = "stepstream-worker"
 
 
-#: Writes a worker's row with `last_heartbeat` from Redis' clock.
-#: KEYS[1] the registry hash; ARGV[1] the worker's name; ARGV[2] the rest of the row's
-#: JSON object, after its opening brace.
-BEAT = """
-local t = redis.call('TIME')
-local now = string.format('%d.%06d', tonumber(t[1]), tonumber(t[2]))
-redis.call('HSET', KEYS[1], ARGV[1], '{"last_heartbeat":' .. now .. ',' .. ARGV[2])
-"""
-
-
 class Heartbeat:
     """Daemon threads that write this worker's row and sweep, every `heartbeat_s` seconds."""
 
@@ -54,8 +43,9 @@ class Heartbeat:
         self.concurrency = concurrency
         self.started_at = time.time()
         self.settings = settings
-        self.redis = redis_client.connect(settings.redis_url, client_name=WORKER_CLIENT_NAME)
-        self._beat = self.redis.register_script(BEAT)
+        #: The registry, on a client of the heartbeat's own: a beat never queues behind
+        #: the node's steps.
+        self.rows = WorkerRows.connect(settings.redis_url, WORKER_CLIENT_NAME)
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._beat_loop, name="stepstream-heartbeat", daemon=True),
@@ -70,8 +60,8 @@ class Heartbeat:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
-        with contextlib.suppress(redis.RedisError):
-            self.redis.hdel(keys.workers(), self.hostname)
+        with contextlib.suppress(BackendUnavailable):
+            self.rows.remove(self.hostname)
 
     def row(self) -> dict[str, Any]:
         active = {r.args[0] for r in list(state.active_requests) if r.args}
@@ -86,14 +76,14 @@ class Heartbeat:
         }
 
     def beat(self) -> None:
-        self._beat(keys=[keys.workers()], args=[self.hostname, json.dumps(self.row())[1:]])
+        self.rows.beat(self.hostname, self.row())
 
     def _beat_loop(self) -> None:
         while not self._stop.is_set():
             try:
                 self.beat()
-            except redis.RedisError as exc:
-                log.warning("heartbeat failed: %s", exc)
+            except BackendUnavailable as exc:
+                log.warning("heartbeat failed: %s", exc.cause or exc)
             except Exception:
                 log.exception("heartbeat failed")
             self._stop.wait(self.settings.heartbeat_s)
@@ -103,8 +93,8 @@ class Heartbeat:
         while not self._stop.is_set():
             try:
                 sweeper.sweep()
-            except redis.RedisError as exc:
-                log.warning("sweeping for lost runs failed: %s", exc)
+            except BackendUnavailable as exc:
+                log.warning("sweeping for lost runs failed: %s", exc.cause or exc)
             except Exception:
                 log.exception("sweeping for lost runs failed")
             self._stop.wait(self.settings.heartbeat_s)

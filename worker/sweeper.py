@@ -25,10 +25,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from tasks import keys
 from tasks.statuses import Reason, ScriptOutcome, StepStatus, Verdict
 from tasks.store import ReadyStep, RunStore
-from tasks.watch import RunningAttempt, owed_dispatches, redis_now, running_attempts
+from tasks.watch import RunningAttempt
 from tasks.workers import STALE_AFTER_INTERVALS, read_registry
 
 from .steps import dispatch, finish, send_run
@@ -48,9 +47,8 @@ class Sweeper:
     def sweep(self) -> int:
         """One pass; returns how many attempts and dispatches it acted on."""
         settings = self.store.settings
-        client = self.store.redis
         hold_ms = max(1, int(settings.heartbeat_s * 1000 * 0.9))
-        if not client.set(keys.sweeper_lock(), self.hostname, nx=True, px=hold_ms):
+        if not self.store.take_sweeper_lock(self.hostname, hold_ms):
             return 0  # another worker swept moments ago
         if not self.reindexed:
             # Runs of an earlier version join the indexes before anything relies on them.
@@ -60,13 +58,10 @@ class Sweeper:
             self.reindexed = True
         # And so do those that nodes of that version start during a rolling upgrade.
         self.store.reindex_legacy()
-        now = redis_now(client)
+        # The rows and the time to judge them by, both Redis': hosts' clocks may differ.
+        rows, now = self.store.workers.read()
         grace = STALE_AFTER_INTERVALS * settings.heartbeat_s
-        registry = read_registry(
-            client.hgetall(keys.workers()),  # type: ignore[arg-type]
-            now=now,
-            heartbeat_s=settings.heartbeat_s,
-        )
+        registry = read_registry(rows, now=now, heartbeat_s=settings.heartbeat_s)
         alive = {
             w["name"]: str(w["extra"].get("incarnation", ""))
             for w in registry.workers
@@ -82,7 +77,7 @@ class Sweeper:
             # holder only counts as lost once its attempt is older than the grace.
             return now - attempt.started >= grace
 
-        attempts = running_attempts(client)
+        attempts = self.store.running_attempts()
         acted = take_over(self.store, Reason.WORKER_LOST, lost, attempts)
         acted += self.end_overdue([a for a in attempts if a.deadline <= now and not lost(a)])
         acted += self.send_owed(now)
@@ -109,7 +104,7 @@ class Sweeper:
     def send_owed(self, now: float) -> int:
         """Send again what was owed for a redelivery time and never started."""
         sent = 0
-        for owed in owed_dispatches(self.store.redis, now, DISPATCH_BATCH):
+        for owed in self.store.owed_dispatches(now, DISPATCH_BATCH):
             check = self.store.sweep_check(owed.run_id, "dispatch", owed.entry, owed.step)
             if check.verdict == Verdict.STATE_LOST:
                 log.error("run %s failed: its step state is missing from Redis", owed.run_id)
@@ -137,7 +132,7 @@ def take_over(
 ) -> int:
     """Resume as new attempts the running attempts `select` picks; returns how many."""
     taken = 0
-    for attempt in running_attempts(store.redis) if attempts is None else attempts:
+    for attempt in store.running_attempts() if attempts is None else attempts:
         if not select(attempt):
             continue
         t = store.resume_step(

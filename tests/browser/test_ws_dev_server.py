@@ -51,7 +51,7 @@ def finished_run(settings: Settings, logs: int) -> list[str]:
         store.finish_step(run_id, "only", 1, "succeeded", "", "1")
         return [run_id] + [e.id for e in store.read_events(run_id, "0", 10_000)]
     finally:
-        store.redis.close()
+        store.close()
 
 
 def follow_in_browser(browser: Any, base_url: str, run_id: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from clients import submit
 from conftest import LiveServer, WorkerProcess, serve, start_worker, wait_for
 from stacks import Databases
@@ -44,6 +45,8 @@ class Cluster:
     workers: dict[str, WorkerProcess]
     web: LiveServer
     store: RunStore
+    #: A client of the cluster's store database, to look at what the store keeps.
+    db: redis.Redis
     logs: Path
     journal_dir: Path
 
@@ -75,13 +78,15 @@ def cluster(
     workers = {name: start_worker(env, name, logs) for name in NODES}
     app = app_factory(**stack.urls)
     store = RunStore.from_settings(Settings.from_env(env))
+    db = stack.store()
     try:
         with serve(app) as web:
-            yield Cluster(env, workers, web, store, logs, journal_dir)
+            yield Cluster(env, workers, web, store, db, logs, journal_dir)
     finally:
         for w in workers.values():
             w.stop()
-        store.redis.close()
+        store.close()
+        db.close()
 
 
 def submit_runs(cluster: Cluster) -> list[str]:
@@ -92,7 +97,7 @@ def submit_runs(cluster: Cluster) -> list[str]:
 
 
 def unfinished(cluster: Cluster, run_ids: list[str]) -> list[str]:
-    pipe = cluster.store.redis.pipeline(transaction=False)
+    pipe = cluster.db.pipeline(transaction=False)
     for run_id in run_ids:
         pipe.hget(keys.run(run_id), "status")
     statuses = pipe.execute()

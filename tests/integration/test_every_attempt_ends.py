@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import WorkerProcess, events_until_finished, start_worker
-from stacks import Databases
+from stacks import Databases, Stack
 
 from tasks import keys
 from tasks.config import Settings
@@ -28,19 +28,23 @@ BACKSTOPS = {"redeliver_s": 2.0, "attempt_grace_s": 0.0}
 
 
 @pytest.fixture(scope="module")
-def stack(
-    databases: Databases,
-    base_env: dict[str, str],
-    app_factory: Callable[..., Any],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Any, RunStore, WorkerProcess]]:
-    """A web app and one worker on databases of their own, with short backstops."""
-    isolated = databases.stack(
+def isolated(databases: Databases, base_env: dict[str, str]) -> Stack:
+    """Store and broker databases of their own, with short backstops."""
+    return databases.stack(
         base_env,
         STEPSTREAM_REDELIVER_S="2",
         STEPSTREAM_ATTEMPT_GRACE_S="0",
         STEPSTREAM_REDIS_RETRY_S="0.5",
     )
+
+
+@pytest.fixture(scope="module")
+def stack(
+    isolated: Stack,
+    app_factory: Callable[..., Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Any, RunStore, WorkerProcess]]:
+    """A web app and one worker on databases of their own, with short backstops."""
     env = isolated.env
     app = app_factory(**isolated.urls, **BACKSTOPS)
     worker = start_worker(env, "ends", tmp_path_factory.mktemp("ends"), concurrency=2)
@@ -51,9 +55,17 @@ def stack(
         worker.stop()
 
 
-def finished(store: RunStore, run_id: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def db(isolated: Stack) -> Iterator[redis.Redis]:
+    """A client of the stack's store database, to look at what the store keeps."""
+    client = isolated.store()
+    yield client
+    client.close()
+
+
+def finished(db: redis.Redis, run_id: str, timeout: float = 30.0) -> list[dict[str, Any]]:
     """The run's events once it has finished."""
-    return events_until_finished(store.redis, run_id, timeout, what=f"run {run_id} to finish")
+    return events_until_finished(db, run_id, timeout, what=f"run {run_id} to finish")
 
 
 def submit(app: Any, scenario_id: str, run_input: dict[str, Any]) -> str:
@@ -68,63 +80,67 @@ def step_finished(events: list[dict[str, Any]], step: str) -> dict[str, Any]:
     return [e for e in events if e["type"] == "step_finished" and e["step"] == step][-1]
 
 
-def test_a_message_redis_cannot_store_still_ends_the_attempt(stack: Any) -> None:
-    app, store, _ = stack
-    events = finished(store, submit(app, "test_fault", {"point": "raise_surrogate"}))
+def test_a_message_redis_cannot_store_still_ends_the_attempt(stack: Any, db: redis.Redis) -> None:
+    app, _, _ = stack
+    events = finished(db, submit(app, "test_fault", {"point": "raise_surrogate"}))
     failed = step_finished(events, "f")
     assert failed["status"] == "failed"
     assert failed["message"] == "RuntimeError: broken \\udc80 text"
     assert events[-1]["status"] == "failed" and events[-1]["reason"] == "step_failed"
 
 
-def test_a_soft_time_limit_landing_in_the_finish_write_still_ends_the_run(stack: Any) -> None:
-    app, store, _ = stack
-    events = finished(store, submit(app, "test_fault", {"point": "finish_soft_limit"}))
+def test_a_soft_time_limit_landing_in_the_finish_write_still_ends_the_run(
+    stack: Any, db: redis.Redis
+) -> None:
+    app, _, _ = stack
+    events = finished(db, submit(app, "test_fault", {"point": "finish_soft_limit"}))
     assert step_finished(events, "f")["status"] == "succeeded"
     assert step_finished(events, "after")["status"] == "succeeded"
     assert events[-1]["status"] == "succeeded"
     assert [e["type"] for e in events].count("step_finished") == 2
 
 
-def test_an_attempt_whose_end_cannot_be_written_is_ended_at_its_deadline(stack: Any) -> None:
+def test_an_attempt_whose_end_cannot_be_written_is_ended_at_its_deadline(
+    stack: Any, db: redis.Redis
+) -> None:
     """Every write of the end fails (Redis gone for longer than the retry window, as far
     as that worker can tell): the sweeper records it failed once past its deadline
     (1 s time limit + 10 s hard-limit grace + 0 s attempt grace)."""
-    app, store, _ = stack
-    events = finished(store, submit(app, "test_fault", {"point": "finish_outage"}), timeout=60)
+    app, _, _ = stack
+    events = finished(db, submit(app, "test_fault", {"point": "finish_outage"}), timeout=60)
     failed = step_finished(events, "f")
     assert failed["status"] == "failed"
     assert "did not end within its time limit" in failed["message"]
     assert step_finished(events, "after")["status"] == "skipped"
     assert events[-1]["status"] == "failed"
-    assert store.redis.zcard(keys.running_attempts()) == 0
+    assert db.zcard(keys.running_attempts()) == 0
 
 
-def test_successors_whose_dispatch_failed_are_sent_again(stack: Any) -> None:
-    app, store, worker = stack
-    events = finished(store, submit(app, "test_fault", {"point": "dispatch_outage"}))
+def test_successors_whose_dispatch_failed_are_sent_again(stack: Any, db: redis.Redis) -> None:
+    app, _, worker = stack
+    events = finished(db, submit(app, "test_fault", {"point": "dispatch_outage"}))
     assert events[-1]["status"] == "succeeded"
     assert "sending it again" in worker.log()
-    assert store.redis.zcard(keys.owed_dispatches()) == 0
+    assert db.zcard(keys.owed_dispatches()) == 0
 
 
-def test_a_queued_run_whose_start_was_never_sent_is_started(stack: Any) -> None:
+def test_a_queued_run_whose_start_was_never_sent_is_started(stack: Any, db: redis.Redis) -> None:
     """The web recorded the run and died before sending it (here: it never sends)."""
     app, store, _ = stack
     catalog = app.extensions["stepstream"].catalog
     run_id = "never-sent-" + str(id(store))
     store.create_run(run_id, catalog.get("hello_sequence"), {"name": "Ada"})
-    events = finished(store, run_id)
+    events = finished(db, run_id)
     assert events[-1]["status"] == "succeeded"
 
 
-def test_a_run_whose_steps_were_evicted_fails_with_state_lost(stack: Any) -> None:
+def test_a_run_whose_steps_were_evicted_fails_with_state_lost(stack: Any, db: redis.Redis) -> None:
     app, store, _ = stack
     catalog = app.extensions["stepstream"].catalog
     run_id = "evicted-" + str(id(store))
     store.create_run(run_id, catalog.get("hello_sequence"), {"name": "Ada"})
-    store.redis.delete(keys.run_steps(run_id))  # as maxmemory-policy allkeys-lru would
-    events = finished(store, run_id)
+    db.delete(keys.run_steps(run_id))  # as maxmemory-policy allkeys-lru would
+    events = finished(db, run_id)
     assert events[-1]["status"] == "failed" and events[-1]["reason"] == "state_lost"
     assert "maxmemory-policy" in events[-1]["message"]
     assert store.snapshot(run_id)["status"] == "failed"  # type: ignore[index]

@@ -54,7 +54,7 @@ class Live:
 
     def close(self) -> None:
         self.hub.stop()
-        self.store.redis.close()
+        self.store.close()
 
 
 def drain(sub: Subscription, count: int, timeout: float = 10) -> list[Event]:
@@ -183,7 +183,7 @@ def test_subscribers_join_and_follow_while_the_request_pool_is_exhausted(
     settings, _ = quiet
     live = Live(settings)
     app = app_factory(redis_url=settings.redis_url)
-    pool = app.extensions["stepstream"].store.redis.connection_pool
+    pool = app.extensions["stepstream"].store.connection_pool
     held = [pool.get_connection() for _ in range(WEB_REDIS_CONNECTIONS)]
     results: dict[str, Any] = {}
     try:
@@ -370,7 +370,7 @@ def test_sigterm_to_the_production_server_says_going_away(
         # Leave no long run behind for the shared worker: its step sees ctx.cancelled.
         store = RunStore.from_settings(Settings.from_env(base_env))
         store.cancel_run(run["run_id"])
-        store.redis.close()
+        store.close()
 
 
 @pytest.mark.slow

@@ -265,7 +265,7 @@ def test_finished_runs_expire_and_streams_are_capped(settings: Settings, r: redi
     assert stream(store, run_id)[-1]["seq"] == 3 + 1000 + 2
 
 
-def test_snapshot_never_disagrees_with_the_stream(store: RunStore) -> None:
+def test_snapshot_never_disagrees_with_the_stream(store: RunStore, r: redis.Redis) -> None:
     """Under concurrent appends, every snapshot's last_event_id carries its own seq."""
     sc = scenario({"name": "busy", "tool": "echo"})
     run_id = new_run(store, sc)
@@ -293,9 +293,7 @@ def test_snapshot_never_disagrees_with_the_stream(store: RunStore) -> None:
         for _ in range(200):
             snap = store.snapshot(run_id)
             assert snap is not None
-            last = store.redis.xrange(
-                keys.run_events(run_id), snap["last_event_id"], snap["last_event_id"]
-            )
+            last = r.xrange(keys.run_events(run_id), snap["last_event_id"], snap["last_event_id"])
             event = json.loads(last[0][1]["data"])
             if event["type"] == "step_progress":
                 assert snap["steps"][0]["message"] == event["message"]
@@ -399,7 +397,7 @@ def test_a_chatty_steps_events_are_batched_in_order(settings: Settings, r: redis
             CountingStore.calls += 1
             return super().step_events(*args, **kwargs)
 
-    store = CountingStore(RunStore.from_settings(settings).redis, settings)
+    store = CountingStore.from_settings(settings)
     sc = scenario({"name": "chatty", "tool": "echo"})
     run_id = new_run(store, sc)
     store.start_run(run_id, "w@test")
@@ -421,7 +419,9 @@ def test_a_chatty_steps_events_are_batched_in_order(settings: Settings, r: redis
     assert store.snapshot(run_id)["steps"][0]["progress"] == 4999 / 5000
 
 
-def test_line_separators_in_messages_are_escaped_in_every_event(store: RunStore) -> None:
+def test_line_separators_in_messages_are_escaped_in_every_event(
+    store: RunStore, r: redis.Redis
+) -> None:
     """U+2028, U+2029 and U+0085 are legal in JSON but end lines for JavaScript and some
     line readers: no event carries them raw, and every event reads back exactly."""
     one = scenario({"name": "a", "tool": "echo"})
@@ -430,25 +430,23 @@ def test_line_separators_in_messages_are_escaped_in_every_event(store: RunStore)
     store.start_step(run_id, "a", 1, "w\u2028@test")
     store.step_events(run_id, "a", 1, [("step_log", {"message": "log \u2029 line"}, None, 1)])
     store.finish_step(run_id, "a", 1, "failed", "one\u2028two\u2029three\u0085four", "")
-    raw = [fields["data"] for _, fields in store.redis.xrange(keys.run_events(run_id))]
+    raw = [fields["data"] for _, fields in r.xrange(keys.run_events(run_id))]
     assert raw and not any(c in data for data in raw for c in "\u2028\u2029\u0085")
     events = stream(store, run_id)
     assert events[-1]["message"] == "step a failed: one\u2028two\u2029three\u0085four"
     assert events[1]["worker"] == "w\u2028@test"
 
 
-def test_runs_of_an_earlier_version_join_the_indexes_once(store: RunStore) -> None:
+def test_runs_of_an_earlier_version_join_the_indexes_once(store: RunStore, r: redis.Redis) -> None:
     """A run created before the listing and watch indexes existed (here: taken out of
     them) is listed by status and scenario, and its running attempt watched, after
     `reindex`, which the first sweep of a worker calls; a second call does nothing."""
-    from tasks.watch import running_attempts
-
     run_id = new_run(store)
     store.start_run(run_id, "w@test")
     assert store.start_step(run_id, "a", 1, "w@test") is not None
-    (entry,) = store.redis.zrange(keys.running_attempts(), 0, -1)
-    started_us = int(store.redis.hget(keys.run_steps(run_id), "a.started_us"))  # type: ignore[arg-type]
-    pipe = store.redis.pipeline()
+    (entry,) = r.zrange(keys.running_attempts(), 0, -1)
+    started_us = int(r.hget(keys.run_steps(run_id), "a.started_us"))  # type: ignore[arg-type]
+    pipe = r.pipeline()
     pipe.zrem(keys.runs_by_status("running"), run_id)
     pipe.zrem(keys.runs_by_scenario("s"), run_id)
     pipe.zrem(keys.runs_by_scenario("s", "running"), run_id)
@@ -462,7 +460,7 @@ def test_runs_of_an_earlier_version_join_the_indexes_once(store: RunStore) -> No
     assert store.reindex() == 1
     assert [r["run_id"] for r in store.list_runs(status="running")[0]] == [run_id]
     assert [r["run_id"] for r in store.list_runs(scenario_id="s", status="running")[0]] == [run_id]
-    (attempt,) = running_attempts(store.redis)
+    (attempt,) = store.running_attempts()
     assert (attempt.run_id, attempt.step, attempt.attempt, attempt.worker) == (
         run_id,
         "a",
@@ -472,4 +470,4 @@ def test_runs_of_an_earlier_version_join_the_indexes_once(store: RunStore) -> No
     assert attempt.started == started_us // 1000 / 1000
     assert store.reindex() == 0
     store.finish_step(run_id, "a", 1, "succeeded", "", "null")
-    assert store.redis.zcard(keys.running_attempts()) == 0
+    assert r.zcard(keys.running_attempts()) == 0

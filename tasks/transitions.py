@@ -1,0 +1,261 @@
+"""Runs created and moved forward: every change is one run script (`lua/*.lua`).
+
+Each script changes the state and appends the event that reports it in one call, so a
+snapshot and the stream never disagree, and each recognises its own earlier effect, so
+a call repeated after a lost reply changes nothing. The events a script appended are
+copied to the all-runs stream here (best effort, off the caller's path).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import keys
+from .events import Event
+from .redis_client import backend_errors
+from .run_records import CreatedRun, ReadyStep, create_args, created, ready_steps
+from .scenario import Scenario
+from .scripts import StorePart, decode_events
+from .statuses import RunStatus, ScriptOutcome, StepStatus
+
+
+@dataclass(frozen=True)
+class SweepVerdict:
+    """What the sweeper found of one entry of the watch indexes (see sweep_check.lua)."""
+
+    verdict: str
+    events: list[Event]
+    attempt: int = 0
+    timeout_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class StepStart:
+    """What a worker needs to run an attempt it has just been granted."""
+
+    definition: dict[str, Any]
+    run_input: Any
+    outputs: dict[str, Any]
+    events: list[Event]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The result of a script that moves a run forward."""
+
+    outcome: str
+    events: list[Event]
+    ready: list[ReadyStep]
+    run_status: str = ""
+
+
+class Transitions(StorePart):
+    """The store's writes (see `store.RunStore`)."""
+
+    @backend_errors
+    def create_run(self, run_id: str, scenario: Scenario, run_input: Any) -> CreatedRun:
+        """Store a queued run carrying its own copy of the scenario.
+
+        Returns its summary as created and its `run_queued` event, which the caller
+        announces with `publish_all` once the run is enqueued, so that a run undone
+        never shows up there.
+        """
+        (one,) = self.create_runs([(run_id, scenario, run_input)])
+        return one
+
+    @backend_errors
+    def create_runs(self, runs: Sequence[tuple[str, Scenario, Any]]) -> list[CreatedRun]:
+        """Store many queued runs in one round trip; each as `create_run` does."""
+        script = self._scripts["create_run"]
+        built = [
+            create_args(run_id, sc, run_input, self.settings) for run_id, sc, run_input in runs
+        ]
+        if len(runs) == 1:
+            # One run, one command (a pipeline first asks whether its scripts are loaded).
+            replies = [script(keys=keys.run_keys(runs[0][0]), args=built[0][0])]
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            for (run_id, _, _), (args, _) in zip(runs, built, strict=True):
+                script(keys=keys.run_keys(run_id), args=args, client=pipe)
+            replies = pipe.execute()
+        made = [
+            created(run_id, scenario, input_json, decode_events(emitted))
+            for (run_id, scenario, _), (_, input_json), (_, emitted) in zip(
+                runs, built, replies, strict=True
+            )
+        ]
+        if replies:
+            self._forget_older_than(int(replies[-1][0]))
+        return made
+
+    @backend_errors
+    def start_run(self, run_id: str, worker: str) -> Transition:
+        outcome, emitted, ready = self._run("start_run", run_id, worker)
+        events = decode_events(emitted)
+        self.publish_all(events)
+        return Transition(outcome, events, ready_steps(ready))
+
+    @backend_errors
+    def start_step(
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        worker: str,
+        task_id: str = "",
+        token: str = "",
+        incarnation: str = "",
+    ) -> StepStart | None:
+        """Take attempt `attempt` of `step`; None if it is not ready (already taken).
+
+        `token` names this execution: the same call repeated with it (a retry after a
+        lost reply) is granted again instead of refused.
+        """
+        reply = self._run("start_step", run_id, step, attempt, worker, task_id, token, incarnation)
+        if reply[0] != ScriptOutcome.STARTED:
+            return None
+        _, emitted, definition, run_input, outputs = reply
+        events = decode_events(emitted)
+        self.publish_all(events)
+        return StepStart(
+            definition=json.loads(definition),
+            run_input=json.loads(run_input),
+            outputs={outputs[i]: json.loads(outputs[i + 1]) for i in range(0, len(outputs), 2)},
+            events=events,
+        )
+
+    def step_event(
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        event_type: str,
+        fields: Mapping[str, Any],
+        progress: float | None = None,
+        *,
+        number: int,
+    ) -> list[Event]:
+        """Append one step_progress or step_log (see `step_events`)."""
+        return self.step_events(run_id, step, attempt, [(event_type, fields, progress, number)])
+
+    @backend_errors
+    def step_events(
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        batch: list[tuple[str, Mapping[str, Any], float | None, int]],
+    ) -> list[Event]:
+        """Append step_progress and step_log events, in order, in one call; nothing if
+        the attempt is no longer running.
+
+        Each item is (type, fields, progress fraction or None, number): `number` counts
+        the attempt's events from 1, and a number already recorded is a repeat of a
+        call whose reply was lost, not appended again.
+        """
+        args: list[Any] = []
+        for event_type, fields, progress, number in batch:
+            fragment = json.dumps(
+                {"step": step, "attempt": attempt, **fields},
+                allow_nan=False,
+            )[1:-1]
+            args += [
+                event_type,
+                fragment,
+                "" if progress is None else repr(progress),
+                str(fields.get("message", "")),
+                number,
+            ]
+        emitted = self._run("step_event", run_id, step, attempt, *args)
+        events = decode_events(emitted)
+        self.publish_all(events)
+        return events
+
+    @backend_errors
+    def finish_step(
+        self, run_id: str, step: str, attempt: int, status: str, message: str, output_json: str
+    ) -> Transition:
+        """Record how an attempt ended; returns the steps (or the retry) it made ready.
+
+        `status` is succeeded, failed or cancelled; whether a failure is retried is the
+        script's decision, from the step's policy and whether the run is being cancelled.
+        """
+        if status != StepStatus.SUCCEEDED:
+            output_json = ""
+        if len(output_json) > self.settings.event_output_bytes:
+            fragment = '"output_truncated":true'
+        else:
+            fragment = '"output":' + (output_json or "null")
+        outcome, emitted, ready, run_status = self._run(
+            "finish_step", run_id, step, attempt, status, message, output_json, fragment
+        )
+        return self._transition(outcome, emitted, ready, run_status)
+
+    @backend_errors
+    def resume_step(
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        reason: str,
+        *,
+        task_id: str = "",
+        holder: str = "",
+    ) -> Transition:
+        """Hand a running attempt whose execution is gone to a new attempt (see the script)."""
+        outcome, emitted, ready, run_status = self._run(
+            "resume_step",
+            run_id,
+            step,
+            attempt,
+            reason,
+            self.settings.max_resumes,
+            task_id,
+            holder,
+        )
+        return self._transition(outcome, emitted, ready, run_status)
+
+    def _transition(
+        self, outcome: str, emitted: list[str], ready: list[str], run_status: str
+    ) -> Transition:
+        events = decode_events(emitted)
+        self.publish_all(events)
+        return Transition(outcome, events, ready_steps(ready), run_status)
+
+    @backend_errors
+    def cancel_run(self, run_id: str) -> Transition:
+        """Cancel a run; `ready` is empty, `outcome` says what happened (see the script)."""
+        outcome, emitted = self._run("cancel_run", run_id)
+        cancelled = outcome == ScriptOutcome.CANCELLED
+        return self._transition(outcome, emitted, [], RunStatus.CANCELLED if cancelled else "")
+
+    @backend_errors
+    def enforce_cancel(self, run_id: str) -> list[str]:
+        """End a cancelled run whose steps outlived the grace; returns their task ids."""
+        emitted, task_ids = self._run("enforce_cancel", run_id)
+        self._transition("", emitted, [], RunStatus.CANCELLED if emitted else "")
+        return [t for t in task_ids if t]
+
+    @backend_errors
+    def continuation(self, run_id: str, step: str, attempt: int) -> list[ReadyStep]:
+        """What a duplicate of this attempt's message must still dispatch (see the script)."""
+        return ready_steps(self._run("continuation", run_id, step, attempt))
+
+    @backend_errors
+    def sweep_check(
+        self, run_id: str, index: str, entry: str, step: str = "", attempt: int | None = None
+    ) -> SweepVerdict:
+        """Whether an entry of a watch index is still owed (see sweep_check.lua)."""
+        verdict, emitted, current, timeout = self._run(
+            "sweep_check", run_id, index, entry, step, "" if attempt is None else attempt
+        )
+        events = decode_events(emitted)
+        self.publish_all(events)
+        return SweepVerdict(verdict, events, int(current or 0), float(timeout or 0))
+
+    @backend_errors
+    def cancel_requested(self, run_id: str) -> bool:
+        return self._redis.hget(keys.run(run_id), "cancel_requested") is not None
