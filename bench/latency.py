@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
 from typing import Any
 
 import redis
-import websocket
+
+from client.follow import Follower
 
 from .api import submit, wait_finished
 from .report import figure, percentiles
@@ -82,24 +82,14 @@ def event_latency_1(stack: Stack, runs: int = 3) -> dict[str, Any]:
     samples = []
     for _ in range(runs):
         run_id = submit(stack, "bench_progress")
-        ws = websocket.create_connection(f"ws{stack.url[4:]}/api/runs/{run_id}/ws", timeout=30)
         live = False
-        try:
-            while True:
-                data = ws.recv()
-                received = time.time()
-                if not data:
-                    break
-                event = json.loads(data)
-                if event["type"] == "step_started":
-                    live = True  # from here on, events are live rather than replayed
-                elif live and event["type"] == "step_progress":
-                    appended = datetime.fromisoformat(event["ts"]).timestamp()
-                    samples.append((received - appended) * 1000)
-                if event["type"] == "run_finished":
-                    break
-        finally:
-            ws.close()
+        for event in Follower(stack.url, run_id, "ws", read_timeout=30):
+            received = time.time()
+            if event["type"] == "step_started":
+                live = True  # from here on, events are live rather than replayed
+            elif live and event["type"] == "step_progress":
+                appended = datetime.fromisoformat(event["ts"]).timestamp()
+                samples.append((received - appended) * 1000)
     return figure(
         "event_latency_1",
         percentiles(samples),

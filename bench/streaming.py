@@ -25,6 +25,8 @@ import httpx
 import redis
 import websockets
 
+from client.follow import Cursor, ws_url
+from client.sse import SSEDecoder
 from devtools.celery_worker import start_worker
 from devtools.processes import child_pids
 from devtools.redis_server import RedisServer
@@ -156,20 +158,33 @@ def live_latency(stack: StreamingStack, transport: str) -> dict[str, Any]:
 
 
 async def ws_events(base_url: str, path: str) -> Any:
-    url = "ws" + base_url[len("http") :] + path
-    async with websockets.connect(url, max_size=None, open_timeout=60) as ws:
+    """A run's events over one WebSocket (asyncio), each checked by the client's
+    resume bookkeeping (no repeat, no gap); `(None, t)` when connected."""
+    cursor = Cursor()
+    async with websockets.connect(ws_url(base_url) + path, max_size=None, open_timeout=60) as ws:
         yield None, time.time()  # connected
         async for message in ws:
-            yield json.loads(message), time.time()
+            event, received = json.loads(message), time.time()
+            if cursor.accept(event["id"], event.get("seq"), event["type"]):
+                yield event, received
 
 
 async def sse_events(base_url: str, path: str) -> Any:
-    async for data, received in raw_sse(base_url, path):
-        yield (json.loads(data) if data is not None else None), received
+    """The same over SSE."""
+    cursor = Cursor()
+    async for message, received in raw_sse(base_url, path):
+        if message is None:
+            yield None, received
+            continue
+        event = json.loads(message.data)
+        if cursor.accept(message.id, event.get("seq"), event["type"]):
+            yield event, received
 
 
 async def raw_sse(base_url: str, path: str) -> Any:
-    """A minimal SSE client: HTTP/1.0, so the body is plain lines until the end."""
+    """A minimal asyncio SSE client, for thousands at once: HTTP/1.0, so the body is the
+    stream as it is until the end, parsed by the client's decoder (client/sse.py).
+    Yields each message with the time its bytes arrived; `(None, t)` when connected."""
     hostport = base_url.split("//", 1)[1]
     hostname, port = hostport.split(":")
     reader, writer = await asyncio.open_connection(hostname, int(port), limit=1 << 22)
@@ -180,9 +195,14 @@ async def raw_sse(base_url: str, path: str) -> Any:
         while (await reader.readline()) not in (b"\r\n", b"\n", b""):
             pass  # the status line and headers
         yield None, time.time()  # connected
-        while line := await reader.readline():
-            if line.startswith(b"data:"):
-                yield line[5:].strip(), time.time()
+        decoder = SSEDecoder()
+        while True:
+            chunk = await reader.read(1 << 16)
+            received = time.time()
+            for message in decoder.feed_bytes(chunk):
+                yield message, received
+            if not chunk:
+                return
     finally:
         writer.close()
 
@@ -235,10 +255,10 @@ def flask_sse_latency(stack: StreamingStack) -> dict[str, Any]:
     try:
 
         async def subscriber(channel: int) -> None:
-            async for data, received in raw_sse(web.url, f"/stream?channel=c{channel}"):
-                if data is None:
+            async for sse, received in raw_sse(web.url, f"/stream?channel=c{channel}"):
+                if sse is None:
                     continue
-                message = json.loads(data)
+                message = json.loads(sse.data)
                 if message.get("end"):
                     return
                 samples.append((received - message["ts"]) * 1000)

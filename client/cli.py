@@ -1,4 +1,5 @@
-"""`stepstream`: the command line client of the HTTP API (SPEC §10)."""
+"""`stepstream`: the command line client of the HTTP API (SPEC §10), built on the client
+library (`client.api`, `client.follow`)."""
 
 from __future__ import annotations
 
@@ -6,136 +7,23 @@ import functools
 import json
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import click
-import httpx
 from rich.console import Console
 from rich.errors import MarkupError
 from rich.markup import escape
 from rich.table import Table
 
-from tasks.statuses import EventType, RunStatus
-from tasks.strict_json import sanitized
+from tasks.statuses import RunStatus
 
+from .api import Api
+from .errors import ClientError
 from .live_view import RunView
-from .sse import SSEDecoder, SSEMessage
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-#: Answers after which following a run is worth trying again (the server or its Redis
-#: is restarting); any other error status ends the command.
-RETRYABLE = frozenset({502, 503, 504})
-#: The longest pause between two reconnection attempts.
-MAX_PAUSE_S = 5.0
-
-
-def read_event(message: SSEMessage) -> dict[str, Any] | str:
-    """The event a message carries, or why it cannot be read.
-
-    Values strict JSON cannot carry (NaN, a lone surrogate, which no terminal can print)
-    are replaced as the API replaces them, so that a sloppy event is still shown.
-    """
-    try:
-        event = sanitized(json.loads(message.data))
-    except (ValueError, RecursionError) as exc:
-        return f"not JSON ({exc})"
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        return "not an event object"
-    return event
-
-
-# -- the API -------------------------------------------------------------------------------
-
-
-class Api:
-    def __init__(self, url: str, token: str | None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30)
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"cannot reach {self.http.base_url}: {exc}") from None
-        if response.status_code >= 400:
-            raise click.ClickException(error_text(response))
-        return sanitized(response.json())
-
-    def events(
-        self, run_id: str, after: str | None, run_token: str | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """Follow a run over SSE to its `run_finished`. A dropped or cut-short stream,
-        or a server that is restarting, is retried with the last id seen, so every
-        event is yielded once.
-
-        With `run_token` (the run's `stream_token`) the stream is read with it rather
-        than with the API token, which is then only used again if the run token is
-        refused (it expired while the run went on)."""
-        last = after
-        base_pause = pause = 0.2
-        while True:
-            params = {"after": last} if last else {}
-            headers = {"Accept": "text/event-stream"}
-            if run_token:
-                headers["Authorization"] = f"Bearer {run_token}"
-            try:
-                with self.http.stream(
-                    "GET",
-                    f"/api/runs/{run_id}/events",
-                    params=params,
-                    headers=headers,
-                    timeout=httpx.Timeout(30, read=60),
-                ) as response:
-                    if response.status_code == 204:
-                        return  # the run has finished and nothing follows `last`
-                    if response.status_code == 401 and run_token:
-                        response.read()
-                        run_token = None  # expired: the API token (if any) from now on
-                        continue
-                    if response.status_code >= 400:
-                        response.read()
-                        if response.status_code not in RETRYABLE:
-                            raise click.ClickException(error_text(response))
-                        problem = error_text(response)
-                    else:
-                        decoder = SSEDecoder()
-                        for message in decoder.messages(response.iter_bytes()):
-                            event = read_event(message)
-                            last = message.id or last
-                            if isinstance(event, str):
-                                # One bad event must not stop the others: say so, go on.
-                                click.echo(f"skipped event {message.id or '?'}: {event}", err=True)
-                                if message.event == EventType.RUN_FINISHED:
-                                    return
-                                continue
-                            pause = base_pause
-                            yield event
-                            if event["type"] == EventType.RUN_FINISHED:
-                                return
-                        if decoder.retry_ms is not None:  # the server's own wish
-                            base_pause = min(decoder.retry_ms / 1000, MAX_PAUSE_S)
-                            pause = max(pause, base_pause)
-                        problem = "the stream ended early"
-            except httpx.TransportError as exc:
-                problem = f"connection lost ({exc})"
-            where = f"after {last}" if last else "from the start"
-            click.echo(f"{problem}; reconnecting {where} in {pause:g} s", err=True)
-            time.sleep(pause)  # back off before reconnecting
-            pause = min(pause * 2, MAX_PAUSE_S)
-
-
-def error_text(response: httpx.Response) -> str:
-    try:
-        error = sanitized(response.json())["error"]
-        detail = str(error["message"])
-        if error.get("details"):
-            detail += "\n" + json.dumps(error["details"], indent=2)
-    except (ValueError, KeyError, TypeError, RecursionError):
-        detail = sanitized(response.text)
-    return f"{response.status_code}: {detail}"
 
 
 def follow(
@@ -146,19 +34,26 @@ def follow(
     cancel: bool = False,
     run_token: str | None = None,
 ) -> int:
-    """Print a run's events until it ends; returns the exit code (SPEC §10)."""
-    status = None
+    """Print a run's events until it ends; returns the exit code (SPEC §10).
+
+    A dropped or cut-short stream, or a server that is restarting, is followed on from
+    the last event seen, for as long as it takes (Ctrl-C stops it)."""
+    events = api.follow(
+        run_id,
+        after=after,
+        run_token=run_token,
+        retry_for=None,
+        on_retry=lambda text: click.echo(text, err=True),
+        # One bad event must not stop the others: say so, go on.
+        on_skip=lambda event_id, why: click.echo(f"skipped event {event_id}: {why}", err=True),
+    )
     try:
         if as_json:
-            for event in api.events(run_id, after, run_token):
+            for event in events:
                 click.echo(json.dumps(event))
-                if event["type"] == EventType.RUN_FINISHED:
-                    status = event.get("status")
         else:
             with RunView(Console()) as view:
-                for event in api.events(run_id, after, run_token):
-                    if event["type"] == EventType.RUN_FINISHED:
-                        status = event.get("status")
+                for event in events:
                     try:
                         view.show(event)
                     except (KeyError, TypeError, ValueError, MarkupError) as exc:
@@ -174,14 +69,14 @@ def follow(
             )
             return EXIT_INTERRUPTED
         try:
-            api.call("POST", f"/api/runs/{run_id}/cancel")
+            api.cancel(run_id)
             click.echo(f"interrupted: run {run_id} is being cancelled", err=True)
-        except click.ClickException as exc:
-            click.echo(f"interrupted; could not cancel run {run_id}: {exc.message}", err=True)
+        except ClientError as exc:
+            click.echo(f"interrupted; could not cancel run {run_id}: {exc}", err=True)
         return EXIT_INTERRUPTED
-    if status is None:
-        # Followed from its last event: the run's own record says how it ended.
-        status = api.call("GET", f"/api/runs/{run_id}").get("status")
+    # Followed from its last event (or an unreadable run_finished): the run's own
+    # record says how it ended.
+    status = events.final.get("status") if events.final else api.run(run_id).get("status")
     return EXIT_OK if status == RunStatus.SUCCEEDED else EXIT_FAILED
 
 
@@ -217,7 +112,11 @@ def with_api(command: Callable[Concatenate[Api, P], R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         target = click.get_current_context().find_object(Target)
         assert target is not None  # set by main()
-        return command(Api(target.url, target.token), *args, **kwargs)
+        with Api(target.url, target.token) as api:
+            try:
+                return command(api, *args, **kwargs)
+            except ClientError as exc:
+                raise click.ClickException(str(exc)) from None
 
     for name, help_text in (("token", TOKEN_HELP), ("url", URL_HELP)):
         option = click.option(
@@ -288,8 +187,7 @@ def run_command(
     With --follow, exits 0 when the run succeeded, 1 when it failed or was cancelled,
     130 when interrupted.
     """
-    body = {"scenario_id": scenario, "input": parse_input(raw_input, pairs)}
-    summary = api.call("POST", "/api/runs", json=body)
+    summary = api.submit(scenario, parse_input(raw_input, pairs))
     if not follow_run:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -318,8 +216,7 @@ def tail(api: Api, run_id: str, after: str | None, as_json: bool) -> None:
 @with_api
 def runs(api: Api, status: str | None, scenario_id: str | None, limit: int) -> None:
     """List runs, newest first."""
-    params = {k: v for k, v in (("status", status), ("scenario_id", scenario_id)) if v}
-    page = api.call("GET", "/api/runs", params={**params, "limit": limit})
+    page = api.runs(status=status, scenario_id=scenario_id, limit=limit)
     table = Table(box=None)
     # Ids are for copying: never cut them short, whatever the terminal's width.
     table.add_column("run", no_wrap=True, min_width=36)
@@ -336,7 +233,7 @@ def runs(api: Api, status: str | None, scenario_id: str | None, limit: int) -> N
 @with_api
 def show(api: Api, run_id: str) -> None:
     """Print RUN_ID's snapshot as JSON."""
-    click.echo(json.dumps(api.call("GET", f"/api/runs/{run_id}"), indent=2))
+    click.echo(json.dumps(api.run(run_id), indent=2))
 
 
 @main.command()
@@ -344,7 +241,7 @@ def show(api: Api, run_id: str) -> None:
 @with_api
 def cancel(api: Api, run_id: str) -> None:
     """Cancel RUN_ID: no new step starts, running steps are asked to stop."""
-    api.call("POST", f"/api/runs/{run_id}/cancel")
+    api.cancel(run_id)
     click.echo(f"run {run_id} is being cancelled")
 
 
@@ -356,7 +253,7 @@ def scenarios(api: Api) -> None:
     table.add_column("scenario", no_wrap=True)
     table.add_column("steps", justify="right")
     table.add_column("name", overflow="fold")
-    for s in api.call("GET", "/api/scenarios"):
+    for s in api.scenarios():
         table.add_row(plain(s["scenario_id"]), plain(s["step_count"]), plain(s["name"]))
     Console().print(table)
 
@@ -367,13 +264,13 @@ def scenarios(api: Api) -> None:
 def tools(api: Api, refresh: bool) -> None:
     """List the tools steps can call: Python tools and those of MCP servers."""
     if refresh:
-        api.call("POST", "/api/tools/refresh")
+        api.refresh_tools()
         click.echo("asked the server to list its MCP servers again; listed below is what it knew")
     table = Table(box=None)
     table.add_column("tool", no_wrap=True)
     table.add_column("source")
     table.add_column("description", overflow="fold")
-    for t in api.call("GET", "/api/tools"):
+    for t in api.tools():
         source = plain(t.get("source", "python"))
         if not t.get("available", True):
             source = f"[red]{source}: unavailable[/] ({plain(t.get('error', ''))})"
@@ -390,7 +287,7 @@ def workers(api: Api) -> None:
     for title in ("status", "last heartbeat", "active runs", "processed"):
         table.add_column(title, overflow="fold")
     colours = {"ok": "green", "stale": "red", "unknown": "yellow"}
-    for w in api.call("GET", "/api/workers"):
+    for w in api.workers():
         table.add_row(
             plain(w["name"]),
             f"[{colours.get(w['status'], 'white')}]{plain(w['status'])}[/]",

@@ -1,11 +1,14 @@
 """Server-Sent Events read as the WHATWG standard says: the one parser of the project,
-used by the command line, the tests and any program that follows a run over SSE."""
+used by the command line, the follower (client/follow.py), the tests and the benchmarks.
+
+Pull (`SSEDecoder.messages` over an iterable of byte chunks) and push
+(`SSEDecoder.feed_bytes`, for asyncio readers) share every rule."""
 
 from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 #: SSE lines end at CRLF, CR or LF and nowhere else: not at U+2028, U+2029, U+0085 or
@@ -13,25 +16,39 @@ from dataclasses import dataclass
 _EOL = re.compile(r"\r\n|\r|\n")
 
 
-def sse_lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    """The lines of an event stream (WHATWG HTML, "Parsing an event stream"): UTF-8
-    decoded (bad bytes become U+FFFD, a leading BOM is dropped), split at CRLF, CR or LF
-    wherever the chunks happen to be cut. An unterminated last line is not a line."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pending = ""
-    at_start = True
-    for chunk in chunks:
-        text = decoder.decode(chunk)
-        if at_start and text:
-            text, at_start = text.removeprefix("\ufeff"), False
-        buffer = pending + text
+class SSELineSplitter:
+    """The lines of an event stream (WHATWG HTML, "Parsing an event stream"), fed chunk
+    by chunk: UTF-8 decoded (bad bytes become U+FFFD, a leading BOM is dropped), split
+    at CRLF, CR or LF wherever the chunks happen to be cut."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+        self._at_start = True
+
+    def feed(self, chunk: bytes) -> list[str]:
+        text = self._decoder.decode(chunk)
+        if self._at_start and text:
+            text, self._at_start = text.removeprefix("\ufeff"), False
+        buffer = self._pending + text
         # A CR at the very end may be the first half of a CRLF: decide with the next chunk.
         cut = len(buffer) - 1 if buffer.endswith("\r") else len(buffer)
         *lines, tail = _EOL.split(buffer[:cut])
-        pending = tail + buffer[cut:]
-        yield from lines
-    if pending.endswith("\r"):
-        yield pending[:-1]
+        self._pending = tail + buffer[cut:]
+        return lines
+
+    def end(self) -> list[str]:
+        """The last line, if the stream ended right after its CR; an unterminated last
+        line is not a line."""
+        return [self._pending[:-1]] if self._pending.endswith("\r") else []
+
+
+def sse_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Every line of a stream given as byte chunks (see `SSELineSplitter`)."""
+    splitter = SSELineSplitter()
+    for chunk in chunks:
+        yield from splitter.feed(chunk)
+    yield from splitter.end()
 
 
 @dataclass(frozen=True)
@@ -46,30 +63,42 @@ class SSEMessage:
 class SSEDecoder:
     """Turns lines into messages as the WHATWG standard says: `data` lines accumulate,
     `event` names the type, `id` (without NUL) sets the last event id, `retry` (digits
-    only) the reconnection time, `:` lines are comments, unknown fields are ignored, and
-    a blank line dispatches (nothing, when no data came)."""
+    only) the reconnection time, `:` lines are comments (given to `on_comment`, if any,
+    without the colon and one leading space), unknown fields are ignored, and a blank
+    line dispatches (nothing, when no data came)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_comment: Callable[[str], None] | None = None) -> None:
         self.last_event_id = ""
         self.retry_ms: int | None = None
+        self.on_comment = on_comment
         self._data: list[str] = []
         self._event = ""
+        self._lines = SSELineSplitter()
 
     def messages(self, chunks: Iterable[bytes]) -> Iterator[SSEMessage]:
+        """The messages of a whole stream, read as the chunks come."""
         for line in sse_lines(chunks):
             message = self.feed(line)
             if message is not None:
                 yield message
 
+    def feed_bytes(self, chunk: bytes) -> list[SSEMessage]:
+        """The messages one more chunk of the stream completes (for push-style readers);
+        `b""` when the stream has ended."""
+        lines = self._lines.feed(chunk) if chunk else self._lines.end()
+        return [m for m in map(self.feed, lines) if m is not None]
+
     def feed(self, line: str) -> SSEMessage | None:
+        """One line; the message it dispatches, if any."""
         if line == "":
             return self._dispatch()
-        if line.startswith(":"):
-            return None
         name, colon, value = line.partition(":")
         if colon:
             value = value.removeprefix(" ")
-        if name == "data":
+        if name == "":
+            if self.on_comment is not None:
+                self.on_comment(value)
+        elif name == "data":
             self._data.append(value)
         elif name == "event":
             self._event = value

@@ -1,18 +1,59 @@
-"""Small real clients of the API for tests: HTTP, WebSocket and SSE."""
+"""The tests' clients of the API: thin layers over the client library (client/).
+
+`Follower` follows a run to its end across reconnections (`client.follow.Follower`).
+`ws_events` and `sse_events` read one connection, for tests that assert on what a
+single connection carries (its close code, its answer to a cursor); `ws_connection`
+and `sse_connection` open one for tests that read it themselves.
+"""
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
-import websocket
 
-from client.sse import SSEDecoder, sse_lines
+from client.api import Api
+from client.follow import Backoff, SSEStream, WSStream, decode_event
+from client.follow import Follower as ClientFollower
+from client.follow import ws_url as to_ws_url
+from client.sse import SSEMessage
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+Event = dict[str, Any]
+
+
+def event_of(data: str | bytes) -> Event:
+    """The event a frame carries; a frame that is not one fails the test."""
+    event = decode_event(data)
+    assert not isinstance(event, str), f"{event}: {data[:200]!r}"
+    return event
+
+
+def first_event(frames: Iterable[str | bytes]) -> Event:
+    """The first event of a connection (`WSStream.frames()`, or the `data` of
+    `SSEStream.messages()`)."""
+    for data in frames:
+        return event_of(data)
+    raise AssertionError("the stream ended without an event")
+
+
+def ws_connection(
+    url: str,
+    run_id: str,
+    after: str | None = None,
+    query: str = "",
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30,
+    **options: Any,
+) -> WSStream:
+    """One WebSocket on a run's stream (`url` is http:// or ws://); `query` is added as
+    it is (`access_token=...`). A refused handshake raises
+    `websocket.WebSocketBadStatusException`."""
+    params = "&".join(p for p in (f"after={after}" if after else "", query) if p)
+    target = f"{to_ws_url(url)}/api/runs/{run_id}/ws" + (f"?{params}" if params else "")
+    return WSStream(target, headers=headers, timeout=timeout, **options)
 
 
 def ws_events(
@@ -20,63 +61,73 @@ def ws_events(
     run_id: str,
     after: str | None = None,
     stop_after: int | None = None,
-    headers: list[str] | None = None,
+    headers: Mapping[str, str] | None = None,
     timeout: float = 30,
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Follow a run over WebSocket; returns the events and the close code."""
-    url = f"{ws_url}/api/runs/{run_id}/ws" + (f"?after={after}" if after else "")
-    # websocket-client checks UTF-8 in pure Python, byte by byte: slower than the
-    # server for big events. json.loads below rejects what is not valid text anyway.
-    conn = websocket.create_connection(
-        url, timeout=timeout, header=headers or [], skip_utf8_validation=True
-    )
-    events: list[dict[str, Any]] = []
-    code = None
-    try:
-        while stop_after is None or len(events) < stop_after:
-            opcode, data = conn.recv_data(control_frame=False)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+) -> tuple[list[Event], int | None]:
+    """One WebSocket on a run: its events and its close code (None when this side hung
+    up after `stop_after` events)."""
+    events: list[Event] = []
+    with ws_connection(ws_url, run_id, after, headers=headers, timeout=timeout) as stream:
+        for data in stream.frames():
+            events.append(event_of(data))
+            if stop_after is not None and len(events) >= stop_after:
                 break
-            events.append(json.loads(data))
-    finally:
-        conn.close()
-    return events, code
+    return events, stream.close_code
 
 
-def sse_frames(
+def ws_read_until(stream: WSStream, predicate: Any) -> list[Event]:
+    """Events from an open WebSocket up to the first one that satisfies `predicate`."""
+    seen = []
+    for data in stream.frames():
+        seen.append(event_of(data))
+        if predicate(seen[-1]):
+            return seen
+    raise AssertionError(f"closed with {stream.close_code} before the event awaited: {seen[-3:]}")
+
+
+def ws_read_rest(stream: WSStream) -> tuple[list[Event], int | None]:
+    """The rest of an open WebSocket's events, and its close code."""
+    return [event_of(data) for data in stream.frames()], stream.close_code
+
+
+def sse_connection(
     url: str,
     run_id: str,
     after: str | None = None,
     last_event_id: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Iterator[dict[str, str]]:
-    """Yield SSE frames: the fields of the lines between two blank lines, as
-    field -> value (`data` lines joined with LF, comments under ''). Lines end only at
-    CR, LF or CRLF, as the WHATWG standard says."""
+    query: str = "",
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30,
+    http: httpx.Client | None = None,
+    on_comment: Any = None,
+) -> SSEStream:
+    """One GET of a run's SSE stream (closed with the `SSEStream`)."""
     params = {"after": after} if after else {}
     hdrs = dict(headers or {})
     if last_event_id:
         hdrs["Last-Event-ID"] = last_event_id
-    with httpx.stream(
-        "GET", f"{url}/api/runs/{run_id}/events", params=params, headers=hdrs, timeout=30
-    ) as response:
-        if response.status_code == 204:
-            return  # the run has finished and nothing follows the cursor
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        frame: dict[str, str] = {}
-        for line in sse_lines(response.iter_bytes()):
-            if line == "":
-                if frame:
-                    yield frame
-                frame = {}
-                continue
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            frame[field] = (
-                f"{frame[field]}\n{value}" if field == "data" and field in frame else value
-            )
+    target = f"{url}/api/runs/{run_id}/events" + (f"?{query}" if query else "")
+    return SSEStream(
+        http or _HTTP,
+        target,
+        params=params,
+        headers=hdrs,
+        timeout=timeout,
+        on_comment=on_comment,
+    )
+
+
+#: One HTTP client for the one-connection readers (each new one builds a TLS context).
+_HTTP = httpx.Client()
+
+
+def checked(messages: Iterable[SSEMessage]) -> Iterator[Event]:
+    """The events of SSE messages, each frame's `id` and `event` checked against it."""
+    for message in messages:
+        event = event_of(message.data)
+        assert message.id == event["id"]
+        assert message.event == event["type"]
+        yield event
 
 
 def sse_events(
@@ -86,17 +137,20 @@ def sse_events(
     last_event_id: str | None = None,
     stop_after: int | None = None,
     headers: dict[str, str] | None = None,
-) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    for frame in sse_frames(url, run_id, after, last_event_id, headers):
-        if "data" not in frame:
-            continue
-        event = json.loads(frame["data"])
-        assert frame["id"] == event["id"]
-        assert frame["event"] == event["type"]
-        events.append(event)
-        if stop_after is not None and len(events) >= stop_after:
-            break
+) -> list[Event]:
+    """One SSE connection on a run: its events (none when it is 204: the run finished
+    at the cursor)."""
+    events: list[Event] = []
+    with sse_connection(url, run_id, after, last_event_id, headers=headers) as stream:
+        response = stream.response
+        if response.status_code == 204:
+            return events
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for event in checked(stream.messages()):
+            events.append(event)
+            if stop_after is not None and len(events) >= stop_after:
+                break
     return events
 
 
@@ -105,90 +159,62 @@ def submit(
     scenario_id: str,
     run_input: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    response = httpx.post(
-        f"{url}/api/runs",
-        json={"scenario_id": scenario_id, "input": run_input or {}},
-        headers=headers or {},
-        timeout=10,
-    )
+) -> Event:
+    body = {"scenario_id": scenario_id, "input": run_input or {}}
+    with Api(url, timeout=10) as api:
+        response = api.request("POST", "/api/runs", json=body, headers=headers or {})
     assert response.status_code == 202, response.text
-    body: dict[str, Any] = response.json()
-    assert response.headers["Location"] == f"/api/runs/{body['run_id']}"
-    return body
+    created: Event = response.json()
+    assert response.headers["Location"] == f"/api/runs/{created['run_id']}"
+    return created
 
 
 class Follower:
-    """A client that follows a run to its end the way a careful front end would: when
-    the stream is cut short (closed with 1013 or 1001, ended without `run_finished`,
-    refused with 503 or unreachable), it reconnects with the last id it saw, to the
-    next of `base_url`'s alternatives if it has any (servers behind a load balancer).
+    """A client that follows a run to its end the way a careful front end would (the
+    client library's follower, `client.follow.Follower`): when the stream is cut short
+    (closed with 1013 or 1001, ended without `run_finished`, refused with 503 or
+    unreachable), it reconnects with the last id it saw, to the next of `base_url`'s
+    alternatives if it has any (servers behind a load balancer).
 
-    `events` is everything received, in order, across connections.
+    `events` is everything received, in order, across connections, as it comes.
     """
 
     def __init__(self, base_url: str | list[str], run_id: str, transport: str) -> None:
-        self.base_urls = [base_url] if isinstance(base_url, str) else list(base_url)
-        self.base_url = self.base_urls[0]
-        self.run_id = run_id
+        assert transport in ("ws", "sse")
         self.transport = transport
-        self.events: list[dict[str, Any]] = []
-        self.connections = 0
-        self.cut_short = 0
+        self.run_id = run_id
+        self.events: list[Event] = []
+        self.follower = ClientFollower(
+            base_url,
+            run_id,
+            "ws" if transport == "ws" else "sse",
+            backoff=Backoff(first=0.05, most=0.5),
+            read_timeout=30,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self.follower.base_url
+
+    @property
+    def connections(self) -> int:
+        return self.follower.connections
+
+    @property
+    def cut_short(self) -> int:
+        return self.follower.cut_short
 
     @property
     def last_id(self) -> str | None:
-        return self.events[-1]["id"] if self.events else None
+        return self.follower.cursor.last_id
 
     @property
     def finished(self) -> bool:
-        return bool(self.events) and self.events[-1]["type"] == "run_finished"
+        return self.follower.finished
 
     def run(self, deadline_s: float = 60.0) -> None:
-        deadline = time.monotonic() + deadline_s
-        pause = 0.05
-        while not self.finished:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.transport} follower: no run_finished in time")
-            try:
-                self.connections += 1
-                if self.transport == "ws":
-                    self._follow_ws()
-                else:
-                    self._follow_sse()
-                pause = 0.05
-            except (OSError, httpx.HTTPError, websocket.WebSocketException, Refused):
-                time.sleep(pause)  # back off before reconnecting, as a client should
-                pause = min(pause * 2, 0.5)
-            if not self.finished:
-                self.cut_short += 1
-                self.base_url = self.base_urls[self.cut_short % len(self.base_urls)]
-
-    def _follow_ws(self) -> None:
-        ws_url = "ws" + self.base_url[len("http") :]
-        url = f"{ws_url}/api/runs/{self.run_id}/ws"
-        if self.last_id:
-            url += f"?after={self.last_id}"
-        conn = websocket.create_connection(url, timeout=30)
-        try:
-            while True:
-                opcode, data = conn.recv_data(control_frame=False)
-                if opcode == websocket.ABNF.OPCODE_CLOSE:
-                    return
-                self.events.append(json.loads(data))
-        finally:
-            conn.close()
-
-    def _follow_sse(self) -> None:
-        headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
-        with httpx.stream(
-            "GET", f"{self.base_url}/api/runs/{self.run_id}/events", headers=headers, timeout=30
-        ) as response:
-            if response.status_code != 200:
-                raise Refused(response.status_code)
-            for message in SSEDecoder().messages(response.iter_bytes()):
-                self.events.append(json.loads(message.data))
-
-
-class Refused(Exception):
-    """The server answered a stream request with an error status (503 during outages)."""
+        """Follow to `run_finished`; fails when reconnecting gets nowhere for
+        `deadline_s`."""
+        self.follower.retry_for = deadline_s
+        for event in self.follower:
+            self.events.append(event)  # as it comes: other threads watch the list

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import redis
 import websocket
+from clients import ws_connection
 from conftest import url_of
 
 JSON = {"Accept": "application/json"}
@@ -91,20 +92,20 @@ def create_run(client: Any, scenario_id: str = "hello_sequence", **run_input: An
     return str(response.get_json()["run_id"])
 
 
-def ws_status(url: str) -> int:
+def ws_status(url: str, run_id: str, query: str = "") -> int:
     """The status of a refused WebSocket handshake, or the close code sent after it."""
     try:
-        conn = websocket.create_connection(url, timeout=10)
+        conn = ws_connection(url, run_id, query=query, timeout=10)
     except websocket.WebSocketBadStatusException as exc:
         return int(exc.status_code)
-    try:
-        opcode, data = conn.recv_data(control_frame=True)
-    except websocket.WebSocketException:
-        return -1  # the connection broke: neither a refusal nor a close frame
-    finally:
-        conn.close()
-    assert opcode == websocket.ABNF.OPCODE_CLOSE, data
-    return int.from_bytes(data[:2], "big")
+    with conn:
+        try:
+            first = next(conn.frames(), None)
+        except websocket.WebSocketException:
+            return -1  # the connection broke: neither a refusal nor a close frame
+    assert first is None, first
+    assert conn.close_code is not None
+    return conn.close_code
 
 
 # -- POST /api/runs: the body ------------------------------------------------------------
@@ -341,7 +342,7 @@ def test_unknown_run_is_404(client: Any, run_id: str, suffix: str, headers: dict
 @pytest.mark.parametrize("run_id", UNKNOWN_RUN_IDS)
 def test_unknown_run_websocket_is_refused_with_404(live_server: Any, run_id: str) -> None:
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        websocket.create_connection(f"{live_server.ws_url}/api/runs/{run_id}/ws", timeout=10)
+        ws_connection(live_server.url, run_id, timeout=10)
     assert refused.value.status_code == 404
     check_error(404, json.loads(refused.value.resp_body), 404)
 
@@ -373,9 +374,8 @@ def test_bad_last_event_id_is_400(client: Any, cursor: str, accept: dict[str, st
 @pytest.mark.parametrize("cursor", BAD_CURSORS)
 def test_bad_after_on_websocket_is_400_before_upgrade(live_server: Any, cursor: str) -> None:
     run_id = create_run(live_server.app.test_client())
-    url = f"{live_server.ws_url}/api/runs/{run_id}/ws?{urlencode({'after': cursor})}"
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        websocket.create_connection(url, timeout=10)
+        ws_connection(live_server.url, run_id, query=urlencode({"after": cursor}), timeout=10)
     assert refused.value.status_code == 400
 
 
@@ -410,7 +410,7 @@ def test_overflowing_cursor_on_sse_is_400(live_server: Any) -> None:
 
 def test_overflowing_cursor_on_websocket_is_refused(live_server: Any) -> None:
     run_id = create_run(live_server.app.test_client())
-    status = ws_status(f"{live_server.ws_url}/api/runs/{run_id}/ws?after={OVERFLOW_CURSOR}")
+    status = ws_status(live_server.url, run_id, f"after={OVERFLOW_CURSOR}")
     assert status in (400, 4400)
 
 

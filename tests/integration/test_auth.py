@@ -20,10 +20,11 @@ import httpx
 import pytest
 import redis
 import websocket
+from clients import first_event, sse_connection, ws_connection
 from conftest import url_of, wait_for
 from werkzeug.serving import make_server
 
-from client.sse import SSEDecoder
+from client.follow import WSStream
 
 TOKEN = "s3cret"
 GOOD_HEADER = {"Authorization": f"Bearer {TOKEN}"}
@@ -139,34 +140,26 @@ def call(client: Any, route: Route, run_id: str, headers: dict[str, str], query:
 
 def ws_connect(
     host: str, run_id: str, query: str = "", headers: dict[str, str] | None = None
-) -> websocket.WebSocket:
-    url = f"ws://{host}/api/runs/{run_id}/ws" + (f"?{query}" if query else "")
-    header = [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return websocket.create_connection(url, timeout=10, header=header)
+) -> WSStream:
+    return ws_connection(f"http://{host}", run_id, query=query, headers=headers, timeout=10)
 
 
 def first_event_over_ws(
     host: str, run_id: str, query: str = "", headers: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    conn = ws_connect(host, run_id, query, headers)
-    try:
-        event: dict[str, Any] = json.loads(conn.recv())
-    finally:
-        conn.close()
-    return event
+    with ws_connect(host, run_id, query, headers) as conn:
+        return first_event(conn.frames())
 
 
 def first_event_over_sse(
     host: str, run_id: str, query: str = "", headers: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    url = f"http://{host}/api/runs/{run_id}/events" + (f"?{query}" if query else "")
-    with httpx.stream("GET", url, headers=headers or {}, timeout=10) as response:
+    url = f"http://{host}"
+    with sse_connection(url, run_id, query=query, headers=headers, timeout=10) as stream:
+        response = stream.response
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
-        for message in SSEDecoder().messages(response.iter_bytes()):
-            event: dict[str, Any] = json.loads(message.data)
-            return event
-    raise AssertionError("the stream ended without an event")
+        return first_event(m.data for m in stream.messages())
 
 
 # -- refusals ------------------------------------------------------------------------------

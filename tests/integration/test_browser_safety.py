@@ -28,9 +28,11 @@ import httpx
 import pytest
 import redis
 import websocket
+from clients import ws_connection
 from conftest import LiveServer, serve, url_of
 from werkzeug.serving import make_server
 
+from client.follow import WSStream
 from devtools.processes import spawn, wait_ready
 from devtools.redis_server import free_port
 from tasks import keys
@@ -349,12 +351,9 @@ def test_an_allowlisted_origin_may_post(idle: Callable[..., Any], r: redis.Redis
         assert ok.status_code == 202, ok.text
 
 
-def ws_connect(live: LiveServer, run_id: str, origin: str | None) -> websocket.WebSocket:
-    return websocket.create_connection(
-        f"{live.ws_url}/api/runs/{run_id}/ws",
-        timeout=10,
-        origin=origin,
-        suppress_origin=origin is None,
+def ws_connect(live: LiveServer, run_id: str, origin: str | None) -> WSStream:
+    return ws_connection(
+        live.url, run_id, timeout=10, origin=origin, suppress_origin=origin is None
     )
 
 
@@ -369,12 +368,9 @@ def test_a_websocket_from_a_foreign_origin_is_403(server: LiveServer) -> None:
 def test_a_websocket_from_the_webs_own_origin_or_none_opens(server: LiveServer) -> None:
     run_id = queued_run(server.url)
     for origin in (server.url, None):
-        conn = ws_connect(server, run_id, origin)
-        try:
-            first = conn.recv()
+        with ws_connect(server, run_id, origin) as conn:
+            first = next(conn.frames()).decode()
             assert '"run_created"' in first or '"type"' in first
-        finally:
-            conn.close()
 
 
 def test_a_websocket_from_an_allowlisted_origin_opens(

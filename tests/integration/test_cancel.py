@@ -2,39 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-import websocket
-from clients import submit, ws_events
+from clients import submit, ws_connection, ws_events, ws_read_rest, ws_read_until
 from conftest import LiveServer, WorkerProcess, serve
 
+from client.follow import WSStream
 
-def follow_until(server: LiveServer, run_id: str, predicate: Callable[[dict[str, Any]], bool]):
+
+def follow_until(
+    server: LiveServer, run_id: str, predicate: Callable[[dict[str, Any]], bool]
+) -> tuple[WSStream, list[dict[str, Any]]]:
     """Open a WebSocket on the run and read until `predicate(event)`; returns the socket."""
-    conn = websocket.create_connection(f"{server.ws_url}/api/runs/{run_id}/ws", timeout=30)
-    seen = []
-    while True:
-        event = json.loads(conn.recv())
-        seen.append(event)
-        if predicate(event):
-            return conn, seen
+    conn = ws_connection(server.url, run_id)
+    return conn, ws_read_until(conn, predicate)
 
 
-def read_rest(conn: websocket.WebSocket) -> tuple[list[dict[str, Any]], int | None]:
-    events = []
-    try:
-        while True:
-            opcode, data = conn.recv_data()
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                return events, int.from_bytes(data[:2], "big") if data else None
-            events.append(json.loads(data))
-    finally:
-        conn.close()
+def read_rest(conn: WSStream) -> tuple[list[dict[str, Any]], int | None]:
+    with conn:
+        return ws_read_rest(conn)
 
 
 def cancel(server: LiveServer, run_id: str) -> httpx.Response:

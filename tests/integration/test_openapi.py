@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 import websocket
+from clients import ws_connection
 from conftest import WorkerProcess, events_until_finished, url_of, wait_for
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -435,9 +436,8 @@ def test_unauthorized_responses_match(
 def test_refused_websocket_handshake_matches(
     live_server: Any, doc: dict[str, Any], query: str, status: int
 ) -> None:
-    url = f"{live_server.ws_url}/api/runs/nope/ws{query}"
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        websocket.create_connection(url, timeout=10)
+        ws_connection(live_server.url, "nope", query=query.removeprefix("?"), timeout=10)
     assert refused.value.status_code == status
     headers = {k.lower(): v for k, v in (refused.value.resp_headers or {}).items()}
     mimetype = headers["content-type"].split(";")[0]

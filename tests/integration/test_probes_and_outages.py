@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 import websocket
-from clients import sse_frames, submit
+from clients import sse_connection, submit, ws_connection
 from conftest import LiveServer, WorkerProcess, serve, start_web, wait_for
 
 from devtools.redis_server import free_port
@@ -94,10 +94,11 @@ def test_sse_sends_keepalives_while_a_step_is_silent(
 
     monkeypatch.setattr(streaming, "SSE_KEEPALIVE_S", 0.2)
     run = submit(live_server.url, "test_silent", {"seconds": 1.0})
-    frames = list(sse_frames(live_server.url, run["run_id"]))
-    comments = [f[""] for f in frames if "" in f]
+    comments: list[str] = []
+    with sse_connection(live_server.url, run["run_id"], on_comment=comments.append) as stream:
+        messages = list(stream.messages())
     assert "keepalive" in comments
-    assert frames[-1]["event"] == "run_finished"
+    assert messages[-1].event == "run_finished"
 
 
 @pytest.mark.slow
@@ -105,9 +106,9 @@ def test_websocket_pings_while_a_step_is_silent(app: Any, worker: WorkerProcess)
     app.config["SOCK_SERVER_OPTIONS"] = {**app.config["SOCK_SERVER_OPTIONS"], "ping_interval": 0.2}
     with serve(app) as server:
         run = submit(server.url, "test_silent", {"seconds": 1.0})
-        conn = websocket.create_connection(
-            f"{server.ws_url}/api/runs/{run['run_id']}/ws", timeout=60
-        )
+        # The raw frames, pings included: the connection underneath the client's.
+        stream = ws_connection(server.url, run["run_id"], timeout=60)
+        conn = stream.conn
         opcodes, texts = [], []
         try:
             while websocket.ABNF.OPCODE_CLOSE not in opcodes:

@@ -16,12 +16,11 @@ import pytest
 import redis
 import websocket
 from click.testing import CliRunner
-from clients import submit
+from clients import first_event, sse_connection, submit, ws_connection
 from conftest import WebProcess, WorkerProcess, serve, start_web, url_of, wait_for
 from itsdangerous import URLSafeTimedSerializer
 
 from client.cli import main
-from client.sse import SSEDecoder
 from tasks.config import Settings
 from web.run_tokens import RunTokens
 
@@ -76,31 +75,19 @@ def events_page(url: str, run_id: str, query: str, headers: dict[str, str]) -> t
 
 
 def sse_first(url: str, run_id: str, query: str, headers: dict[str, str]) -> tuple[int, Any]:
-    with httpx.stream(
-        "GET",
-        f"{url}/api/runs/{run_id}/events?{query}",
-        headers={"Accept": "text/event-stream", **headers},
-        timeout=10,
-    ) as response:
-        if response.status_code != 200:
-            return response.status_code, json.loads(response.read())
-        for message in SSEDecoder().messages(response.iter_bytes()):
-            return 200, json.loads(message.data)
-    raise AssertionError("the stream ended without an event")
+    with sse_connection(url, run_id, query=query, headers=headers, timeout=10) as stream:
+        if stream.response.status_code != 200:
+            return stream.response.status_code, json.loads(stream.response.read())
+        return 200, first_event(m.data for m in stream.messages())
 
 
 def ws_first(url: str, run_id: str, query: str, headers: dict[str, str]) -> tuple[int, Any]:
-    ws_url = "ws" + url.removeprefix("http") + f"/api/runs/{run_id}/ws?{query}"
     try:
-        conn = websocket.create_connection(
-            ws_url, timeout=10, header=[f"{k}: {v}" for k, v in headers.items()]
-        )
+        conn = ws_connection(url, run_id, query=query, headers=headers, timeout=10)
     except websocket.WebSocketBadStatusException as refused:
         return refused.status_code, json.loads(refused.resp_body)
-    try:
-        return 101, json.loads(conn.recv())
-    finally:
-        conn.close()
+    with conn:
+        return 101, first_event(conn.frames())
 
 
 READS = [

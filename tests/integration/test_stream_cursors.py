@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import websocket
-from clients import sse_events, ws_events
+from clients import sse_events, ws_connection, ws_events
 from conftest import ONE_STEP as SCENARIO
 from conftest import LiveServer, serve, wait_for
 
@@ -64,9 +64,7 @@ def server(quiet: Settings, app_factory: Any) -> Iterator[LiveServer]:
 def ws_refusal(server: LiveServer, run_id: str, after: str) -> int | None:
     """The HTTP status of a refused handshake; None when the upgrade went through."""
     try:
-        conn = websocket.create_connection(
-            f"{server.ws_url}/api/runs/{run_id}/ws?after={after}", timeout=10
-        )
+        conn = ws_connection(server.url, run_id, after, timeout=10)
     except websocket.WebSocketBadStatusException as exc:
         return int(exc.status_code)
     conn.close()

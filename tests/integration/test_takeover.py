@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -11,26 +10,20 @@ from typing import Any
 
 import pytest
 import redis
-import websocket
 from clients import Follower, submit
 from conftest import LiveServer, Stack, WorkerProcess, serve, start_web, start_worker, wait_for
 
+from client.follow import Follower as LibraryFollower
 from tasks import keys
 
 #: Workers and web processes killed, nodes taken over: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
 
 
-def follow(server: LiveServer, run_id: str) -> Iterator[dict[str, Any]]:
-    conn = websocket.create_connection(f"{server.ws_url}/api/runs/{run_id}/ws", timeout=60)
-    try:
-        while True:
-            opcode, data = conn.recv_data()
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                return
-            yield json.loads(data)
-    finally:
-        conn.close()
+def follow(server: LiveServer, run_id: str) -> LibraryFollower:
+    """The run's events over WebSocket, each once, to `run_finished` (the client
+    library's follower, which resumes if the connection drops)."""
+    return LibraryFollower(server.url, run_id, "ws", read_timeout=60)
 
 
 def check_resumed_run(events: list[dict[str, Any]], reason: str = "worker_lost") -> None:
