@@ -36,9 +36,17 @@ SCRIPTS = (
 
 
 def load_script(name: str) -> str:
-    """The text of script `name`, with the prelude it builds on."""
+    """The text of script `name`, with what it builds on: the prelude, then the Lua of
+    each step kind that has some (`lua/kinds/<kind>.lua`, see `ENTER_KIND`)."""
     lua = resources.files("tasks") / "lua"
-    return (lua / "prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    kinds = lua / "kinds"
+    parts = [lua / "prelude.lua"]
+    if kinds.is_dir():
+        parts += sorted(
+            (f for f in kinds.iterdir() if f.name.endswith(".lua")), key=lambda f: f.name
+        )
+    parts.append(lua / f"{name}.lua")
+    return "\n".join(part.read_text() for part in parts)
 
 
 def register_scripts(client: redis.Redis) -> dict[str, Script]:
