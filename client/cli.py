@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
@@ -19,9 +19,11 @@ from rich.table import Table
 
 from tasks.statuses import RunStatus
 
-from .api import Api
 from .errors import ClientError
 from .live_view import RunView
+
+if TYPE_CHECKING:
+    from .api import Api
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -110,6 +112,9 @@ def with_api(command: Callable[Concatenate[Api, P], R]) -> Callable[P, R]:
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        # Imported here: `stepstream --help` needs no HTTP client (httpx is most of it).
+        from .api import Api
+
         target = click.get_current_context().find_object(Target)
         assert target is not None  # set by main()
         with Api(target.url, target.token) as api:

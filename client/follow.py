@@ -313,7 +313,7 @@ class Follower:
 
     @property
     def finished(self) -> bool:
-        """Whether `run_finished` was delivered."""
+        """Whether `run_finished` came (it is `final`, unless it could not be read)."""
         return self.cursor.finished
 
     @property
