@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from .errors import StepCancelled, StepstreamError
+from .errors import BackendUnavailable, StepCancelled, StepstreamError
 from .kinds import kind_of, step_from_definition
 from .messages import clean
 from .step_events import EventWriter
@@ -94,6 +94,9 @@ def execute(
         return failed(timed_out_message(timeout_s))
     except StepCancelled as exc:
         return Outcome("cancelled", exc.message)
+    except BackendUnavailable as exc:  # Redis failed the tool's progress or cancel check
+        log.exception("step %s of run %s lost its store", ctx.step, ctx.run_id)
+        return failed(clean(exc.message))
     except StepstreamError as exc:  # ToolFailure, bad references, unknown tools
         return failed(exc.message)
     except Exception as exc:

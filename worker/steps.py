@@ -15,17 +15,17 @@ import time
 import uuid
 from typing import Any
 
-import redis
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker.request import Request
-from kombu.exceptions import OperationalError
 
 from tasks.config import HARD_LIMIT_GRACE_S
 from tasks.engine import Outcome, StepContext, execute, timed_out_message
+from tasks.errors import BackendUnreachable
 from tasks.messages import clean
+from tasks.redis_client import backend_errors
 from tasks.runtime import get_runtime
 from tasks.statuses import Reason, ScriptOutcome, StepStatus
 from tasks.store import ReadyStep, RunStore
@@ -43,8 +43,8 @@ MAX_COUNTDOWN_S = 3600.0
 FINISH_TRIES = 3
 
 
-#: What a publish raises while the broker is unreachable.
-BROKER_DOWN = (OperationalError, redis.ConnectionError, redis.TimeoutError, OSError)
+#: What a store write or a publish raises when no answer came: worth trying again.
+TRANSIENT = (BackendUnreachable,)
 
 
 def dispatch(run_id: str, ready: list[ReadyStep]) -> None:
@@ -61,9 +61,10 @@ def dispatch(run_id: str, ready: list[ReadyStep]) -> None:
     pause = 0.05
     while True:
         try:
-            _publish(run_id, ready)
+            with backend_errors:
+                _publish(run_id, ready)
             return
-        except BROKER_DOWN as exc:
+        except TRANSIENT as exc:
             if time.monotonic() + pause > deadline:
                 raise
             log.warning("run %s: broker unreachable, retrying the dispatch: %s", run_id, exc)
@@ -87,7 +88,8 @@ def _publish(run_id: str, ready: list[ReadyStep]) -> None:
 
 def send_run(run_id: str) -> None:
     """Send the message that starts a queued run."""
-    run_scenario.apply_async(args=(run_id,))
+    with backend_errors:
+        run_scenario.apply_async(args=(run_id,))
 
 
 @shared_task(name=RUN_SCENARIO, bind=True, ignore_result=True)
@@ -229,7 +231,7 @@ def end_attempt(store: RunStore, run_id: str, step: str, attempt: int, outcome: 
                 type(exc).__name__,
                 exc,
             )
-            if not isinstance(exc, (SoftTimeLimitExceeded, *BROKER_DOWN)):
+            if not isinstance(exc, (SoftTimeLimitExceeded, *TRANSIENT)):
                 # Something in the outcome itself cannot be written: record a plain
                 # failure that says so instead.
                 status, output = "failed", ""

@@ -197,6 +197,7 @@ def fault(ctx: ToolContext, /, *, point: str) -> dict[str, Any]:
     import redis
     from kombu.exceptions import OperationalError
 
+    from tasks.redis_client import backend_errors
     from tasks.runtime import get_runtime
     from worker import steps as runner
 
@@ -212,7 +213,8 @@ def fault(ctx: ToolContext, /, *, point: str) -> dict[str, Any]:
             if args[0] != run_id:
                 return real(*args, **kwargs)
             if point == "finish_outage":
-                raise redis.ConnectionError("injected: Redis unreachable")
+                with backend_errors:  # as the real store raises it
+                    raise redis.ConnectionError("injected: Redis unreachable")
             result = real(*args, **kwargs)
             if not fired:
                 fired.append(True)
