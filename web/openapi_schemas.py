@@ -3,7 +3,8 @@
 The run summary, the listed run and the snapshot with its steps are generated from the
 models the store answers with (`tasks/views.py`), so the document cannot drift from
 what the API sends; their enums (`RunStatus`, `StepStatus`) come along as components
-of their own. The other shapes are written out here.
+of their own. A scenario's steps are generated from the step kinds' models likewise.
+The other shapes are written out here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 from pydantic_core import core_schema
 
+from tasks.kinds import KINDS
 from tasks.scenario import SCENARIO_ID_PATTERN
 from tasks.views import ListedRun, RunSnapshot, RunSummary, StepSnapshot
 
@@ -45,11 +47,28 @@ def view_schemas() -> dict[str, Any]:
     return defs
 
 
+def step_schemas() -> dict[str, Any]:
+    """The schema of each step kind's model as a scenario's definition shows it (every
+    field spelled out, so every field required), with `RetryPolicy` beside them."""
+    _, generated = models_json_schema(
+        [(kind.model, "validation") for kind in KINDS],
+        ref_template="#/components/schemas/{model}",
+        schema_generator=_Schemas,
+    )
+    defs: dict[str, Any] = generated["$defs"]
+    for kind in KINDS:
+        schema = defs[kind.model.__name__]
+        schema["required"] = list(schema["properties"])
+    return defs
+
+
 VIEWS = view_schemas()
+STEPS = step_schemas()
 
 SCHEMAS: dict[str, Any] = {
     "RunRequest": RunRequest.model_json_schema(),
     **VIEWS,
+    **STEPS,
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -150,18 +169,11 @@ SCHEMAS: dict[str, Any] = {
             "input_schema": {"type": "object"},
             "steps": {
                 "type": "array",
+                "description": "One of the step kinds (tasks/kinds), each told by its key.",
                 "items": {
-                    "type": "object",
-                    "required": ["name", "tool", "input", "needs"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "tool": {"type": "string"},
-                        "input": {"type": "object"},
-                        "needs": {"type": "array", "items": {"type": "string"}},
-                        "timeout_s": {"type": ["number", "null"]},
-                        "retry": {"type": "object"},
-                        "on_error": {"enum": ["fail", "continue"]},
-                    },
+                    "oneOf": [
+                        {"$ref": f"#/components/schemas/{kind.model.__name__}"} for kind in KINDS
+                    ]
                 },
             },
         },
