@@ -25,8 +25,9 @@ import httpx
 import redis
 import websockets
 
-from client.follow import Cursor, ws_url
+from client.follow import Cursor
 from client.sse import SSEDecoder
+from client.streams import ws_url
 from devtools.celery_worker import start_worker
 from devtools.processes import child_pids
 from devtools.redis_server import RedisServer

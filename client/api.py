@@ -20,7 +20,8 @@ import httpx
 from tasks.strict_json import sanitized
 
 from .errors import ApiError, Unreachable
-from .follow import Follower, Transport
+from .follow import Follower
+from .streams import Transport
 
 Json = dict[str, Any]
 

@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 
 from client.api import Api
-from client.follow import Backoff, SSEStream, WSStream, decode_event
+from client.follow import Backoff
 from client.follow import Follower as ClientFollower
-from client.follow import ws_url as to_ws_url
 from client.sse import SSEMessage
+from client.streams import SSEStream, WSStream, decode_event
+from client.streams import ws_url as to_ws_url
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 

@@ -24,7 +24,7 @@ from clients import first_event, sse_connection, ws_connection
 from conftest import url_of, wait_for
 from werkzeug.serving import make_server
 
-from client.follow import WSStream
+from client.streams import WSStream
 
 TOKEN = "s3cret"
 GOOD_HEADER = {"Authorization": f"Bearer {TOKEN}"}

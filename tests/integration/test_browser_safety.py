@@ -32,7 +32,7 @@ from clients import ws_connection
 from conftest import LiveServer, serve, url_of
 from werkzeug.serving import make_server
 
-from client.follow import WSStream
+from client.streams import WSStream
 from devtools.processes import spawn, wait_ready
 from devtools.redis_server import free_port
 from tasks import keys

@@ -11,7 +11,7 @@ import pytest
 from clients import submit, ws_connection, ws_events, ws_read_rest, ws_read_until
 from conftest import LiveServer, WorkerProcess, serve
 
-from client.follow import WSStream
+from client.streams import WSStream
 
 
 def follow_until(

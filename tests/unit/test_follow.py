@@ -18,8 +18,9 @@ from conftest import LiveServer, serve
 from werkzeug.wrappers import Request, Response
 
 from client.errors import ApiError, CursorExpired, EventGap, GaveUp
-from client.follow import Backoff, Cursor, Follower, decode_event, stream_id_key
+from client.follow import Backoff, Cursor, Follower, stream_id_key
 from client.sse import SSEDecoder
+from client.streams import decode_event
 from devtools.redis_server import free_port
 
 # -- the resume bookkeeping ----------------------------------------------------------
