@@ -35,9 +35,9 @@ SCRIPTS = (
 )
 
 
-def load_script(name: str) -> str:
-    """The text of script `name`, with what it builds on: the prelude, then the Lua of
-    each step kind that has some (`lua/kinds/<kind>.lua`, see `ENTER_KIND`)."""
+def prelude() -> str:
+    """What every script builds on: `lua/prelude.lua`, then the Lua of each step kind
+    that has some (`lua/kinds/<kind>.lua`, see `ENTER_KIND`)."""
     lua = resources.files("tasks") / "lua"
     kinds = lua / "kinds"
     parts = [lua / "prelude.lua"]
@@ -45,8 +45,12 @@ def load_script(name: str) -> str:
         parts += sorted(
             (f for f in kinds.iterdir() if f.name.endswith(".lua")), key=lambda f: f.name
         )
-    parts.append(lua / f"{name}.lua")
     return "\n".join(part.read_text() for part in parts)
+
+
+def load_script(name: str) -> str:
+    """The text of script `name`, with the prelude it builds on."""
+    return prelude() + "\n" + (resources.files("tasks") / "lua" / f"{name}.lua").read_text()
 
 
 def register_scripts(client: redis.Redis) -> dict[str, Script]:
