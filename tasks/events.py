@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
 from .statuses import EventType
+from .strict_json import sanitized
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Event:
 
     @classmethod
     def from_data(cls, entry_id: str, data: dict[str, Any]) -> Event:
-        return cls(entry_id, json.dumps(_finite(data), separators=(",", ":"), allow_nan=False))
+        return cls(entry_id, json.dumps(sanitized(data), separators=(",", ":"), allow_nan=False))
 
     @cached_property
     def data(self) -> dict[str, Any]:
@@ -99,19 +99,9 @@ class Event:
 
 
 #: Words that, outside a string, are JSON only to Python: events stored before inputs
-#: were checked may hold them. Such an event is parsed and written again as strict JSON.
+#: were checked may hold them. Such an event is parsed and written again as strict JSON
+#: (`strict_json.sanitized`: null for those numbers, as JavaScript writes them).
 _MAYBE_NOT_FINITE = re.compile(r"Infinity|NaN")
-
-
-def _finite(value: Any) -> Any:
-    """`value` with every number that is not finite (NaN, +-Infinity) replaced by null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 #: Both halves of a Redis stream id are unsigned 64-bit integers.
