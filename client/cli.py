@@ -48,6 +48,9 @@ def follow(
         on_retry=lambda text: click.echo(text, err=True),
         # One bad event must not stop the others: say so, go on.
         on_skip=lambda event_id, why: click.echo(f"skipped event {event_id}: {why}", err=True),
+        on_trimmed=lambda count: click.echo(
+            f"the run's first {count} events are no longer kept (trimmed); from what is", err=True
+        ),
     )
     try:
         if as_json:

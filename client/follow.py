@@ -40,6 +40,8 @@ from .streams import (
 )
 
 _STREAM_ID = re.compile(r"(\d+)-(\d+)")
+#: The shortest pause between reconnections, whatever a server's `retry:` asks.
+MIN_PAUSE_S = 0.01
 
 
 def stream_id_key(event_id: str) -> tuple[int, int] | None:
@@ -58,7 +60,8 @@ class Cursor:
     `last_id` is the last event delivered (or skipped as unreadable): a reconnection
     asks for what follows it. An event at or before it was delivered already and is
     dropped (`repeats` counts them); an event whose `seq` does not follow the last one
-    delivered means events were lost, and raises `EventGap`.
+    delivered means events were lost, and raises `EventGap`. Followed from the start, a
+    first event past seq 1 means the oldest were trimmed: `trimmed` says how many.
     """
 
     last_id: str | None = None
@@ -66,6 +69,9 @@ class Cursor:
     delivered: int = 0
     repeats: int = 0
     finished: bool = False
+    #: Followed from the start, the events the stream no longer holds before its first
+    #: (trimmed by `STEPSTREAM_EVENT_MAXLEN`): the first delivered has this seq + 1.
+    trimmed: int = 0
 
     def accept(self, event_id: str, seq: object, event_type: str) -> bool:
         """Whether an event read from the stream is new, to be delivered."""
@@ -84,6 +90,8 @@ class Cursor:
                 f"event {event_id} has seq {number} right after seq {self.last_seq}: "
                 f"{number - self.last_seq - 1} event(s) missing"
             )
+        if number is not None and self.last_id is None and self.delivered == 0 and number > 1:
+            self.trimmed = number - 1
         self.last_id = event_id or self.last_id
         self.last_seq = number
         self.delivered += 1
@@ -118,7 +126,9 @@ class Backoff:
         self._next = self.first
 
     def server_wish(self, retry_ms: int) -> None:
-        self.first = min(retry_ms / 1000, self.most)
+        # Never below a floor: from a first pause of 0, doubling would never grow, and a
+        # server answering 503 would be asked again in a tight loop.
+        self.first = max(min(retry_ms / 1000, self.most), MIN_PAUSE_S)
         self._next = max(self._next, self.first)
 
 
@@ -133,7 +143,9 @@ class Follower:
     goes to the next. With `run_token` (the run's `stream_token`) the stream is read
     with it rather than with `token`, which is only used once the run token is refused
     (it expired while the run went on). `on_retry` is told each reconnection, in words;
-    `on_skip` each event that cannot be read (its id, why), which is then passed over.
+    `on_skip` each event that cannot be read (its id, why), which is then passed over;
+    `on_trimmed` how many events a stream followed from its start no longer holds (its
+    oldest were trimmed), before the first event delivered.
     """
 
     def __init__(
@@ -152,6 +164,7 @@ class Follower:
         connect_timeout: float = 30.0,
         on_retry: Callable[[str], None] | None = None,
         on_skip: Callable[[str, str], None] | None = None,
+        on_trimmed: Callable[[int], None] | None = None,
         http: httpx.Client | None = None,
     ) -> None:
         if transport not in ("sse", "ws"):
@@ -168,6 +181,7 @@ class Follower:
         self.connect_timeout = connect_timeout
         self.on_retry = on_retry
         self.on_skip = on_skip
+        self.on_trimmed = on_trimmed
         #: Connections tried, and those that ended before the run did.
         self.connections = 0
         self.cut_short = 0
@@ -254,9 +268,13 @@ class Follower:
             if self.on_skip is not None:
                 self.on_skip(frame_id or "?", event)
             return None
-        event_id = frame_id or str(event.get("id", ""))
+        # The event's own id, not the frame's: an SSE frame without an `id:` line carries
+        # the previous frame's id over (WHATWG), which would read as a repeat.
+        event_id = str(event.get("id") or frame_id)
         if not self.cursor.accept(event_id, event.get("seq"), event["type"]):
             return None
+        if self.cursor.trimmed and self.cursor.delivered == 1 and self.on_trimmed is not None:
+            self.on_trimmed(self.cursor.trimmed)
         self._progress_at = time.monotonic()
         self.backoff.reset()
         if self.cursor.finished:

@@ -219,3 +219,7 @@ class Follower:
         self.follower.retry_for = deadline_s
         for event in self.follower:
             self.events.append(event)  # as it comes: other threads watch the list
+        # The library drops an event sent twice; a test of exactly-once must see it.
+        assert self.follower.cursor.repeats == 0, (
+            f"{self.follower.cursor.repeats} event(s) were sent again"
+        )

@@ -284,6 +284,10 @@ local function finish_if_done()
   end
 end
 
+--- Steps closed and not yet carried on from, each {step or false, status, message,
+--- reason}, and whether `advance` is draining them.
+local ADVANCE_QUEUE, ADVANCING = {}, false
+
 --- The one place that decides what runs next. `closed` is the step whose end was just
 --- recorded with `status` (and `message`, and `reason` when it failed), or nil when the
 --- run has just started and its roots are due. Appends to `ready` what may now run, and
@@ -295,26 +299,40 @@ end
 --- other failure fails the run and skips everything downstream of it. A step taken over
 --- too often (`worker_lost`, `shutdown`) fails the run whatever its `on_error`: the step
 --- never ended on its own, so its dependants have no output, not even an error, to go on.
+---
+--- A kind that closes a step as soon as it is due (see `ENTER_KIND`) calls this from
+--- inside it: the step is queued and carried on from by the loop already running, so a
+--- chain of ten thousand such steps is a loop, not ten thousand nested calls.
 local function advance(ready, closed, status, message, reason)
-  if redis.call('HGET', RUN, 'cancel_requested') then
-    -- Everything still waiting was cancelled with the run: nothing becomes ready.
-  elseif not closed then
-    for _, step in ipairs(split_csv(redis.call('HGET', RUN, 'order'))) do
-      if step_get(step, 'status') == 'pending' and step_get(step, 'waiting') == '0' then
-        make_ready(step, 1, ready)
+  ADVANCE_QUEUE[#ADVANCE_QUEUE + 1] = {closed or false, status, message, reason}
+  if ADVANCING then return end
+  ADVANCING = true
+  local i = 1
+  while ADVANCE_QUEUE[i] do
+    local step, step_status, step_message, step_reason = unpack(ADVANCE_QUEUE[i])
+    ADVANCE_QUEUE[i] = false
+    i = i + 1
+    if redis.call('HGET', RUN, 'cancel_requested') then
+      -- Everything still waiting was cancelled with the run: nothing becomes ready.
+    elseif not step then
+      for _, name in ipairs(split_csv(redis.call('HGET', RUN, 'order'))) do
+        if step_get(name, 'status') == 'pending' and step_get(name, 'waiting') == '0' then
+          make_ready(name, 1, ready)
+        end
       end
-    end
-  elseif status == 'succeeded'
-      or (reason == 'step_failed' and step_get(closed, 'on_error') == 'continue') then
-    for _, dep in ipairs(split_csv(step_get(closed, 'next'))) do
-      local waiting = redis.call('HINCRBY', STEPS, dep .. '.waiting', -1)
-      if waiting == 0 and step_get(dep, 'status') == 'pending' then
-        make_ready(dep, 1, ready)
+    elseif step_status == 'succeeded'
+        or (step_reason == 'step_failed' and step_get(step, 'on_error') == 'continue') then
+      for _, dep in ipairs(split_csv(step_get(step, 'next'))) do
+        local waiting = redis.call('HINCRBY', STEPS, dep .. '.waiting', -1)
+        if waiting == 0 and step_get(dep, 'status') == 'pending' then
+          make_ready(dep, 1, ready)
+        end
       end
+    elseif step_status == 'failed' then
+      mark_failed(step, step_message, step_reason)
+      skip_downstream(step)
     end
-  elseif status == 'failed' then
-    mark_failed(closed, message, reason)
-    skip_downstream(closed)
   end
+  ADVANCE_QUEUE, ADVANCING = {}, false
   finish_if_done()
 end
