@@ -55,6 +55,10 @@ UNREACHABLE: tuple[type[Exception], ...] = (
 )
 #: Not a failure: a WATCHed key changed, and the caller's loop looks again.
 WatchError = redis.WatchError
+#: Errors of our own use of the client, not of the backend: a WATCH conflict that
+#: escaped its loop, a value the client cannot send. Never translated: a bug is a bug
+#: (500, its traceback logged), not an outage to retry.
+OUR_OWN: tuple[type[Exception], ...] = (redis.WatchError, redis.DataError)
 
 
 def as_backend_error(exc: BaseException) -> BackendUnavailable:
@@ -82,7 +86,7 @@ class _BackendErrors(ContextDecorator):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> Literal[False]:
-        if exc is not None and isinstance(exc, UNAVAILABLE) and not isinstance(exc, WatchError):
+        if exc is not None and isinstance(exc, UNAVAILABLE) and not isinstance(exc, OUR_OWN):
             raise as_backend_error(exc) from exc
         return False
 

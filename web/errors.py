@@ -16,7 +16,7 @@ from tasks.errors import (
     NotFound,
     StepstreamError,
 )
-from tasks.redis_client import UNAVAILABLE, as_backend_error
+from tasks.redis_client import OUR_OWN, UNAVAILABLE, as_backend_error
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,19 @@ def register(app: Flask) -> None:
         log.warning("backend unavailable: %s", exc.cause)
         return error_response(503, BackendUnavailable.code, UNAVAILABLE_MESSAGE)
 
-    # A client library's error that no call translated (every backend call should):
-    # answered the same way. Not a bare OSError: outside those calls it is no outage.
-    for low_level in UNAVAILABLE:
-        if low_level is not OSError:
-            app.register_error_handler(low_level, lambda exc: _unavailable(as_backend_error(exc)))
-
     @app.errorhandler(Exception)
     def _internal(exc: Exception) -> Response:
         log.exception("unhandled error")
         return error_response(500, "internal", "internal error")
+
+    def _untranslated(exc: Exception) -> Response:
+        if isinstance(exc, OUR_OWN):
+            return _internal(exc)
+        return _unavailable(as_backend_error(exc))
+
+    # A client library's error that no call translated (every backend call should):
+    # answered the same way, unless it is a bug of ours. Not a bare OSError: outside
+    # those calls it is no outage.
+    for low_level in UNAVAILABLE:
+        if low_level is not OSError:
+            app.register_error_handler(low_level, _untranslated)

@@ -23,7 +23,7 @@ from celery.worker.request import Request
 
 from tasks.config import HARD_LIMIT_GRACE_S
 from tasks.engine import Outcome, StepContext, execute, timed_out_message
-from tasks.errors import BackendUnreachable
+from tasks.errors import BackendUnavailable, BackendUnreachable
 from tasks.messages import clean
 from tasks.redis_client import backend_errors
 from tasks.runtime import get_runtime
@@ -235,7 +235,8 @@ def end_attempt(store: RunStore, run_id: str, step: str, attempt: int, outcome: 
                 # Something in the outcome itself cannot be written: record a plain
                 # failure that says so instead.
                 status, output = "failed", ""
-                message = f"internal error recording the outcome: {type(exc).__name__}: {exc}"
+                cause = exc.cause if isinstance(exc, BackendUnavailable) and exc.cause else exc
+                message = f"internal error recording the outcome: {type(cause).__name__}: {cause}"
 
 
 def finish(
