@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import websocket
-from clients import sse_events, submit, ws_events
+from clients import sse_connection, sse_events, submit, ws_connection, ws_events
 from conftest import ONE_STEP as SCENARIO
 from conftest import LiveServer, WorkerProcess, serve, start_web, wait_for
 
@@ -388,18 +387,12 @@ def test_a_long_replay_to_a_slow_websocket_client_arrives_intact(
     live.store.finish_step(live.run_id, "only", 1, "succeeded", "", "1")
     web = start_web(base_env, tmp_path, "web-replay")
     try:
-        conn = websocket.create_connection(f"ws{web.url[4:]}/api/runs/{live.run_id}/ws", timeout=30)
         seqs = []
-        try:
-            while True:
-                opcode, data = conn.recv_data()
-                if opcode == websocket.ABNF.OPCODE_CLOSE:
-                    break
+        with ws_connection(web.url, live.run_id) as stream:
+            for data in stream.frames():
                 seqs.append(json.loads(data)["seq"])
                 if len(seqs) % 500 == 0:
                     time.sleep(0.02)  # a slow reader: the server's send buffer fills up
-        finally:
-            conn.close()
     finally:
         web.kill()
         live.close()
@@ -418,7 +411,7 @@ def test_a_websocket_client_that_stops_reading_is_closed_with_1013(
     ws_url = "ws" + web.url[len("http") :]
     metrics = f"{web.url}/metrics"
     try:
-        stalled = websocket.create_connection(f"{ws_url}/api/runs/{live.run_id}/ws", timeout=30)
+        stalled = ws_connection(ws_url, live.run_id)
         reader: dict[str, Any] = {}
         thread = threading.Thread(
             target=lambda: reader.update(result=ws_events(ws_url, live.run_id)), daemon=True
@@ -437,14 +430,8 @@ def test_a_websocket_client_that_stops_reading_is_closed_with_1013(
         writer.close()
         live.store.finish_step(live.run_id, "only", 1, "succeeded", "", "1")
         thread.join(timeout=60)
-        code = None
-        received = 0
-        while code is None:
-            opcode, data = stalled.recv_data(control_frame=False)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                code = int.from_bytes(data[:2], "big")
-            else:
-                received += 1
+        received = sum(1 for _ in stalled.frames())
+        code = stalled.close_code
         stalled.close()
     finally:
         web.kill()
@@ -467,10 +454,9 @@ def test_clients_that_stop_reading_big_events_are_cut_off_by_bytes_and_readers_a
     web = start_web(env, tmp_path, "web-bytes")
     ws_url = "ws" + web.url[len("http") :]
     metrics = f"{web.url}/metrics"
-    events_url = f"{web.url}/api/runs/{live.run_id}/events"
     try:
-        stalled_ws = websocket.create_connection(f"{ws_url}/api/runs/{live.run_id}/ws", timeout=30)
-        with httpx.stream("GET", events_url, timeout=60) as stalled_sse:
+        stalled_ws = ws_connection(ws_url, live.run_id)
+        with sse_connection(web.url, live.run_id, timeout=60) as stalled_sse:
             readers: dict[str, Any] = {}
             threads = [
                 threading.Thread(
@@ -501,19 +487,9 @@ def test_clients_that_stop_reading_big_events_are_cut_off_by_bytes_and_readers_a
             live.store.finish_step(live.run_id, "only", 1, "succeeded", "", "1")
             for thread in threads:
                 thread.join(timeout=60)
-            sse_types = [
-                line.removeprefix("event: ")
-                for line in stalled_sse.iter_lines()
-                if line.startswith("event: ")
-            ]
-        code = None
-        received = 0
-        while code is None:
-            opcode, data = stalled_ws.recv_data(control_frame=False)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                code = int.from_bytes(data[:2], "big")
-            else:
-                received += 1
+            sse_types = [message.event for message in stalled_sse.messages()]
+        received = sum(1 for _ in stalled_ws.frames())
+        code = stalled_ws.close_code
         stalled_ws.close()
     finally:
         web.kill()
