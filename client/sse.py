@@ -31,6 +31,9 @@ class SSELineSplitter:
         if self._at_start and text:
             text, self._at_start = text.removeprefix("\ufeff"), False
         buffer = self._pending + text
+        if "\r" not in buffer:  # LF only, as most servers write: the fast way
+            *lines, self._pending = buffer.split("\n")
+            return lines
         # A CR at the very end may be the first half of a CRLF: decide with the next chunk.
         cut = len(buffer) - 1 if buffer.endswith("\r") else len(buffer)
         *lines, tail = _EOL.split(buffer[:cut])
@@ -77,16 +80,28 @@ class SSEDecoder:
 
     def messages(self, chunks: Iterable[bytes]) -> Iterator[SSEMessage]:
         """The messages of a whole stream, read as the chunks come."""
-        for line in sse_lines(chunks):
-            message = self.feed(line)
-            if message is not None:
-                yield message
+        for chunk in chunks:
+            if chunk:
+                yield from self.feed_bytes(chunk)
+        yield from self.feed_bytes(b"")
 
     def feed_bytes(self, chunk: bytes) -> list[SSEMessage]:
         """The messages one more chunk of the stream completes (for push-style readers);
         `b""` when the stream has ended."""
         lines = self._lines.feed(chunk) if chunk else self._lines.end()
-        return [m for m in map(self.feed, lines) if m is not None]
+        messages = []
+        for line in lines:
+            # The lines of a typical event inline (one reader holds thousands of streams);
+            # anything else through `feed`, which has every rule.
+            if line.startswith("data: "):
+                self._data.append(line[6:])
+            elif line == "":
+                message = self._dispatch()
+                if message is not None:
+                    messages.append(message)
+            else:
+                self.feed(line)
+        return messages
 
     def feed(self, line: str) -> SSEMessage | None:
         """One line; the message it dispatches, if any."""
