@@ -118,6 +118,16 @@ class Api:
     def scenarios(self) -> list[Json]:
         return cast(list[Json], self.call("GET", "/api/scenarios"))
 
+    def scenario_problems(self) -> list[Json]:
+        """The scenario files the server left out, and why (`[]` from a server too old
+        to say)."""
+        try:
+            return cast(list[Json], self.call("GET", "/api/scenarios/problems"))
+        except ApiError as exc:
+            if exc.status == 404:  # read as an unknown scenario called "problems"
+                return []
+            raise
+
     def scenario(self, scenario_id: str) -> Json:
         return cast(Json, self.call("GET", f"/api/scenarios/{scenario_id}"))
 

@@ -263,7 +263,14 @@ def scenarios(api: Api) -> None:
     table.add_column("name", overflow="fold")
     for s in api.scenarios():
         table.add_row(plain(s["scenario_id"]), plain(s["step_count"]), plain(s["name"]))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    problems = api.scenario_problems()
+    if problems:
+        files = "file" if len(problems) == 1 else "files"
+        console.print(f"\n[yellow]{len(problems)} scenario {files} left out:[/]")
+        for problem in problems:
+            console.print(f"  {plain(problem['path'])}: {plain(problem['reason'])}")
 
 
 @main.command()

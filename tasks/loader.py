@@ -28,10 +28,11 @@ SUFFIXES = (".yaml", ".yml", ".json")
 
 @dataclass(frozen=True)
 class LoadError:
-    """A file left out, and why."""
+    """A file left out, and why; `scenario_id` when the file names one that can be read."""
 
     path: str
     reason: str
+    scenario_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,8 @@ def _parse_text(path: Path, text: str) -> object:
         raise _SyntaxError(f"invalid YAML: {exc}") from None
 
 
-def _load_file(path: Path, known_tools: Container[str]) -> Scenario:
-    """Read and check one file; raises ScenarioError or _SyntaxError with the reason."""
+def _read_file(path: Path) -> dict[str, Any]:
+    """One file's content; raises ScenarioError or _SyntaxError with the reason."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -105,7 +106,13 @@ def _load_file(path: Path, known_tools: Container[str]) -> Scenario:
         raise ScenarioError("the file holds no scenario (it is empty or only comments)")
     if not isinstance(data, dict):
         raise ScenarioError(f"the top level must be a mapping, not {json_kind(data)}")
-    return parse_scenario(data, known_tools)
+    return data
+
+
+def _named_id(data: dict[str, Any]) -> str | None:
+    """The `scenario_id` a file names, if it is a string (whether valid or not)."""
+    value = data.get("scenario_id")
+    return value if isinstance(value, str) else None
 
 
 def _scenario_files(directory: Path) -> list[Path]:
@@ -119,15 +126,15 @@ def _scenario_files(directory: Path) -> list[Path]:
 def load_scenarios(directory: Path, known_tools: Container[str]) -> LoadResult:
     """Load every `*.yaml`, `*.yml` and `*.json` file directly inside `directory`.
 
-    Files are read in name order, which decides which of two files claiming the same
-    `scenario_id` wins: the first; the later one is reported and left out.
+    Two files claiming the same `scenario_id` are both left out and reported: which of
+    them would win is no choice to make silently (a copied file that kept its
+    original's id would otherwise replace it, or be ignored, without a word).
     """
-    scenarios: dict[str, Scenario] = {}
-    sources: dict[str, str] = {}
+    loaded: dict[str, list[tuple[Path, Scenario]]] = {}
     errors: list[LoadError] = []
 
-    def report(path: Path, reason: str) -> None:
-        errors.append(LoadError(str(path), reason))
+    def report(path: Path, reason: str, scenario_id: str | None = None) -> None:
+        errors.append(LoadError(str(path), reason, scenario_id))
         logger.warning("scenario file %s left out: %s", path, reason)
 
     try:
@@ -142,18 +149,25 @@ def load_scenarios(directory: Path, known_tools: Container[str]) -> LoadResult:
         return LoadResult({}, tuple(errors))
 
     for path in files:
+        data: dict[str, Any] | None = None
         try:
-            scenario = _load_file(path, known_tools)
+            data = _read_file(path)
+            scenario = parse_scenario(data, known_tools)
         except (ScenarioError, _SyntaxError) as exc:
-            report(path, str(exc))
+            report(path, str(exc), _named_id(data) if data is not None else None)
             continue
         except RecursionError:
             report(path, "nested too deeply")
             continue
-        first = sources.get(scenario.scenario_id)
-        if first is not None:
-            report(path, f"duplicate scenario_id {scenario.scenario_id!r} (already in {first})")
+        loaded.setdefault(scenario.scenario_id, []).append((path, scenario))
+
+    scenarios: dict[str, Scenario] = {}
+    for scenario_id, claims in loaded.items():
+        if len(claims) == 1:
+            scenarios[scenario_id] = claims[0][1]
             continue
-        scenarios[scenario.scenario_id] = scenario
-        sources[scenario.scenario_id] = path.name
+        for path, _ in claims:
+            others = ", ".join(other.name for other, _ in claims if other != path)
+            report(path, f"duplicate scenario_id {scenario_id!r} (also in {others})", scenario_id)
+    errors.sort(key=lambda error: error.path)
     return LoadResult(scenarios, tuple(errors))

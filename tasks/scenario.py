@@ -75,6 +75,16 @@ def _object_schema(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+#: Ids that name an API route under /api/scenarios/ (SPEC §6), so no scenario's.
+RESERVED_IDS = frozenset({"problems"})
+
+
+def _not_reserved(scenario_id: str) -> str:
+    if scenario_id in RESERVED_IDS:
+        raise ValueError(f"{scenario_id!r} is reserved (GET /api/scenarios/{scenario_id})")
+    return scenario_id
+
+
 class _Problems(ValueError):
     """Several independent problems, kept apart so each gets its own line in the error."""
 
@@ -89,7 +99,9 @@ class Scenario(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     schema_version: Literal["1"]
-    scenario_id: Annotated[str, StringConstraints(pattern=SCENARIO_ID_PATTERN)]
+    scenario_id: Annotated[
+        str, StringConstraints(pattern=SCENARIO_ID_PATTERN), AfterValidator(_not_reserved)
+    ]
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
     #: JSON Schema (draft 2020-12) for the run input; always describes an object.

@@ -216,6 +216,18 @@ def list_scenarios() -> Response:
     return jsonify([s.summary() for s in services().catalog.list()])
 
 
+@bp.get("/scenarios/problems")
+def scenario_problems() -> Response:
+    """Every scenario file left out, and why (a duplicate `scenario_id` makes both files
+    problems); `problems` itself can be no scenario's id."""
+    return jsonify(
+        [
+            {"path": e.path, "scenario_id": e.scenario_id, "reason": e.reason}
+            for e in services().catalog.errors
+        ]
+    )
+
+
 @bp.get("/scenarios/<scenario_id>")
 def get_scenario(scenario_id: str) -> Response:
     scenario = services().catalog.get(scenario_id)

@@ -230,6 +230,19 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/api/scenarios/problems": {
+        "get": {
+            "summary": "Scenario files left out, and why",
+            "responses": {
+                "200": {
+                    "description": "Every file left out (a duplicate scenario_id makes both"
+                    " files problems).",
+                    "content": json_content({"type": "array", "items": ref("ScenarioProblem")}),
+                },
+                **AUTH_ERRORS,
+            },
+        }
+    },
     "/api/scenarios/{scenario_id}": {
         "get": {
             "summary": "A scenario's full definition",

@@ -178,6 +178,18 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "ScenarioProblem": {
+        "type": "object",
+        "required": ["path", "scenario_id", "reason"],
+        "properties": {
+            "path": {"type": "string", "description": "The file, as the web reads it."},
+            "scenario_id": {
+                "type": ["string", "null"],
+                "description": "The id the file names, when it can be read.",
+            },
+            "reason": {"type": "string"},
+        },
+    },
     "Tool": {
         "type": "object",
         "required": ["name", "description", "input_schema", "source", "available"],

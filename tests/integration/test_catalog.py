@@ -82,3 +82,37 @@ def test_added_changed_and_removed_files_are_picked_up(
     assert client.get("/api/scenarios/good_one").status_code == 404
     definition = client.get("/api/scenarios/added_later").json
     assert definition["steps"][0]["needs"] == []
+
+
+def test_problems_lists_every_file_left_out(
+    app_factory: Callable[..., Any], catalog_dir: Path
+) -> None:
+    (catalog_dir / "copy_a.yaml").write_text(GOOD.format(sid="twin"))
+    (catalog_dir / "copy_b.yaml").write_text(GOOD.format(sid="twin"))
+    (catalog_dir / "reserved.yaml").write_text(GOOD.format(sid="problems"))
+    client = app_factory(scenarios_dir=catalog_dir).test_client()
+    response = client.get("/api/scenarios/problems")
+    assert response.status_code == 200
+    problems = {Path(p["path"]).name: p for p in response.json}
+    assert set(problems) == {*BROKEN, "copy_a.yaml", "copy_b.yaml", "reserved.yaml"}
+    # A duplicate id: both files are problems, neither is served.
+    assert problems["copy_a.yaml"] == {
+        "path": str(catalog_dir / "copy_a.yaml"),
+        "scenario_id": "twin",
+        "reason": "duplicate scenario_id 'twin' (also in copy_b.yaml)",
+    }
+    assert problems["copy_b.yaml"]["reason"] == "duplicate scenario_id 'twin' (also in copy_a.yaml)"
+    assert client.get("/api/scenarios/twin").status_code == 404
+    # The id a broken file names, when it can be read; none for a syntax error.
+    assert problems["unknown_tool.yaml"]["scenario_id"] == "bad_tool"
+    assert "teleport" in problems["unknown_tool.yaml"]["reason"]
+    assert problems["syntax.yaml"]["scenario_id"] is None
+    assert "reserved" in problems["reserved.yaml"]["reason"]
+    listed = [s["scenario_id"] for s in client.get("/api/scenarios").json]
+    assert listed == ["good_one"]
+
+
+def test_no_problems_is_an_empty_list(app_factory: Callable[..., Any], tmp_path: Path) -> None:
+    (tmp_path / "good.yaml").write_text(GOOD.format(sid="good_one"))
+    response = app_factory(scenarios_dir=tmp_path).test_client().get("/api/scenarios/problems")
+    assert (response.status_code, response.json) == (200, [])

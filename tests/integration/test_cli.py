@@ -311,6 +311,7 @@ def hostile_api(request_environ: dict[str, Any], start_response: Any) -> Any:
     request = Request(request_environ)
     answers: dict[str, Any] = {
         "/api/scenarios": [{"scenario_id": HOSTILE, "name": HOSTILE, "step_count": 1}],
+        "/api/scenarios/problems": [{"path": HOSTILE, "scenario_id": None, "reason": HOSTILE}],
         "/api/tools": [
             {
                 "name": HOSTILE,
@@ -484,3 +485,26 @@ def test_sse_lines_split_only_at_cr_and_lf() -> None:
     assert list(sse_lines([data[:-1]])) == ["a\u2028b", "c\u0085d", "e\x0cf"]  # "g" unfinished
     assert list(sse_lines([b"x\r", b"\ny\r", b"\r"])) == ["x", "y", ""]  # CRLF split in two
     assert list(sse_lines([b"\xe2\x80", b"\xa8\xff\n"])) == ["\u2028\ufffd"]
+
+
+def test_scenarios_lists_the_files_left_out(
+    app_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    good = 'schema_version: "1"\nscenario_id: {}\nname: N\nsteps: [{{name: a, tool: echo}}]\n'
+    (tmp_path / "good.yaml").write_text(good.format("good"))
+    (tmp_path / "twin_a.yaml").write_text(good.format("twin"))
+    (tmp_path / "twin_b.yaml").write_text(good.format("twin"))
+    (tmp_path / "broken.yaml").write_text("steps: [\n")
+    with serve(app_factory(scenarios_dir=tmp_path)) as server:
+        result = cli(server, "scenarios")
+    assert result.exit_code == 0, result.output
+    assert any(line.split()[:1] == ["good"] for line in result.output.splitlines())
+    # Long paths may wrap at the terminal's width: compare without whitespace.
+    text = "".join(result.output.split())
+    for expected in (
+        "3 scenario files left out:",
+        f"{tmp_path / 'twin_a.yaml'}: duplicate scenario_id 'twin' (also in twin_b.yaml)",
+        f"{tmp_path / 'twin_b.yaml'}: duplicate scenario_id 'twin' (also in twin_a.yaml)",
+        f"{tmp_path / 'broken.yaml'}: invalid YAML",
+    ):
+        assert "".join(expected.split()) in text, result.output

@@ -182,13 +182,23 @@ def test_broken_scenarios_are_reported_and_left_out(
     assert any("broken.yaml" in record.getMessage() for record in caplog.records)
 
 
-def test_duplicate_scenario_id_keeps_the_first_file(tmp_path: Path) -> None:
+def test_a_duplicate_scenario_id_leaves_out_every_file_claiming_it(tmp_path: Path) -> None:
     second = good_yaml().replace("name: Good", "name: Second")
     result = load(tmp_path, {"b.yaml": second, "a.yaml": good_yaml(), "c.yaml": good_yaml("c")})
-    reason = only_error(result, tmp_path, "b.yaml")
-    assert reason == "duplicate scenario_id 'good' (already in a.yaml)"
-    assert result.scenarios["good"].name == "Good"
-    assert list(result.scenarios) == ["good", "c"]
+    assert [(Path(e.path).name, e.reason, e.scenario_id) for e in result.errors] == [
+        ("a.yaml", "duplicate scenario_id 'good' (also in b.yaml)", "good"),
+        ("b.yaml", "duplicate scenario_id 'good' (also in a.yaml)", "good"),
+    ]
+    assert list(result.scenarios) == ["c"]
+
+
+def test_a_broken_file_names_its_scenario_id_when_it_can(tmp_path: Path) -> None:
+    broken = good_yaml("named").replace("tool: echo", "tool: teleport", 1)
+    result = load(tmp_path, {"named.yaml": broken, "syntax.yaml": "a: [\n"})
+    assert [(Path(e.path).name, e.scenario_id) for e in result.errors] == [
+        ("named.yaml", "named"),
+        ("syntax.yaml", None),
+    ]
 
 
 def test_shipped_scenarios_load_cleanly() -> None:

@@ -333,3 +333,8 @@ def test_models_are_frozen() -> None:
     scenario = parse_scenario(scenario_data(), TOOLS)
     with pytest.raises(ValueError, match="frozen"):
         scenario.name = "other"
+
+
+def test_problems_is_no_scenario_id() -> None:
+    message = reason(scenario_data(scenario_id="problems"))
+    assert message == "scenario_id: 'problems' is reserved (GET /api/scenarios/problems)"
