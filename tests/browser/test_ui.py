@@ -203,3 +203,39 @@ def test_with_a_token_the_page_asks_once_and_keeps_it_for_the_tab(
         page.goto(f"{server.url}/#runs")  # same tab: no second prompt
         page.locator(f'tr[data-run="{run["run_id"]}"]').wait_for()
         assert not page.locator("#token-dialog").is_visible()
+
+
+def test_the_scenarios_page_shows_the_files_left_out(
+    app_factory: Callable[..., Any], tmp_path: Any, page: Any
+) -> None:
+    good = 'schema_version: "1"\nscenario_id: {}\nname: N\nsteps: [{{name: a, tool: echo}}]\n'
+    (tmp_path / "good.yaml").write_text(good.format("good"))
+    (tmp_path / "twin_a.yaml").write_text(good.format("twin"))
+    (tmp_path / "twin_b.yaml").write_text(good.format("twin"))
+    (tmp_path / "syntax.yaml").write_text("steps: [\n")
+    (tmp_path / "tool.yaml").write_text(good.format("teleporting").replace("echo", "teleport"))
+    (tmp_path / "cycle.yaml").write_text(
+        'schema_version: "1"\nscenario_id: cyclic\nname: C\n'
+        "steps: [{name: a, tool: echo, needs: [b]}, {name: b, tool: echo, needs: [a]}]\n"
+    )
+    (tmp_path / "hostile.yaml").write_text(
+        good.format("<img src=x onerror=alert(1)>")
+    )  # an invalid id, shown as text
+    with serve(app_factory(scenarios_dir=tmp_path)) as server:
+        page.goto(f"{server.url}/#scenarios")
+        panel = page.get_by_role("region", name="Problems")
+        panel.wait_for()
+        items = panel.locator("li")
+        assert items.count() == 6
+        text = {
+            name: panel.locator(f'li[data-path$="/{name}"]').inner_text()
+            for name in ("twin_a.yaml", "twin_b.yaml", "syntax.yaml", "tool.yaml", "cycle.yaml")
+        }
+        assert "duplicate scenario_id 'twin' (also in twin_b.yaml)" in text["twin_a.yaml"]
+        assert "(twin)" in text["twin_b.yaml"]
+        assert "invalid YAML" in text["syntax.yaml"]
+        assert "unknown tool 'teleport'" in text["tool.yaml"]
+        assert "cycle" in text["cycle.yaml"]
+        assert "<img src=x onerror=alert(1)>" in panel.inner_text()
+        assert page.locator("form[data-scenario]").count() == 1  # only good.yaml loaded
+        assert page.locator("section.problems img").count() == 0

@@ -232,12 +232,43 @@ function scenariosPage() {
   const [alert, showError] = alertLine();
   const section = h("section", { class: "scenarios" }, h("h1", {}, "Scenarios"), alert);
   view.append(section);
+  const problems = h("div", { class: "problems-slot" });
+  section.append(problems);
   api("/api/scenarios")
     .then((list) => {
       for (const scenario of list) section.append(scenarioCard(scenario));
       if (!list.length) section.append(h("p", { class: "muted" }, "No scenarios are loaded."));
     })
     .catch(showError);
+  // Files left out are shown where people look for their scenario, not only in a log.
+  api("/api/scenarios/problems")
+    .then((list) => {
+      if (list.length) problems.replaceWith(problemsPanel(list));
+    })
+    .catch(showError);
+}
+
+function problemsPanel(list) {
+  const files = list.length === 1 ? "1 scenario file was" : `${list.length} scenario files were`;
+  return h(
+    "section",
+    { class: "problems", role: "region", "aria-label": "Problems" },
+    h("h2", {}, "Problems"),
+    h("p", {}, `${files} left out; fix and save, and they load within a second.`),
+    h(
+      "ul",
+      {},
+      list.map((problem) =>
+        h(
+          "li",
+          { "data-path": problem.path },
+          h("code", {}, problem.path),
+          problem.scenario_id ? h("span", { class: "muted" }, ` (${problem.scenario_id})`) : "",
+          h("div", { class: "reason" }, problem.reason),
+        ),
+      ),
+    ),
+  );
 }
 
 let fieldIds = 0;
