@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Container
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Container, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, runtime_checkable
 
 from pydantic import AfterValidator, Field
 
 from tasks.errors import ToolFailure
-from tasks.references import resolve
+from tasks.references import iter_references, resolve
 
 from .base import StepBase, StepKind, require_json
 
 if TYPE_CHECKING:
     from tasks.tools import ToolContext, ToolLookup
+
+
+@runtime_checkable
+class ToolSchemas(Protocol):
+    """Known tools that can also check an input against a tool's schema (the web's
+    catalog of tools); `None` when the tool's schema is not known here."""
+
+    def input_errors(self, tool: str, value: Mapping[str, Any]) -> list[dict[str, str]] | None: ...
 
 
 class ToolStep(StepBase):
@@ -34,9 +42,20 @@ class ToolKind(StepKind):
 
     def problems(self, step: StepBase, known_tools: Container[str]) -> list[str]:
         assert isinstance(step, ToolStep)
-        if step.tool in known_tools:
-            return []
-        return [f"step {step.name!r} uses unknown tool {step.tool!r}"]
+        if step.tool not in known_tools:
+            return [f"step {step.name!r} uses unknown tool {step.tool!r}"]
+        if not isinstance(known_tools, ToolSchemas) or next(iter_references(step.input), None):
+            return []  # an input with references is checked when they are resolved
+        # A fixed input that breaks the tool's schema would fail every run: say so now.
+        errors = known_tools.input_errors(step.tool, step.input) or []
+        return (
+            [
+                f"step {step.name!r}: input does not fit tool {step.tool!r}: "
+                + "; ".join(f"{e['path']}: {e['message']}" for e in errors)
+            ]
+            if errors
+            else []
+        )
 
     def stored_fields(self, step: StepBase) -> dict[str, str | int | float]:
         assert isinstance(step, ToolStep)

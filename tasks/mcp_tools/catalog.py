@@ -16,11 +16,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..tools.registry import ToolRegistry
 from .config import McpConfigError, load_config, split_name
 
 if TYPE_CHECKING:
@@ -222,3 +223,10 @@ class KnownTools:
         if not isinstance(name, str):
             return False
         return name in self.python or self.mcp.knows(name) is not False
+
+    def input_errors(self, tool: str, value: Mapping[str, Any]) -> list[dict[str, str]] | None:
+        """How `value` fails a Python tool's input schema (`tasks.kinds.tool.ToolSchemas`);
+        None for an MCP tool, whose server checks its own input when called."""
+        if isinstance(self.python, ToolRegistry) and tool in self.python:
+            return self.python.get(tool).input_errors(value)
+        return None

@@ -116,3 +116,30 @@ def test_no_problems_is_an_empty_list(app_factory: Callable[..., Any], tmp_path:
     (tmp_path / "good.yaml").write_text(GOOD.format(sid="good_one"))
     response = app_factory(scenarios_dir=tmp_path).test_client().get("/api/scenarios/problems")
     assert (response.status_code, response.json) == (200, [])
+
+
+def test_a_fixed_input_that_breaks_its_tools_schema_is_a_problem(
+    app_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    def scenario(sid: str, step_input: str) -> str:
+        return (
+            f'schema_version: "1"\nscenario_id: {sid}\nname: N\n'
+            f"steps: [{{name: nap, tool: sleep, input: {step_input}}}]\n"
+        )
+
+    (tmp_path / "fixed_bad.yaml").write_text(scenario("fixed_bad", "{seconds: soon}"))
+    (tmp_path / "fixed_good.yaml").write_text(scenario("fixed_good", "{seconds: 0.1}"))
+    # With a reference the input is only known at run time: checked then, not now.
+    (tmp_path / "referenced.yaml").write_text(
+        scenario("referenced", "{seconds: {from: input.seconds}}")
+    )
+    client = app_factory(scenarios_dir=tmp_path).test_client()
+    problems = client.get("/api/scenarios/problems").json
+    assert [(Path(p["path"]).name, p["scenario_id"]) for p in problems] == [
+        ("fixed_bad.yaml", "fixed_bad")
+    ]
+    assert problems[0]["reason"].startswith(
+        "step 'nap': input does not fit tool 'sleep': $.seconds:"
+    )
+    listed = [s["scenario_id"] for s in client.get("/api/scenarios").json]
+    assert listed == ["fixed_good", "referenced"]
