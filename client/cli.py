@@ -199,7 +199,8 @@ def run_command(
     if not follow_run:
         click.echo(json.dumps(summary, indent=2))
         return
-    click.echo(f"run {summary['run_id']} queued", err=True)
+    # The page to watch it on, or to share: one click from the terminal.
+    click.echo(f"run {summary['run_id']} queued: {api.url}/runs/{summary['run_id']}", err=True)
     # Watching needs no more than the run's own token, when the server hands one out.
     run_token = summary.get("stream_token")
     run_token = run_token if isinstance(run_token, str) else None

@@ -205,7 +205,7 @@ def test_with_a_token_the_page_asks_once_and_keeps_it_for_the_tab(
         assert not page.locator("#token-dialog").is_visible()
 
 
-def test_the_scenarios_page_shows_the_files_left_out(
+def test_the_scenarios_page_shows_the_files_left_out_and_counts_steps_in_words(
     app_factory: Callable[..., Any], tmp_path: Any, page: Any
 ) -> None:
     good = 'schema_version: "1"\nscenario_id: {}\nname: N\nsteps: [{{name: a, tool: echo}}]\n'
@@ -238,4 +238,5 @@ def test_the_scenarios_page_shows_the_files_left_out(
         assert "cycle" in text["cycle.yaml"]
         assert "<img src=x onerror=alert(1)>" in panel.inner_text()
         assert page.locator("form[data-scenario]").count() == 1  # only good.yaml loaded
+        assert page.get_by_text("good · 1 step", exact=True).count() == 1  # not "1 steps"
         assert page.locator("section.problems img").count() == 0

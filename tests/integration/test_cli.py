@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,9 @@ def test_run_follow_shows_each_step_and_exits_0_on_success(
     for step in ("greet", "pause", "compose"):
         assert any(line.startswith(f"✔ {step} succeeded in ") for line in lines), lines
     assert lines[-1] == "run succeeded"
+    assert re.search(
+        rf"run (\S+) queued: {re.escape(live_server.url)}/runs/\1$", result.stderr, re.M
+    )
 
 
 def test_run_follow_exits_1_when_the_run_fails(

@@ -93,6 +93,11 @@ function setAttrs(el, attrs) {
   }
 }
 
+/** "1 step", "2 steps". */
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
 function badge(status) {
   return h("span", { class: `badge status-${status}`, "data-status": status }, status);
 }
@@ -316,7 +321,7 @@ function scenarioCard(scenario) {
     "article",
     { class: "card", id: `scenario-${scenario.scenario_id}` },
     h("h2", {}, scenario.name),
-    h("p", { class: "muted" }, `${scenario.scenario_id} · ${scenario.step_count} steps`),
+    h("p", { class: "muted" }, `${scenario.scenario_id} · ${plural(scenario.step_count, "step")}`),
     scenario.description ? h("p", {}, scenario.description) : null,
     form,
   );
