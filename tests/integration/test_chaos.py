@@ -127,9 +127,14 @@ def check_runs(cluster: Cluster, run_ids: list[str]) -> int:
         assert sorted(finished) == ["a", "b", "c", "d"], (run_id, finished)
         started = [(e["step"], e["attempt"]) for e in events if e["type"] == "step_started"]
         assert len(started) == len(set(started)), (run_id, started)
-        # Every attempt that started was journalled by the one execution it had.
+        # Each step's result came from the one execution of the attempt that ended it.
+        ended = {e["step"]: e["attempt"] for e in events if e["type"] == "step_finished"}
+        for step, attempt in ended.items():
+            assert executions[(run_id, step, str(attempt))] == 1, (run_id, step, attempt, events)
+        # An attempt whose process was killed between its start and its tool's first line
+        # ran nothing (and was taken over); none ran twice (checked above).
         for step, attempt in started:
-            assert executions[(run_id, step, str(attempt))] == 1, (run_id, step, attempt)
+            assert executions[(run_id, step, str(attempt))] <= 1, (run_id, step, attempt)
         resumes += types.count("run_resumed")
     return resumes
 
