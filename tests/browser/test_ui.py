@@ -240,3 +240,14 @@ def test_the_scenarios_page_shows_the_files_left_out_and_counts_steps_in_words(
         assert page.locator("form[data-scenario]").count() == 1  # only good.yaml loaded
         assert page.get_by_text("good · 1 step", exact=True).count() == 1  # not "1 steps"
         assert page.locator("section.problems img").count() == 0
+
+
+def test_an_unknown_run_is_a_not_found_page_without_a_cancel_button(
+    live_server: LiveServer, page: Any
+) -> None:
+    page.goto(f"{live_server.url}/runs/00000000-0000-4000-8000-000000000000")
+    page.get_by_role("heading", name="Run not found").wait_for()
+    assert page.locator("#cancel").count() == 0
+    assert page.locator("#connection").count() == 0
+    page.get_by_role("link", name="All runs").click()
+    page.get_by_role("heading", name="Runs").wait_for()

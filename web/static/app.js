@@ -704,6 +704,20 @@ function runPage(runId) {
       connect();
     })
     .catch((error) => {
+      if (error instanceof ApiError && error.status === 404) {
+        // No run to watch or cancel: say so, and where to go instead.
+        state.stopped = true;
+        view.replaceChildren(
+          h(
+            "section",
+            { class: "not-found" },
+            h("h1", {}, "Run not found"),
+            h("p", {}, "There is no run ", h("code", {}, runId), " (finished runs expire after STEPSTREAM_RUN_TTL_S)."),
+            h("p", {}, h("a", { href: "/#runs" }, "All runs"), " · ", h("a", { href: "/#scenarios" }, "Start a run")),
+          ),
+        );
+        return;
+      }
       setConnection("finished", "");
       showError(error);
     });
