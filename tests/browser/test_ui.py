@@ -70,6 +70,7 @@ def test_a_run_started_from_its_form_turns_green_step_by_step(
     # The progress bar followed step_progress, and the event log shows each event.
     assert page.locator('#event-log li[data-type="step_progress"]').count() >= 1
     assert page.locator("#connection").get_attribute("data-state") == "finished"
+    assert re.fullmatch(r"succeeded · run [0-9a-f]{8} · stepstream", page.title()), page.title()
     box(page, "compose").click()
     assert "Ada" in page.locator("#detail").inner_text()
 
@@ -242,12 +243,14 @@ def test_the_scenarios_page_shows_the_files_left_out_and_counts_steps_in_words(
         assert page.locator("section.problems img").count() == 0
 
 
-def test_an_unknown_run_is_a_not_found_page_without_a_cancel_button(
+def test_an_unknown_run_is_a_not_found_page_and_titles_follow_the_page(
     live_server: LiveServer, page: Any
 ) -> None:
     page.goto(f"{live_server.url}/runs/00000000-0000-4000-8000-000000000000")
     page.get_by_role("heading", name="Run not found").wait_for()
+    assert page.title() == "Run not found · stepstream"
     assert page.locator("#cancel").count() == 0
     assert page.locator("#connection").count() == 0
     page.get_by_role("link", name="All runs").click()
     page.get_by_role("heading", name="Runs").wait_for()
+    assert page.title() == "Runs · stepstream"

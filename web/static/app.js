@@ -164,6 +164,7 @@ function route() {
     link.classList.toggle("active", link.dataset.tab === tab);
   }
   view.replaceChildren();
+  document.title = match ? "run · stepstream" : `${tab[0].toUpperCase()}${tab.slice(1)} · stepstream`;
   const pages = { runs: runsPage, scenarios: scenariosPage, workers: workersPage };
   stopPage = (match ? runPage(decodeURIComponent(match[1])) : (pages[tab] || runsPage)()) || (() => {});
 }
@@ -484,6 +485,8 @@ function runPage(runId) {
 
   const setStatus = (status, text) => {
     state.status = status;
+    // A tab in the background still tells how its run is doing.
+    if (!state.stopped) document.title = `${status} · run ${runId.slice(0, 8)} · stepstream`;
     statusBadge.replaceChildren(badge(status));
     cancel.disabled = TERMINAL.has(status);
     if (text !== undefined) message.textContent = text;
@@ -707,6 +710,7 @@ function runPage(runId) {
       if (error instanceof ApiError && error.status === 404) {
         // No run to watch or cancel: say so, and where to go instead.
         state.stopped = true;
+        document.title = "Run not found · stepstream";
         view.replaceChildren(
           h(
             "section",
