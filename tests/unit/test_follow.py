@@ -160,12 +160,23 @@ def event(seq: int, kind: str = "step_log", **fields: Any) -> dict[str, Any]:
     }
 
 
-def sse(*events: dict[str, Any], retry_ms: int | None = None) -> Callable[[Request], Response]:
-    """An answer: these events as an SSE stream, which then ends."""
-    text = "".join(f"id: {e['id']}\nevent: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
+def frame(e: dict[str, Any], *, with_id: bool = True) -> str:
+    head = f"id: {e['id']}\n" if with_id else ""
+    return f"{head}event: {e['type']}\ndata: {json.dumps(e)}\n\n"
+
+
+def sse(
+    *events: dict[str, Any],
+    retry_ms: int | None = None,
+    headers: dict[str, str] | None = None,
+    without_id: frozenset[int] = frozenset(),
+) -> Callable[[Request], Response]:
+    """An answer: these events as an SSE stream, which then ends (the frames of the
+    events whose seq is in `without_id` have no `id:` line)."""
+    text = "".join(frame(e, with_id=e["seq"] not in without_id) for e in events)
     if retry_ms is not None:
         text = f"retry: {retry_ms}\n\n" + text
-    return lambda request: Response(text, mimetype="text/event-stream")
+    return lambda request: Response(text, mimetype="text/event-stream", headers=headers)
 
 
 def status(code: int, error: str = "error", message: str = "no", **details: Any) -> Any:
@@ -363,3 +374,59 @@ def test_a_follower_is_read_as_it_goes(scripted: Any) -> None:
     assert next(events)["seq"] == 1  # while the server holds the rest back
     gate.set()
     assert [e["seq"] for e in events] == [2]
+
+
+# -- edges: nothing skipped without a word, a backoff that always grows -------------------
+
+
+def test_a_server_retry_of_zero_does_not_stop_the_backoff_from_growing() -> None:
+    """A server's `retry: 0` (legal SSE) must not make every pause 0 (0 * 2 = 0): a
+    restarting server answering 503 would be asked again in a tight loop."""
+    backoff = Backoff()
+    backoff.server_wish(0)
+    backoff.reset()  # an event was delivered
+    pauses = [backoff.pause() for _ in range(8)]
+    assert max(pauses) > 0, pauses
+
+
+def test_a_frame_without_an_id_line_is_not_taken_for_a_repeat(scripted: Any) -> None:
+    """The SSE decoder carries the previous frame's id over (WHATWG): the event's own
+    `id` is what places it, or a frame without an `id:` line would read as a repeat."""
+    answer = sse(
+        event(1, "run_queued"),
+        event(2, "run_started"),
+        event(3, "run_finished"),
+        without_id=frozenset({2}),
+    )
+    server, _ = scripted(answer)
+    assert [e["seq"] for e in follower(server.url)] == [1, 2, 3]
+
+
+def test_following_a_trimmed_stream_from_its_start_says_so(scripted: Any) -> None:
+    """A run whose oldest events were trimmed (STEPSTREAM_EVENT_MAXLEN) answers a follow
+    from the start with what it kept: the follower delivers it, and says first how many
+    events are gone (`on_trimmed`, `cursor.trimmed`)."""
+    trimmed = sse(event(5), event(6, "run_finished"), headers={"Stepstream-Trimmed": "4"})
+    server, _ = scripted(trimmed)
+    seen: list[str] = []
+    following = follower(server.url, on_trimmed=lambda count: seen.append(f"trimmed {count}"))
+    for e in following:
+        seen.append(f"seq {e['seq']}")
+    assert seen == ["trimmed 4", "seq 5", "seq 6"]
+    assert following.cursor.trimmed == 4
+
+
+def test_the_suites_follower_lets_a_test_see_a_servers_repeats(scripted: Any) -> None:
+    """The suite's exactly-once tests (test_redis_outage.py, test_takeover.py) compare
+    `tests/clients.Follower.events` with the stored stream; the library drops an event
+    sent twice, so the suite's helper fails on any repeat rather than hide it."""
+    from clients import Follower as SuiteFollower
+
+    server, _ = scripted(
+        sse(event(1, "run_queued"), event(2, "run_started")),
+        # The server resends event 2 after the reconnection: a duplicate delivery.
+        sse(event(2, "run_started"), event(3, "run_finished")),
+    )
+    following = SuiteFollower(server.url, "r", "sse")
+    with pytest.raises(AssertionError, match="1 event\\(s\\) were sent again"):
+        following.run(deadline_s=5)
