@@ -47,15 +47,10 @@ class ToolKind(StepKind):
         if not isinstance(known_tools, ToolSchemas) or next(iter_references(step.input), None):
             return []  # an input with references is checked when they are resolved
         # A fixed input that breaks the tool's schema would fail every run: say so now.
-        errors = known_tools.input_errors(step.tool, step.input) or []
-        return (
-            [
-                f"step {step.name!r}: input does not fit tool {step.tool!r}: "
-                + "; ".join(f"{e['path']}: {e['message']}" for e in errors)
-            ]
-            if errors
-            else []
-        )
+        errors = known_tools.input_errors(step.tool, step.input)
+        if not errors:
+            return []
+        return [f"step {step.name!r}: input does not fit tool {step.tool!r}: {_listed(errors)}"]
 
     def stored_fields(self, step: StepBase) -> dict[str, str | int | float]:
         assert isinstance(step, ToolStep)
@@ -74,6 +69,10 @@ class ToolKind(StepKind):
         tool_input = resolve(step.input, run_input, outputs)
         errors = tool.input_errors(tool_input)
         if errors:
-            detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
-            raise ToolFailure(f"invalid input for tool {tool.name}: {detail}")
+            raise ToolFailure(f"invalid input for tool {tool.name}: {_listed(errors)}")
         return tool.func(ctx, **tool_input)
+
+
+def _listed(errors: list[dict[str, str]]) -> str:
+    """Schema errors (`Tool.input_errors`) on one line: `<path>: <message>; ...`."""
+    return "; ".join(f"{e['path']}: {e['message']}" for e in errors)
