@@ -8,6 +8,7 @@ client, the settings, the scripts and the all-runs feed.
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -35,6 +36,7 @@ SCRIPTS = (
 )
 
 
+@cache  # package files: read once per process, not once per script
 def prelude() -> str:
     """What every script builds on: `lua/prelude.lua`, then the Lua of each step kind
     that has some (`lua/kinds/<kind>.lua`, see `ENTER_KIND`)."""
