@@ -1,5 +1,6 @@
-"""Running one step attempt: hand it to its step's kind (a tool step resolves its input
-and calls its tool), then judge the output.
+"""Running one step attempt: resolve its input before it starts (`prepare`, so that its
+start records what the tool received), then hand it to its step's kind (a tool step
+calls its tool) and judge the output (`run_prepared`).
 
 This module knows nothing of Celery but its soft time limit; `worker/steps.py` wires it
 to tasks and the store.
@@ -16,11 +17,12 @@ from typing import Any, Literal
 from celery.exceptions import SoftTimeLimitExceeded
 
 from .errors import BackendUnavailable, StepCancelled, StepstreamError
-from .kinds import kind_of, step_from_definition
+from .kinds import StepBase, kind_of, step_from_definition
 from .messages import clean
 from .step_events import EventWriter
 from .store import RunStore
 from .tools import ToolContext, ToolLookup
+from .tracebacks import formatted
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,11 @@ class Outcome:
     status: Literal["succeeded", "failed", "cancelled"]
     message: str
     output_json: str = ""
+    #: Why it ended other than normally: `timeout`, or "".
+    reason: str = ""
+    #: The traceback of the exception the tool raised ("" when it raised none, or one
+    #: of ours that its message says all of: a declared `ToolFailure`, a bad reference).
+    traceback: str = ""
 
     @property
     def succeeded(self) -> bool:
@@ -44,6 +51,36 @@ class Outcome:
 
 def failed(message: str) -> Outcome:
     return Outcome("failed", message)
+
+
+def timed_out(timeout_s: float) -> Outcome:
+    return Outcome("failed", timed_out_message(timeout_s), reason="timeout")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An attempt about to start: its step and the input it receives, resolved and as
+    JSON (None for a kind that takes none), or the failure it ends with at once."""
+
+    step: StepBase | None = None
+    resolved: Any = None
+    input_json: str | None = None
+    failure: Outcome | None = None
+
+
+def prepare(definition: dict[str, Any], run_input: Any, outputs: dict[str, Any]) -> Prepared:
+    """Resolve what an attempt receives; a failure to becomes the attempt's outcome."""
+    try:
+        step = step_from_definition(definition)
+        resolved = kind_of(step).resolve(step, run_input, outputs)
+        # Encoded now, before the tool runs: a tool may change the object it was given.
+        input_json = None if resolved is None else json.dumps(resolved, allow_nan=False)
+    except StepstreamError as exc:  # a bad reference
+        return Prepared(failure=failed(exc.message))
+    except Exception as exc:
+        log.exception("step %s: its input could not be resolved", definition.get("name"))
+        return Prepared(failure=failed(clean(f"{type(exc).__name__}: {exc}")))
+    return Prepared(step, resolved, input_json)
 
 
 class StepContext:
@@ -85,23 +122,44 @@ def execute(
     timeout_s: float,
     max_output_bytes: int,
 ) -> Outcome:
+    """Prepare and run an attempt in one go (see `run_prepared`)."""
+    return run_prepared(
+        tools,
+        prepare(definition, run_input, outputs),
+        ctx,
+        timeout_s=timeout_s,
+        max_output_bytes=max_output_bytes,
+    )
+
+
+def run_prepared(
+    tools: ToolLookup,
+    prepared: Prepared,
+    ctx: ToolContext,
+    *,
+    timeout_s: float,
+    max_output_bytes: int,
+) -> Outcome:
     """Run the attempt to its end, as its step's kind runs it, and judge its output;
     every failure becomes a failed Outcome, never a raise."""
+    if prepared.failure is not None or prepared.step is None:
+        return prepared.failure or failed("internal error: nothing to run")
+    step = prepared.step
     try:
-        step = step_from_definition(definition)
-        output = kind_of(step).run(step, run_input, outputs, ctx, tools)
+        output = kind_of(step).run(step, prepared.resolved, ctx, tools)
     except SoftTimeLimitExceeded:
-        return failed(timed_out_message(timeout_s))
+        return timed_out(timeout_s)
     except StepCancelled as exc:
         return Outcome("cancelled", exc.message)
     except BackendUnavailable as exc:  # Redis failed the tool's progress or cancel check
         log.exception("step %s of run %s lost its store", ctx.step, ctx.run_id)
         return failed(clean(exc.message))
-    except StepstreamError as exc:  # ToolFailure, bad references, unknown tools
+    except StepstreamError as exc:  # ToolFailure, unknown tools, a bad input
         return failed(exc.message)
     except Exception as exc:
         log.exception("step %s of run %s crashed", ctx.step, ctx.run_id)
-        return failed(clean(f"{type(exc).__name__}: {exc}"))
+        message = clean(f"{type(exc).__name__}: {exc}")
+        return Outcome("failed", message, traceback=formatted(exc))
     try:
         output_json = json.dumps(output, allow_nan=False, separators=(",", ":"))
         # Strict JSON holds valid Unicode only: a lone surrogate cannot be encoded.

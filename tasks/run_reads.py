@@ -29,6 +29,11 @@ class RunReads(StorePart):
         return cast("str | None", self._redis.hget(keys.run(run_id), "status"))
 
     @backend_errors
+    def scenario_of(self, run_id: str) -> str | None:
+        """The run's scenario_id; None when the run does not exist."""
+        return cast("str | None", self._redis.hget(keys.run(run_id), "scenario_id"))
+
+    @backend_errors
     def summary(self, run_id: str) -> dict[str, Any] | None:
         """The run's summary as the API sends it (see `views.RunSummary`)."""
         values = cast("list[str | None]", self._redis.hmget(keys.run(run_id), SUMMARY_FIELDS))

@@ -24,6 +24,7 @@ from .feed import AllEventsFeed
 SCRIPTS = (
     "create_run",
     "start_run",
+    "attempt_inputs",
     "start_step",
     "step_event",
     "finish_step",

@@ -34,13 +34,14 @@ from .run_index import INDEXES_VERSION, SWEEP_BATCH, RunIndex
 from .run_reads import RunReads
 from .run_records import CreatedRun, ReadyStep
 from .scripts import register_scripts
-from .transitions import StepStart, SweepVerdict, Transition, Transitions
+from .transitions import AttemptInputs, StepStart, SweepVerdict, Transition, Transitions
 from .watch import WatchReads
 from .worker_rows import WorkerRows
 
 __all__ = [
     "INDEXES_VERSION",
     "SWEEP_BATCH",
+    "AttemptInputs",
     "CreatedRun",
     "ReadyStep",
     "RunStore",

@@ -32,13 +32,30 @@ class SweepVerdict:
     timeout_s: float = 0.0
 
 
+#: The largest resolved input (bytes of JSON) a snapshot keeps for a step; a bigger one
+#: is left out and flagged. The input is a copy of what the run already holds (its
+#: input, the outputs of needed steps, each up to `max_output_bytes`), kept to show a
+#: person what the tool received: 64 KiB is more than anyone reads in a step panel,
+#: four times an event's cap, and keeps a snapshot of a 100-step run under 7 MB even
+#: when every step's input is that large.
+SNAPSHOT_INPUT_BYTES = 65_536
+
+
 @dataclass(frozen=True)
-class StepStart:
-    """What a worker needs to run an attempt it has just been granted."""
+class AttemptInputs:
+    """What an attempt runs on: its step's definition, the run's input, the outputs of
+    the steps it references, and the run's scenario (see attempt_inputs.lua)."""
 
     definition: dict[str, Any]
     run_input: Any
     outputs: dict[str, Any]
+    scenario_id: str
+
+
+@dataclass(frozen=True)
+class StepStart:
+    """An attempt just granted: the events its start appended."""
+
     events: list[Event]
 
 
@@ -99,6 +116,20 @@ class Transitions(StorePart):
         return Transition(outcome, events, ready_steps(ready))
 
     @backend_errors
+    def attempt_inputs(self, run_id: str, step: str) -> AttemptInputs | None:
+        """What an attempt of `step` runs on; None when the run or the step is gone."""
+        reply = self._run("attempt_inputs", run_id, step)
+        if not reply:
+            return None
+        definition, run_input, outputs, scenario_id = reply
+        return AttemptInputs(
+            definition=json.loads(definition),
+            run_input=json.loads(run_input),
+            outputs={outputs[i]: json.loads(outputs[i + 1]) for i in range(0, len(outputs), 2)},
+            scenario_id=scenario_id,
+        )
+
+    @backend_errors
     def start_step(
         self,
         run_id: str,
@@ -108,24 +139,45 @@ class Transitions(StorePart):
         task_id: str = "",
         token: str = "",
         incarnation: str = "",
+        *,
+        input_json: str | None = None,
     ) -> StepStart | None:
         """Take attempt `attempt` of `step`; None if it is not ready (already taken).
 
         `token` names this execution: the same call repeated with it (a retry after a
-        lost reply) is granted again instead of refused.
+        lost reply) is granted again instead of refused. `input_json` is the input the
+        attempt's tool receives, references resolved (None when it could not be
+        resolved): `step_started` carries it (or `input_truncated` past the events' cap)
+        and the snapshot keeps it (up to `SNAPSHOT_INPUT_BYTES`).
         """
-        reply = self._run("start_step", run_id, step, attempt, worker, task_id, token, incarnation)
+        fragment, kept, too_big = "", "", "0"
+        if input_json is not None:
+            if len(input_json) > self.settings.event_output_bytes:
+                fragment = '"input_truncated":true'
+            else:
+                fragment = '"input":' + input_json
+            if len(input_json) > SNAPSHOT_INPUT_BYTES:
+                too_big = "1"
+            else:
+                kept = input_json
+        reply = self._run(
+            "start_step",
+            run_id,
+            step,
+            attempt,
+            worker,
+            task_id,
+            token,
+            incarnation,
+            fragment,
+            kept,
+            too_big,
+        )
         if reply[0] != ScriptOutcome.STARTED:
             return None
-        _, emitted, definition, run_input, outputs = reply
-        events = decode_events(emitted)
+        events = decode_events(reply[1])
         self.publish_all(events)
-        return StepStart(
-            definition=json.loads(definition),
-            run_input=json.loads(run_input),
-            outputs={outputs[i]: json.loads(outputs[i + 1]) for i in range(0, len(outputs), 2)},
-            events=events,
-        )
+        return StepStart(events=events)
 
     def step_event(
         self,
@@ -176,21 +228,43 @@ class Transitions(StorePart):
 
     @backend_errors
     def finish_step(
-        self, run_id: str, step: str, attempt: int, status: str, message: str, output_json: str
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        status: str,
+        message: str,
+        output_json: str,
+        *,
+        reason: str = "",
+        traceback: str = "",
     ) -> Transition:
         """Record how an attempt ended; returns the steps (or the retry) it made ready.
 
         `status` is succeeded, failed or cancelled; whether a failure is retried is the
         script's decision, from the step's policy and whether the run is being cancelled.
+        `reason` says why it ended other than normally (`timeout`, or ""); `traceback` is
+        that of the exception its tool raised ("" for none), for a failure only.
         """
         if status != StepStatus.SUCCEEDED:
             output_json = ""
+        if status != StepStatus.FAILED:
+            traceback = ""
         if len(output_json) > self.settings.event_output_bytes:
             fragment = '"output_truncated":true'
         else:
             fragment = '"output":' + (output_json or "null")
         outcome, emitted, ready, run_status = self._run(
-            "finish_step", run_id, step, attempt, status, message, output_json, fragment
+            "finish_step",
+            run_id,
+            step,
+            attempt,
+            status,
+            message,
+            output_json,
+            fragment,
+            reason,
+            traceback,
         )
         return self._transition(outcome, emitted, ready, run_status)
 

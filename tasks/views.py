@@ -88,6 +88,42 @@ class ListedRun(View):
         return cls.model_validate(fields)
 
 
+#: How an attempt ended (`running` while it runs); `interrupted`: taken over, its
+#: execution lost (`reason` says why) and the step handed to a new attempt. Documented,
+#: not enforced (a later version may add words).
+AttemptStatus = Annotated[
+    str, _documented(enum=["running", "succeeded", "failed", "cancelled", "interrupted"])
+]
+#: Why an attempt ended other than normally, or why another attempt followed it.
+AttemptReason = Annotated[
+    str, _documented(enum=["retry", "timeout", "worker_lost", "shutdown", "cancelled"])
+]
+#: How many attempts of a step its record keeps, the latest (`ATTEMPTS_KEPT` in
+#: lua/prelude.lua, which writes them).
+ATTEMPTS_KEPT = 50
+
+
+class AttemptRecord(View):
+    """One attempt of a step, as the scripts recorded it when it started and ended."""
+
+    attempt: Annotated[int, _documented(minimum=1)]
+    status: AttemptStatus
+    worker: str = Field(description="The worker that ran it (its Celery hostname).")
+    started_at: Timestamp
+    finished_at: str | None
+    duration_ms: float | None
+    message: str
+    reason: AttemptReason | None = Field(
+        description=(
+            "Why it ended other than normally, or why another attempt followed: `retry` "
+            "(failed, retried after `delay_s`), `timeout`, `worker_lost` (taken over after "
+            "its worker died), `shutdown` (handed back at a graceful shutdown), "
+            "`cancelled`; null for a plain success or failure."
+        )
+    )
+    delay_s: float | None = Field(description="The pause before the retry, for `retry`.")
+
+
 class StepSnapshot(View):
     """One step of a run's snapshot, in definition order."""
 
@@ -106,6 +142,26 @@ class StepSnapshot(View):
         description="The steps this one waits for, from the run's own definition."
     )
     input: Any = Field(description="The step's input as defined, references unresolved.")
+    resolved_input: Any = Field(
+        description=(
+            "The input its latest attempt received, references resolved; null before an "
+            "attempt started, when it could not be resolved, or when its JSON is over "
+            "64 KiB (then `resolved_input_truncated`)."
+        )
+    )
+    resolved_input_truncated: bool = Field(
+        description="Whether `resolved_input` was left out for its size."
+    )
+    traceback: str | None = Field(
+        description=(
+            "The traceback of the exception its latest failed attempt's tool raised "
+            "(chained ones included; at most 16 KiB, its middle cut); null when that "
+            "failure had none (a timeout, a cancellation, a declared tool error)."
+        )
+    )
+    attempts: list[AttemptRecord] = Field(
+        description=f"Its attempts, oldest first: the latest {ATTEMPTS_KEPT} at most."
+    )
 
     @classmethod
     def from_hash(cls, name: str, fields: Mapping[str, str]) -> StepSnapshot:
@@ -134,6 +190,10 @@ class StepSnapshot(View):
                 # template are the run's own even if the scenario file has changed since.
                 "needs": definition.get("needs", []),
                 "input": definition.get("input", {}),
+                "resolved_input": _json(get("resolved_input")),
+                "resolved_input_truncated": get("resolved_input_truncated") == "1",
+                "traceback": get("traceback") or None,
+                "attempts": _attempts(name, attempt, fields),
             }
         )
 
@@ -145,6 +205,12 @@ class RunSnapshot(RunSummary):
     worker: str | None
     reason: str | None = Field(
         description="Why the run ended other than succeeded (see `run_finished`)."
+    )
+    failed_step: str | None = Field(
+        description="The step whose failure failed the run (the first, if several)."
+    )
+    cancel_requested_at: str | None = Field(
+        description="When cancelling was asked for; null if it never was."
     )
     last_event_id: str | None
     steps: list[StepSnapshot]
@@ -160,6 +226,8 @@ class RunSnapshot(RunSummary):
                 **dict(summary),
                 "worker": run.get("worker"),
                 "reason": run.get("reason") or None,
+                "failed_step": run.get("failed_step") or None,
+                "cancel_requested_at": run.get("cancel_requested") or None,
                 "last_event_id": run.get("last_event_id"),
                 "steps": [StepSnapshot.from_hash(name, steps) for name in run["order"].split(",")],
             }
@@ -172,6 +240,14 @@ SUMMARY_FIELDS = tuple(RunSummary.model_fields)
 LISTED_FIELDS = tuple(ListedRun.model_fields)
 #: The fields of each entry of a snapshot's `steps`, in order.
 STEP_FIELDS = tuple(StepSnapshot.model_fields)
+
+
+def _attempts(name: str, attempt: int, fields: Mapping[str, str]) -> list[AttemptRecord]:
+    """Step `name`'s kept attempt records, oldest first (the latest may be a retry
+    not yet started, which has none)."""
+    first = max(1, attempt - ATTEMPTS_KEPT + 1)
+    raw = (fields.get(f"{name}.attempts.{n}") for n in range(first, attempt + 1))
+    return [AttemptRecord.model_validate_json(record) for record in raw if record]
 
 
 def _json(raw: str | None) -> Any:

@@ -22,7 +22,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker.request import Request
 
 from tasks.config import HARD_LIMIT_GRACE_S
-from tasks.engine import Outcome, StepContext, execute, timed_out_message
+from tasks.engine import Outcome, StepContext, prepare, run_prepared, timed_out
 from tasks.errors import BackendUnavailable, BackendUnreachable
 from tasks.messages import clean
 from tasks.redis_client import backend_errors
@@ -47,22 +47,32 @@ FINISH_TRIES = 3
 TRANSIENT = (BackendUnreachable,)
 
 
-def dispatch(run_id: str, ready: list[ReadyStep]) -> None:
+class AttemptFailed(Exception):
+    """Raised by `run_step` once its failed attempt is recorded, so that Celery ends the
+    task FAILURE (Flower shows it so) rather than SUCCESS. Listed in the task's
+    `throws`: Celery logs it as expected, on one line with no traceback; the tool's own
+    traceback is in the step's events and snapshot."""
+
+
+def dispatch(run_id: str, ready: list[ReadyStep], scenario_id: str | None = None) -> None:
     """Send a `run_step` message for each ready step, riding out a broker outage.
 
     A step recorded as finished whose successors were never sent would leave its run
     waiting, so a worker keeps trying for `STEPSTREAM_REDIS_RETRY_S` (the web, by
     contrast, answers 503 at once). A batch cut short is sent again whole: the copies
-    are harmless, since starting an attempt is fenced.
+    are harmless, since starting an attempt is fenced. `scenario_id` labels the tasks
+    in Flower; looked up when not given.
     """
     if not ready:
         return
+    if scenario_id is None:
+        scenario_id = _scenario_of(run_id)
     deadline = time.monotonic() + get_runtime().settings.redis_retry_s
     pause = 0.05
     while True:
         try:
             with backend_errors:
-                _publish(run_id, ready)
+                _publish(run_id, ready, scenario_id)
             return
         except TRANSIENT as exc:
             if time.monotonic() + pause > deadline:
@@ -72,13 +82,30 @@ def dispatch(run_id: str, ready: list[ReadyStep]) -> None:
             pause = min(pause * 2, 1.0)
 
 
-def _publish(run_id: str, ready: list[ReadyStep]) -> None:
+def _scenario_of(run_id: str) -> str:
+    """The run's scenario, for the tasks' labels only: "" when it cannot be read."""
+    try:
+        return get_runtime().store.scenario_of(run_id) or ""
+    except Exception:
+        log.warning("run %s: its scenario could not be read for the task labels", run_id)
+        return ""
+
+
+def task_label(run_id: str, scenario_id: str, step: str, attempt: int) -> str:
+    """What Flower shows as a `run_step` task's kwargs (Celery's `kwargsrepr`; the task
+    takes none): a dict literal, so that Flower's search finds `kwargs:step=fetch`,
+    `kwargs:run_id=<id>` or `kwargs:scenario_id=<id>`."""
+    return repr({"run_id": run_id, "scenario_id": scenario_id, "step": step, "attempt": attempt})
+
+
+def _publish(run_id: str, ready: list[ReadyStep], scenario_id: str) -> None:
     # One pipelined round trip per batch rather than one per message: a step that fans
     # out to a thousand others sends them in a handful of writes.
     with run_step.app.producer_or_acquire() as producer, producer.batch():
         for item in ready:
             run_step.apply_async(
                 args=(run_id, item.step, item.attempt),
+                kwargsrepr=task_label(run_id, scenario_id, item.step, item.attempt),
                 countdown=min(item.delay_s, MAX_COUNTDOWN_S) or None,
                 soft_time_limit=item.timeout_s,
                 time_limit=item.timeout_s + HARD_LIMIT_GRACE_S,
@@ -98,7 +125,9 @@ def run_scenario(self: Task, run_id: str) -> None:
     transition = store.start_run(run_id, self.request.hostname or "unknown")
     if transition.outcome == ScriptOutcome.MISSING:
         log.warning("run %s does not exist (expired or never created)", run_id)
-    dispatch(run_id, transition.ready)
+        return
+    started = [e for e in transition.events if e.type == "run_started"]
+    dispatch(run_id, transition.ready, started[0].data["scenario_id"] if started else None)
 
 
 class StepRequest(Request):  # type: ignore[misc]
@@ -154,25 +183,39 @@ class StepTask(Task):  # type: ignore[misc]
             return
         run_id, step, attempt = args
         hard_limit = float(exc.args[0]) if exc.args else 0.0
-        message = f"{timed_out_message(hard_limit)} (hard limit) and was terminated"
-        finish(get_runtime().store, run_id, step, attempt, StepStatus.FAILED, message, "")
+        message = f"{timed_out(hard_limit).message} (hard limit) and was terminated"
+        store = get_runtime().store
+        finish(store, run_id, step, attempt, StepStatus.FAILED, message, "", reason=Reason.TIMEOUT)
 
 
-@shared_task(name=RUN_STEP, bind=True, ignore_result=True, base=StepTask)
+@shared_task(name=RUN_STEP, bind=True, ignore_result=True, base=StepTask, throws=(AttemptFailed,))
 def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
     runtime = get_runtime()
     store = runtime.store
     worker = self.request.hostname or "unknown"
+    # What the attempt runs on, its input resolved before it starts: its start records
+    # the input its tool receives (a step's references are to steps that have ended,
+    # so nothing read here changes before the start).
+    inputs = store.attempt_inputs(run_id, step)
+    prepared = prepare(inputs.definition, inputs.run_input, inputs.outputs) if inputs else None
     # Names this execution, so that a start retried after a lost reply is not refused.
     token = uuid.uuid4().hex
     start = store.start_step(
-        run_id, step, attempt, worker, self.request.id or "", token, incarnation()
+        run_id,
+        step,
+        attempt,
+        worker,
+        self.request.id or "",
+        token,
+        incarnation(),
+        input_json=prepared.input_json if prepared else None,
     )
-    if start is None:
+    scenario_id = inputs.scenario_id if inputs else None
+    if start is None or prepared is None:
         # Someone already took this attempt: a duplicate or a redelivered message.
         # The worker that ran it may have died before dispatching what it made ready;
         # dispatching again is harmless, the scripts fence every attempt.
-        dispatch(run_id, store.continuation(run_id, step, attempt))
+        dispatch(run_id, store.continuation(run_id, step, attempt), scenario_id)
         return
     # From here on the attempt is ours and recorded as running: whatever happens, it is
     # recorded as ended before this task returns (or, if even that cannot be written,
@@ -182,18 +225,16 @@ def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
     ctx: StepContext | None = None
     try:
         ctx = StepContext(store, run_id, step, attempt)
-        outcome = execute(
+        outcome = run_prepared(
             runtime.tools,
-            start.definition,
-            start.run_input,
-            start.outputs,
+            prepared,
             ctx,
             timeout_s=timeout_s,
             max_output_bytes=runtime.settings.max_output_bytes,
         )
     except SoftTimeLimitExceeded:
         # Landed after the tool returned (judging its output): still a timeout.
-        outcome = Outcome("failed", timed_out_message(timeout_s))
+        outcome = timed_out(timeout_s)
     except Exception as exc:
         log.exception("run %s: step %s attempt %d failed outside its tool", run_id, step, attempt)
         outcome = Outcome("failed", f"internal error: {type(exc).__name__}: {exc}")
@@ -202,17 +243,37 @@ def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
             ctx.events.close()  # every progress and log event lands before step_finished
     except Exception:
         log.exception("run %s: step %s: some of its events could not be written", run_id, step)
-    end_attempt(store, run_id, step, attempt, outcome)
+    recorded = end_attempt(store, run_id, step, attempt, outcome, scenario_id)
+    if recorded.status == "failed":
+        raise AttemptFailed(f"run {run_id}: step {step} attempt {attempt}: {recorded.message}")
 
 
-def end_attempt(store: RunStore, run_id: str, step: str, attempt: int, outcome: Outcome) -> None:
+def end_attempt(
+    store: RunStore,
+    run_id: str,
+    step: str,
+    attempt: int,
+    outcome: Outcome,
+    scenario_id: str | None = None,
+) -> Outcome:
     """Record how the attempt ended and dispatch what that made ready, trying again when
-    something interrupts the write (each try is safe to repeat: see finish_step.lua)."""
-    status, message, output = outcome.status, outcome.message, outcome.output_json
+    something interrupts the write (each try is safe to repeat: see finish_step.lua).
+    Returns the outcome recorded: a plain failure in place of one that could not be."""
     for tries in range(1, FINISH_TRIES + 1):
         try:
-            finish(store, run_id, step, attempt, status, message, output)
-            return
+            finish(
+                store,
+                run_id,
+                step,
+                attempt,
+                outcome.status,
+                outcome.message,
+                outcome.output_json,
+                reason=outcome.reason,
+                traceback=outcome.traceback,
+                scenario_id=scenario_id,
+            )
+            return outcome
         except Exception as exc:
             if tries == FINISH_TRIES:
                 log.exception(
@@ -234,9 +295,10 @@ def end_attempt(store: RunStore, run_id: str, step: str, attempt: int, outcome: 
             if not isinstance(exc, (SoftTimeLimitExceeded, *TRANSIENT)):
                 # Something in the outcome itself cannot be written: record a plain
                 # failure that says so instead.
-                status, output = "failed", ""
                 cause = exc.cause if isinstance(exc, BackendUnavailable) and exc.cause else exc
                 message = f"internal error recording the outcome: {type(cause).__name__}: {cause}"
+                outcome = Outcome("failed", message)
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def finish(
@@ -247,16 +309,29 @@ def finish(
     status: str,
     message: str,
     output_json: str,
+    *,
+    reason: str = "",
+    traceback: str = "",
+    scenario_id: str | None = None,
 ) -> None:
-    """Record an attempt's end and dispatch what it made ready."""
-    transition = store.finish_step(run_id, step, attempt, status, clean(message), output_json)
+    """Record an attempt's end and dispatch what it made ready (see `store.finish_step`)."""
+    transition = store.finish_step(
+        run_id,
+        step,
+        attempt,
+        status,
+        clean(message),
+        output_json,
+        reason=reason,
+        traceback=traceback,
+    )
     ready = transition.ready
     if transition.outcome == ScriptOutcome.STALE:
         # Either the attempt was taken from us (cancelled, or resumed elsewhere), or
         # this write was retried after Redis took it but lost the reply: then what it
         # made ready is still owed, and the continuation offers it again.
         ready = store.continuation(run_id, step, attempt)
-    dispatch(run_id, ready)
+    dispatch(run_id, ready, scenario_id)
 
 
 @shared_task(name=ENFORCE_CANCEL, bind=True, ignore_result=True)

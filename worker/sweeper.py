@@ -97,7 +97,16 @@ class Sweeper:
                 f"recorded failed by the sweeper (worker {a.worker})"
             )
             log.warning("run %s: step %s attempt %d %s", a.run_id, a.step, a.attempt, message)
-            finish(self.store, a.run_id, a.step, a.attempt, StepStatus.FAILED, message, "")
+            finish(
+                self.store,
+                a.run_id,
+                a.step,
+                a.attempt,
+                StepStatus.FAILED,
+                message,
+                "",
+                reason=Reason.TIMEOUT,
+            )
             ended += 1
         return ended
 

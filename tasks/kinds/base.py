@@ -146,15 +146,17 @@ class StepKind:
         """The status a snapshot shows for the step's stored status."""
         return public_step_status(stored, attempt)
 
-    def run(
-        self,
-        step: StepBase,
-        run_input: Any,
-        outputs: dict[str, Any],
-        ctx: ToolContext,
-        tools: ToolLookup,
-    ) -> Any:
-        """Run one attempt in a worker and return the step's output (JSON). Raise a
-        `StepstreamError` (such as `ToolFailure`) to fail the attempt with its message.
-        A kind whose attempts never reach a worker (they wait in Redis) keeps this."""
+    def resolve(self, step: StepBase, run_input: Any, outputs: dict[str, Any]) -> Any:
+        """The input an attempt of `step` receives, references resolved (JSON), or None
+        for a kind whose attempts receive none. Called before the attempt starts, so
+        that its start records what it received; raise a `StepstreamError` (such as
+        `ReferenceResolutionError`) to fail the attempt with its message."""
+        return None
+
+    def run(self, step: StepBase, resolved: Any, ctx: ToolContext, tools: ToolLookup) -> Any:
+        """Run one attempt in a worker on its `resolved` input (see `resolve`) and
+        return the step's output (JSON). Raise a `StepstreamError` (such as
+        `ToolFailure`) to fail the attempt with its message; any other exception fails
+        it too, its traceback kept for whoever debugs the step. A kind whose attempts
+        never reach a worker (they wait in Redis) keeps this."""
         raise ToolFailure(f"steps of kind {self.name} do not run in a worker")

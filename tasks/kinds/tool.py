@@ -56,21 +56,17 @@ class ToolKind(StepKind):
         assert isinstance(step, ToolStep)
         return {"tool": step.tool}
 
-    def run(
-        self,
-        step: StepBase,
-        run_input: Any,
-        outputs: dict[str, Any],
-        ctx: ToolContext,
-        tools: ToolLookup,
-    ) -> Any:
+    def resolve(self, step: StepBase, run_input: Any, outputs: dict[str, Any]) -> Any:
+        assert isinstance(step, ToolStep)
+        return resolve(step.input, run_input, outputs)
+
+    def run(self, step: StepBase, resolved: Any, ctx: ToolContext, tools: ToolLookup) -> Any:
         assert isinstance(step, ToolStep)
         tool = tools.get(step.tool)
-        tool_input = resolve(step.input, run_input, outputs)
-        errors = tool.input_errors(tool_input)
+        errors = tool.input_errors(resolved)
         if errors:
             raise ToolFailure(f"invalid input for tool {tool.name}: {_listed(errors)}")
-        return tool.func(ctx, **tool_input)
+        return tool.func(ctx, **resolved)
 
 
 def _listed(errors: list[dict[str, str]]) -> str:

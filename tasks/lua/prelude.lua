@@ -196,24 +196,70 @@ local function make_ready(step, attempt, ready, delay_s)
   offer(ready, step, attempt, delay_s)
 end
 
+--- How many attempts of a step its record keeps (the latest): a step retried and taken
+--- over again and again cannot grow its record without bound.
+local ATTEMPTS_KEPT = 50
+
+--- The running attempt of `step` so far, in ms (a JSON number).
+local function running_ms(step)
+  return string.format('%.3f', (NOW_US - tonumber(step_get(step, 'started_us'))) / 1000)
+end
+
+--- Record attempt `attempt` of `step` as it stands, in its own field of the steps hash
+--- (`<step>.attempts.<n>`, the JSON the snapshot's `attempts` shows): `running` as it
+--- starts, then how it ended (succeeded, failed, cancelled, or interrupted when taken
+--- over), with `reason` when it ended other than normally or another attempt followed
+--- (retry, timeout, worker_lost, shutdown, cancelled; '' for none) and a retry's
+--- `delay_s`. Called by the same script call that changes the step's state.
+local function record_attempt(step, attempt, status, message, reason, delay_s)
+  local finished_at, duration = 'null', 'null'
+  if status ~= 'running' then
+    finished_at, duration = '"' .. NOW_ISO .. '"', running_ms(step)
+  end
+  if reason == '' and status == 'cancelled' then reason = 'cancelled' end
+  local record = '{"attempt":' .. attempt .. ',"status":"' .. status .. '","worker":'
+    .. str(step_get(step, 'worker') or '') .. ',"started_at":'
+    .. str(step_get(step, 'started_at') or '') .. ',"finished_at":' .. finished_at
+    .. ',"duration_ms":' .. duration .. ',"message":' .. str(message or '') .. ',"reason":'
+    .. (reason ~= '' and str(reason) or 'null') .. ',"delay_s":' .. (delay_s or 'null') .. '}'
+  redis.call('HSET', STEPS, step .. '.attempts.' .. attempt, record)
+  local dropped = tonumber(attempt) - ATTEMPTS_KEPT
+  if dropped > 0 then redis.call('HDEL', STEPS, step .. '.attempts.' .. dropped) end
+end
+
+--- The `traceback` member of a failure's event ('' when the failure had none: a
+--- timeout, a cancellation, a tool's declared error), after a comma.
+local function traceback_member(traceback)
+  if not traceback or traceback == '' then return '' end
+  return ',"traceback":' .. str(traceback)
+end
+
 --- Close a step for good and append its step_finished. `started_at` and `duration` are
---- nil for a step that never started (skipped or cancelled while waiting).
-local function close_step(name, status, message, output, output_fragment)
+--- nil for a step that never started (skipped or cancelled while waiting); a running
+--- attempt's record ends with it, for `reason` (see `record_attempt`; nil for none). A
+--- failure keeps its `traceback` (nil or '' for none) as the step's latest.
+local function close_step(name, status, message, output, output_fragment, reason, traceback)
   local attempt = step_get(name, 'attempt') or '0'
   local started_at, duration = cjson.null, nil
   if status ~= 'skipped' and step_get(name, 'status') == 'running' then
     started_at = step_get(name, 'started_at')
-    duration = string.format('%.3f', (NOW_US - tonumber(step_get(name, 'started_us'))) / 1000)
+    duration = running_ms(name)
+    record_attempt(name, attempt, status, message, reason or '')
   end
   unwatch_running(name)
   unwatch_dispatch(name)
   step_set(name, 'status', status, 'finished_at', NOW_ISO, 'message', message,
     'output', output, 'duration_ms', duration or '')
+  local failure = ''
+  if status == 'failed' then
+    step_set(name, 'traceback', traceback or '')
+    failure = traceback_member(traceback)
+  end
   redis.call('HINCRBY', RUN, 'remaining', -1)
   emit('step_finished', '"step":"' .. name .. '","attempt":' .. attempt .. ',"status":"'
     .. status .. '","started_at":' .. str(started_at) .. ',"finished_at":"' .. NOW_ISO
     .. '","duration_ms":' .. (duration or 'null') .. ',"message":' .. str(message) .. ','
-    .. output_fragment)
+    .. output_fragment .. failure)
 end
 
 --- Remember the first step whose failure fails the run, and why.

@@ -33,17 +33,19 @@ end
 local ready = {}
 if redis.call('HGET', RUN, 'cancel_requested') then
   close_step(step, 'cancelled', 'its worker was lost while the run was being cancelled',
-    'null', '"output":null')
+    'null', '"output":null', reason)
   advance(ready, step, 'cancelled')
   return {'closed', EMITTED, ready, redis.call('HGET', RUN, 'status')}
 end
 local resumes = redis.call('HINCRBY', STEPS, step .. '.resumes', 1)
 if resumes > tonumber(ARGV[4]) then
   local message = 'lost its worker (' .. reason .. ') after ' .. (resumes - 1) .. ' resumes'
-  close_step(step, 'failed', message, 'null', '"output":null')
+  close_step(step, 'failed', message, 'null', '"output":null', reason)
   advance(ready, step, 'failed', message, reason)
   return {'closed', EMITTED, ready, redis.call('HGET', RUN, 'status')}
 end
+record_attempt(step, attempt, 'interrupted', reason == 'shutdown'
+  and 'handed back: its worker was shutting down' or 'taken over: its worker was lost', reason)
 step_set(step, 'resumed_reason', reason)
 make_ready(step, tonumber(attempt) + 1, ready)
 return {'resumed', EMITTED, ready, 'running'}

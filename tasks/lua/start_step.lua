@@ -4,18 +4,19 @@
 --         call retried after a lost reply is recognised (and answered again) rather
 --         than taken for a second execution
 -- ARGV[6] the incarnation of the worker node (see tasks/workers.py), "" if unknown
--- Returns {"started", EMITTED, definition JSON, run input JSON, {ref, output, ...}}
--- or {"stale", status, attempt} when the attempt was already taken or the run ended.
+-- ARGV[7] the input member(s) of step_started: '"input":<JSON>', or
+--         '"input_truncated":true' when too big for an event, or "" when the input could
+--         not be resolved (the attempt fails at once)
+-- ARGV[8] the resolved input JSON the snapshot keeps ("" for none, or too big)
+-- ARGV[9] "1" when the resolved input was too big for the snapshot, else "0"
+-- Returns {"started", EMITTED}, or {"stale", status, attempt} when the attempt was
+-- already taken or the run ended. What the attempt runs on is read before, by
+-- attempt_inputs.lua, so that its resolved input is recorded here, with its start.
 local step, attempt = ARGV[1], ARGV[2]
 local run_status = redis.call('HGET', RUN, 'status')
 local status = step_get(step, 'status')
 local function granted()
-  local outputs = {}
-  for _, ref in ipairs(split_csv(step_get(step, 'refs'))) do
-    outputs[#outputs + 1] = ref
-    outputs[#outputs + 1] = step_get(ref, 'output') or 'null'
-  end
-  return {'started', EMITTED, step_get(step, 'def'), redis.call('HGET', RUN, 'input'), outputs}
+  return {'started', EMITTED}
 end
 if run_status == 'running' and status == 'running' and step_get(step, 'attempt') == attempt
     and ARGV[5] ~= '' and step_get(step, 'token') == ARGV[5] then
@@ -36,8 +37,12 @@ unwatch_dispatch(step)
 watch_running(step, attempt, ARGV[3], ARGV[6])
 step_set(step, 'status', 'running', 'started_at', NOW_ISO, 'started_us', NOW_US,
   'worker', ARGV[3], 'task_id', ARGV[4], 'token', ARGV[5], 'incarnation', ARGV[6],
-  'emitted', '0', 'progress', '0', 'message', '')
+  'emitted', '0', 'progress', '0', 'message', '', 'resolved_input', ARGV[8] or '',
+  'resolved_input_truncated', ARGV[9] or '0')
+record_attempt(step, attempt, 'running', '', '')
 local tool = step_get(step, 'tool')  -- null for a kind that calls no tool
+local input = ARGV[7] or ''
+if input ~= '' then input = ',' .. input end
 emit('step_started', '"step":"' .. step .. '","attempt":' .. attempt .. ',"tool":'
-  .. (tool and str(tool) or 'null'))
+  .. (tool and str(tool) or 'null') .. ',"worker":' .. str(ARGV[3]) .. input)
 return granted()

@@ -35,12 +35,12 @@ def test_a_finish_answered_with_an_error_records_redis_error(
         real = store.finish_step
         calls: list[tuple[Any, ...]] = []
 
-        def finish_step(*args: Any) -> Any:
+        def finish_step(*args: Any, **kwargs: Any) -> Any:
             calls.append(args)
             if len(calls) == 1:
                 with backend_errors:  # as the store raises what Redis answered
                     raise redis.ResponseError(OOM)
-            return real(*args)
+            return real(*args, **kwargs)
 
         store.finish_step = finish_step  # type: ignore[method-assign,assignment]
         end_attempt(store, run_id, ready.step, ready.attempt, Outcome("succeeded", "", '{"x":1}'))

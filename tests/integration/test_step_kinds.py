@@ -83,8 +83,9 @@ def test_a_kind_closing_its_step_at_once_releases_its_dependants(
     run_id, events, ready = start_with_value_steps(store, rq, ["a", "b"], {"a": {"x": [1]}})
     assert events == ["step_finished:a"]
     assert ready == ["b"]  # a tool step: offered to a worker
-    start = store.start_step(run_id, "b", 1, "w@test")
-    assert start is not None and start.outputs == {}  # b references nothing of a
+    inputs = store.attempt_inputs(run_id, "b")
+    assert inputs is not None and inputs.outputs == {}  # b references nothing of a
+    assert store.start_step(run_id, "b", 1, "w@test") is not None
     snapshot = store.snapshot(run_id)
     assert snapshot is not None
     assert [(s["name"], s["status"], s["output"]) for s in snapshot["steps"]] == [
@@ -145,8 +146,10 @@ def test_a_run_created_before_kinds_starts_its_steps_as_tool_steps(
     store.create_run(run_id, scenario([{"name": "a", "tool": "echo"}]), {})
     rq.hdel(keys.run_steps(run_id), "a.kind")  # as the previous version wrote it
     assert [s.step for s in store.start_run(run_id, "w").ready] == ["a"]
+    inputs = store.attempt_inputs(run_id, "a")
+    assert inputs is not None and inputs.definition["tool"] == "echo"
     start = store.start_step(run_id, "a", 1, "w")
-    assert start is not None and start.definition["tool"] == "echo"
+    assert start is not None
     assert [e.data.get("tool") for e in start.events] == ["echo"]
     snapshot = store.snapshot(run_id)
     assert snapshot is not None and snapshot["steps"][0]["status"] == "running"

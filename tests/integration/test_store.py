@@ -61,8 +61,9 @@ def test_a_run_walks_the_dag_and_finishes_once(store: RunStore) -> None:
     assert started.outcome == "started" and [s.step for s in started.ready] == ["a"]
     t = succeed(store, run_id, "a", output={"x": 7})
     assert sorted(s.step for s in t.ready) == ["b", "c"]
-    start_b = store.start_step(run_id, "b", 1, "w@test")
-    assert start_b is not None and start_b.outputs == {"a": {"x": 7}}
+    inputs_b = store.attempt_inputs(run_id, "b")
+    assert inputs_b is not None and inputs_b.outputs == {"a": {"x": 7}}
+    assert store.start_step(run_id, "b", 1, "w@test") is not None
     store.finish_step(run_id, "b", 1, "succeeded", "", "1")
     t = succeed(store, run_id, "c")
     assert [s.step for s in t.ready] == ["d"]
