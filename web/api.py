@@ -7,7 +7,6 @@ import uuid
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -19,6 +18,7 @@ from tasks.errors import (
     InvalidRequest,
     NotFound,
 )
+from tasks.input_messages import input_errors as schema_input_errors
 from tasks.scenario import Scenario
 from tasks.statuses import RUN_STATUSES, ScriptOutcome
 from tasks.strict_json import NotStrictJSON
@@ -70,10 +70,10 @@ def json_pointer(path: Any) -> str:
     return out
 
 
-def input_errors(scenario: Scenario, run_input: dict[str, Any]) -> list[dict[str, str]]:
-    validator = Draft202012Validator(scenario.input_schema)
-    errors = sorted(validator.iter_errors(run_input), key=lambda e: list(map(str, e.path)))
-    return [{"path": json_pointer(e.absolute_path), "message": e.message} for e in errors]
+def input_errors(scenario: Scenario, run_input: dict[str, Any]) -> list[dict[str, Any]]:
+    """The 422's details: `{path, message, constraint}` each, in words a person reads
+    (tasks/input_messages.py, which the browser form's own checks follow)."""
+    return schema_input_errors(scenario.input_schema, run_input)
 
 
 def with_defaults(scenario: Scenario, run_input: dict[str, Any]) -> dict[str, Any]:
