@@ -6,6 +6,7 @@ import { TERMINAL, alertLine, badge, h } from "./dom.js";
 import { createEventLog } from "./event_log.js";
 import { drawGraph } from "./graph.js";
 import { follow } from "./live.js";
+import { createRunHeader } from "./run_header.js";
 import { createStepPanel } from "./step_panel.js";
 import { createTimeline } from "./timeline.js";
 
@@ -33,6 +34,9 @@ export function runPage(view, runId) {
   const timeline = createTimeline();
   const panel = createStepPanel(detail, runId, () => (state.selected = null));
   const title = h("h1", {}, "Run ", h("code", {}, runId));
+  const header = createRunHeader(runId);
+  // Why a queued run waits (no live worker, every slot busy), as the API explains it.
+  const waiting = h("p", { id: "queued-reason", class: "waiting", hidden: true });
   let drawStep = () => {};
   const tabs = h("div", { class: "tabs", role: "tablist" });
   const graphPane = h("div", { class: "graph-pane", role: "tabpanel" }, graph);
@@ -52,7 +56,9 @@ export function runPage(view, runId) {
       { class: "run" },
       h("div", { class: "run-head" }, title, statusBadge, connection, cancel),
       message,
+      waiting,
       alert,
+      header.element,
       tabs,
       h("div", { class: "run-body" }, h("div", { class: "panes" }, graphPane, timelinePane), detail),
       h("h2", {}, "Events"),
@@ -104,6 +110,9 @@ export function runPage(view, runId) {
       case "run_finished":
         state.finished = true;
         setStatus(event.status, event.message || "");
+        explainWait(null);
+        // The result is the last steps' outputs, which the snapshot holds in full.
+        api(`/api/runs/${encodeURIComponent(runId)}`).then(header.showResult).catch(showError);
         break;
       case "step_started":
         Object.assign(step, {
@@ -135,12 +144,29 @@ export function runPage(view, runId) {
       state.timeline.push([step.name, step.status]);
       if (state.selected === step) panel.show(step).catch(showError);
     }
+    header.update(event);
     log.append(event);
     timeline.update(event, state.steps);
   };
 
+  const explainWait = (reason) => {
+    waiting.hidden = !reason;
+    waiting.textContent = reason ? `Waiting: ${reason}` : "";
+  };
+  // While the run waits, ask now and then why: the answer changes as workers come and go.
+  const pollWait = async () => {
+    if (state.stopped || state.finished) return;
+    const snapshot = await api(`/api/runs/${encodeURIComponent(runId)}`);
+    explainWait(state.finished ? null : snapshot.queued_reason);
+  };
+  const waitPoller = setInterval(() => {
+    if (state.status === "queued" || waiting.textContent) pollWait().catch(() => {});
+  }, 2000);
+
   const build = (snapshot) => {
     title.append(" ", h("span", { class: "muted" }, snapshot.scenario_id));
+    header.build(snapshot);
+    explainWait(snapshot.queued_reason);
     for (const s of snapshot.steps) {
       state.steps.set(s.name, {
         name: s.name, tool: s.tool, needs: s.needs || [], input: s.input, status: "pending",
@@ -158,6 +184,7 @@ export function runPage(view, runId) {
   // Running steps show their elapsed time.
   const ticker = setInterval(() => {
     for (const step of state.steps.values()) if (step.status === "running") drawStep(step);
+    if (!state.finished) header.tick();
   }, 1000);
 
   let stopFollowing = () => {};
@@ -195,6 +222,7 @@ export function runPage(view, runId) {
   return () => {
     state.stopped = true;
     clearInterval(ticker);
+    clearInterval(waitPoller);
     stopFollowing();
   };
 }

@@ -1,0 +1,148 @@
+"""A run page to debug with, in a real Chromium against a real server and worker: the
+header (times, queue time, duration, worker, input, result, copy buttons) and the step
+panel (the input the tool received, its template, a tool's traceback, the attempts after
+a retry and after a takeover)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from clients import submit
+from conftest import LiveServer, WorkerProcess
+
+from client.follow import Follower
+
+TIMEOUT_MS = 20_000
+
+#: A real Chromium: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def finished(server: LiveServer, run_id: str) -> dict[str, Any]:
+    """The run's last event, once it has come (the run's own stream, followed)."""
+    events = list(Follower(server.url, run_id, "sse", read_timeout=60))
+    return events[-1]
+
+
+def open_run(page: Any, server: LiveServer, run_id: str, status: str) -> None:
+    page.goto(f"{server.url}/runs/{run_id}")
+    page.locator(f'#run-status [data-status="{status}"]').wait_for()
+
+
+def fact(page: Any, name: str) -> str:
+    return str(page.locator(f'[data-fact="{name}"]').inner_text())
+
+
+def open_step(page: Any, step: str) -> Any:
+    page.locator(f'.step[data-step="{step}"]').click()
+    return page.locator("#detail")
+
+
+def test_the_header_shows_times_worker_input_and_result(
+    live_server: LiveServer, worker: WorkerProcess, page: Any
+) -> None:
+    run = submit(live_server.url, "hello_sequence", {"name": "Ada"})
+    assert finished(live_server, run["run_id"])["status"] == "succeeded"
+    snapshot = httpx.get(f"{live_server.url}/api/runs/{run['run_id']}").json()
+    open_run(page, live_server, run["run_id"], "succeeded")
+
+    for name in ("created", "started", "finished"):
+        assert fact(page, name) and fact(page, name) != "not yet", name
+    assert fact(page, "queue-time").endswith(("ms", " s")), fact(page, "queue-time")
+    assert fact(page, "duration").endswith(("ms", " s")), fact(page, "duration")
+    assert snapshot["worker"] and snapshot["worker"] in fact(page, "worker")
+    assert '"name": "Ada"' in page.locator("#run-input").inner_text()
+    # The result is what the last step returned, in full.
+    result = page.locator("#run-output").inner_text()
+    assert "compose" in result and '"to": "Ada"' in result
+
+
+def test_copy_buttons_put_the_id_and_the_link_on_the_clipboard(
+    live_server: LiveServer, worker: WorkerProcess, browser: Any
+) -> None:
+    run = submit(live_server.url, "hello_sequence", {"name": "Ada"})
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    page = context.new_page()
+    try:
+        page.goto(f"{live_server.url}/runs/{run['run_id']}")
+        page.locator("#copy-id").click()
+        page.locator("#copy-id", has_text="Copied").wait_for()
+        assert page.evaluate("navigator.clipboard.readText()") == run["run_id"]
+        page.locator("#copy-link").click()
+        page.locator("#copy-link", has_text="Copied").wait_for()
+        link = page.evaluate("navigator.clipboard.readText()")
+        assert link == f"{live_server.url}/runs/{run['run_id']}"
+    finally:
+        context.close()
+
+
+def test_the_step_panel_shows_the_values_received_and_the_template_on_a_toggle(
+    live_server: LiveServer, worker: WorkerProcess, page: Any
+) -> None:
+    run = submit(live_server.url, "hello_sequence", {"name": "Ada"})
+    assert finished(live_server, run["run_id"])["status"] == "succeeded"
+    open_run(page, live_server, run["run_id"], "succeeded")
+    detail = open_step(page, "compose")
+    received = detail.locator("#step-input").inner_text()
+    assert '"to": "Ada"' in received and "from" not in received
+    detail.locator("#input-toggle").click()
+    template = detail.locator("#step-input-template").inner_text()
+    assert "steps.greet.output.name" in template
+    detail.locator("#input-toggle").click()
+    detail.locator("#step-input").wait_for()
+
+
+def test_a_tool_exception_shows_its_traceback_and_every_attempt(
+    live_server: LiveServer, worker: WorkerProcess, page: Any
+) -> None:
+    run = submit(live_server.url, "test_always_fails")
+    assert finished(live_server, run["run_id"])["status"] == "failed"
+    open_run(page, live_server, run["run_id"], "failed")
+    detail = open_step(page, "doomed")
+    traceback = detail.locator("#step-traceback").inner_text()
+    assert traceback.startswith("Traceback") and "always broken" in traceback
+    rows = detail.locator("#attempts tbody tr")
+    rows.nth(1).wait_for()
+    assert rows.count() == 2
+    first, second = rows.nth(0), rows.nth(1)
+    assert first.get_attribute("data-reason") == "retry"
+    assert "retried" in first.inner_text() and "always broken" in first.inner_text()
+    assert second.get_attribute("data-status") == "failed"
+    assert worker.name in first.locator(".worker").inner_text()
+
+
+def test_an_attempt_lost_with_its_worker_is_shown_as_taken_over(
+    live_server: LiveServer, worker: WorkerProcess, page: Any
+) -> None:
+    run = submit(live_server.url, "test_takeover")
+    events = []
+    for event in Follower(live_server.url, run["run_id"], "ws", read_timeout=60):
+        events.append(event)
+        if event["type"] == "step_log" and event["step"] == "nap" and event["attempt"] == 1:
+            os.kill(int(event["message"].split()[-1]), signal.SIGKILL)  # the prefork child
+    assert events[-1]["status"] == "succeeded"
+    open_run(page, live_server, run["run_id"], "succeeded")
+    rows = open_step(page, "nap").locator("#attempts tbody tr")
+    rows.nth(1).wait_for()
+    assert rows.nth(0).get_attribute("data-reason") == "worker_lost"
+    assert "taken over" in rows.nth(0).inner_text()
+    assert rows.nth(1).get_attribute("data-status") == "succeeded"
