@@ -1,7 +1,8 @@
 """The indexes beside the runs, and how runs leave them when their keys expire.
 
 Runs are indexed by creation time (`stepstream:runs`), by status, by scenario and by
-both, kept by the same scripts that change a run's status. A run's keys expire on
+both, kept by the same scripts that change a run's status; and by id, for finding a run
+by the start of its id, kept by the searches (`id_index`). A run's keys expire on
 their own (`STEPSTREAM_RUN_TTL_S`); its index entries are dropped as they are found
 expired: a few by every new run, and any that a listing meets. Nothing walks every
 run in the background. Runs of an earlier version, made before some index existed,
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from . import keys, listing
+from . import id_index, keys, listing
 from .redis_client import backend_errors
 from .scripts import StorePart
 from .statuses import RUN_STATUSES, ScriptOutcome
@@ -63,6 +64,7 @@ class RunIndex(StorePart):
             for status in RUN_STATUSES:
                 pipe.zrem(keys.runs_by_scenario(scenario_id, status), run_id)
         pipe.hdel(keys.scenario_of(), *run_ids)
+        pipe.zrem(id_index.ids_key(), *run_ids)
         pipe.zrem(keys.owed_dispatches(), *run_ids)
         pipe.execute()
 
@@ -124,8 +126,21 @@ class RunIndex(StorePart):
         scenario_id: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        run_id: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first, without inputs; the page and the `before` cursor of the next one."""
+        """Newest first, without inputs; the page and the `before` cursor of the next one.
+
+        `run_id` keeps the runs whose id starts with it (`id_index.id_prefix`).
+        """
+        if run_id is not None:
+            return id_index.list_by_prefix(
+                self._redis,
+                self._unindex,
+                run_id,
+                index=listing.index_for(status, scenario_id),
+                limit=limit,
+                before=before,
+            )
         return listing.list_runs(
             self._redis,
             self._unindex,

@@ -18,6 +18,7 @@ from tasks.errors import (
     InvalidRequest,
     NotFound,
 )
+from tasks.id_index import id_prefix
 from tasks.input_messages import input_errors as schema_input_errors
 from tasks.scenario import Scenario
 from tasks.statuses import RUN_STATUSES, ScriptOutcome
@@ -173,6 +174,10 @@ def list_runs() -> Response:
     if scenario_id is not None and not known_scenario(scenario_id):
         raise InvalidRequest(f"unknown scenario_id {scenario_id!r} (see GET /api/scenarios)")
     before = args.get("before") or None
+    # The start of a run's id (4 characters or more) or all of it.
+    run_id = args.get("run_id") or None
+    if run_id is not None:
+        run_id = id_prefix(run_id)
     store = services().store
     if before is not None and store.index_score(before) is None:
         raise InvalidRequest("before must be the run_id of a listed run (see next_before)")
@@ -181,6 +186,7 @@ def list_runs() -> Response:
         scenario_id=scenario_id,
         limit=limit,
         before=before,
+        run_id=run_id,
     )
     return jsonify({"runs": runs, "next_before": next_before})
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from tasks.id_index import ID_SHAPE, MAX_MATCHES, MIN_PREFIX
 from tasks.statuses import RUN_STATUSES
 
 from .api import MAX_LIMIT
@@ -104,10 +105,29 @@ PATHS: dict[str, Any] = {
                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
                 },
                 {"name": "before", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "run_id",
+                    "in": "query",
+                    "schema": {
+                        "type": "string",
+                        "minLength": MIN_PREFIX,
+                        "maxLength": len(ID_SHAPE),
+                        "pattern": "^[0-9a-fA-F-]+$",
+                    },
+                    "description": (
+                        "Only the runs whose id starts with this (case-insensitive): at "
+                        f"least {MIN_PREFIX} characters of a run id, dashes where it has "
+                        "them, or all of it. Combines with the other filters and pages "
+                        f"alike. A start shared by more than {MAX_MATCHES} runs is 400."
+                    ),
+                },
             ],
             "responses": {
                 "200": {"description": "A page of runs.", "content": json_content(ref("RunList"))},
-                "400": error("Bad filter (an unknown scenario_id too), limit or cursor."),
+                "400": error(
+                    "Bad filter (an unknown scenario_id too, a run_id that is not the start "
+                    "of a run id, or one shared by too many runs), limit or cursor."
+                ),
                 **AUTH_ERRORS,
             },
         },
