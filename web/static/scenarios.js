@@ -97,13 +97,37 @@ function scenarioCard(scenario) {
   );
 }
 
+// The form's own checks say what tasks/input_messages.py says for the same rule (the
+// API's 422 messages, less the field's name, which the label shows): change both together.
+
+/** Python's `str.isspace`, which the API's blank check uses (JavaScript's `\s` differs). */
+const BLANK = /^[\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$/u;
+
+function firstLine(text) {
+  if (typeof text !== "string" || !text.trim()) return undefined;
+  return text.trim().split(/\r?\n/)[0].replace(/\.+$/, "");
+}
+
+/** What a string failing `prop.pattern` must be (input_messages.pattern_phrase). */
+function patternPhrase(prop) {
+  const description = firstLine(prop.description);
+  for (const text of [description, firstLine(prop.title)]) {
+    if (text && text.toLowerCase().startsWith("must ")) return `must ${text.slice(5)}`;
+  }
+  return `is not in the expected format (${description ?? `pattern ${prop.pattern}`})`;
+}
+
+function characters(n) {
+  return `${n} character${n === 1 ? "" : "s"}`;
+}
+
 /** One form field for a property of an input schema, with a reader that validates. */
 function inputField(name, prop, required) {
   const id = `field-${++fieldIds}`;
   const types = Array.isArray(prop.type) ? prop.type : [prop.type];
   const type = types.find((t) => t && t !== "null");
   const missing = () => {
-    if (required) throw new Error("required");
+    if (required) throw new Error("is required");
     return undefined;
   };
   let control;
@@ -130,6 +154,10 @@ function inputField(name, prop, required) {
       if (type === "integer" && !Number.isInteger(n)) throw new Error("must be a whole number");
       if (prop.minimum !== undefined && n < prop.minimum) throw new Error(`must be at least ${prop.minimum}`);
       if (prop.maximum !== undefined && n > prop.maximum) throw new Error(`must be at most ${prop.maximum}`);
+      if (prop.exclusiveMinimum !== undefined && n <= prop.exclusiveMinimum)
+        throw new Error(`must be more than ${prop.exclusiveMinimum}`);
+      if (prop.exclusiveMaximum !== undefined && n >= prop.exclusiveMaximum)
+        throw new Error(`must be less than ${prop.exclusiveMaximum}`);
       return n;
     };
   } else if (type === "string") {
@@ -137,11 +165,15 @@ function inputField(name, prop, required) {
     read = () => {
       const value = control.value;
       if (value === "") return missing();
-      if (prop.minLength !== undefined && value.length < prop.minLength)
-        throw new Error(`must be at least ${prop.minLength} characters`);
-      if (prop.maxLength !== undefined && value.length > prop.maxLength)
-        throw new Error(`must be at most ${prop.maxLength} characters`);
-      if (prop.pattern && !new RegExp(prop.pattern, "u").test(value)) throw new Error(`must match ${prop.pattern}`);
+      // Only a required field refuses blanks; an optional one sends what was typed.
+      if (required && BLANK.test(value)) throw new Error("must not be blank");
+      // Code points, as the API counts them.
+      const length = [...value].length;
+      if (prop.minLength !== undefined && length < prop.minLength)
+        throw new Error(prop.minLength === 1 ? "must not be empty" : `must be at least ${characters(prop.minLength)}`);
+      if (prop.maxLength !== undefined && length > prop.maxLength)
+        throw new Error(`must be at most ${characters(prop.maxLength)}`);
+      if (prop.pattern && !new RegExp(prop.pattern, "u").test(value)) throw new Error(patternPhrase(prop));
       return value;
     };
   } else {
@@ -187,11 +219,18 @@ function showFieldErrors(error, fields, formError) {
   const details = error.body?.error?.details || [];
   const rest = [];
   for (const detail of details) {
-    let name = topField(detail.path || "");
-    if (!name) name = /^'([^']+)' is a required property/.exec(detail.message)?.[1];
+    const name = topField(detail.path || "");
     const field = fields.find((f) => f.name === name);
-    if (field) field.error.textContent = detail.message;
-    else rest.push(`${detail.path || "input"}: ${detail.message}`);
+    if (!field) {
+      rest.push(detail.message || detail.path);
+      continue;
+    }
+    // Next to its own field a message needs no "name: " (the label says it); about a
+    // part of the field's value ("items[0].url: is required") it keeps where.
+    const own = `${name}: `;
+    const message = detail.message || "";
+    field.error.textContent =
+      detail.path === `$.${name}` && message.startsWith(own) ? message.slice(own.length) : message;
   }
   formError.textContent = rest.length || !details.length ? [errorText(error), ...rest].join("; ") : "";
 }
