@@ -31,8 +31,12 @@ export function createRunHeader(runId) {
     { class: "run-header" },
     list,
     copies,
-    h("details", { class: "run-io", open: true }, h("summary", {}, "Input"), input),
-    h("details", { class: "run-io", open: true }, h("summary", {}, "Result"), result),
+    h(
+      "div",
+      { class: "run-io" },
+      h("details", { open: true }, h("summary", {}, "Input"), input),
+      h("details", { open: true }, h("summary", {}, "Result"), result),
+    ),
   );
   const times = { created: null, started: null, finished: null };
 

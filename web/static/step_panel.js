@@ -89,7 +89,7 @@ function json(value, id) {
 /** One row per attempt: how it ended, where, when, and why another followed. */
 function attemptsTable(attempts) {
   if (!attempts.length) return h("p", { class: "muted" }, "none yet");
-  return h(
+  const table = h(
     "table",
     { class: "attempts", id: "attempts" },
     h("thead", {}, h("tr", {}, ["#", "Status", "Worker", "Started", "Duration", "Why"].map((t) => h("th", {}, t)))),
@@ -110,6 +110,8 @@ function attemptsTable(attempts) {
       ),
     ),
   );
+  // A phone's drawer is narrower than the table: the table scrolls, not the page.
+  return h("div", { class: "attempts-scroll" }, table);
 }
 
 const REASONS = {
