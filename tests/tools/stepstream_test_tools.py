@@ -169,7 +169,39 @@ def journal(ctx: ToolContext, /, *, dir: str, seconds: float, ticks: int = 4) ->
     return {"attempt": ctx.attempt}
 
 
-TOOLS: tuple[Tool, ...] = (flaky, barrier, stubborn, immortal, pid_nap, journal)
+@tool(
+    "crash",
+    description=(
+        "Raise a chained exception: a KeyError, handled by raising a ValueError from it, "
+        "`depth` calls down two functions that call each other (a long traceback: "
+        "alternating frames are not folded into 'Previous line repeated')."
+    ),
+    input_schema={
+        "type": "object",
+        "required": ["depth"],
+        "additionalProperties": False,
+        "properties": {"depth": {"type": "integer", "minimum": 1, "maximum": 400}},
+    },
+)
+def crash(ctx: ToolContext, /, *, depth: int) -> None:
+    _crash_down(depth)
+
+
+def _crash_down(depth: int) -> None:
+    if depth > 1:
+        _crash_across(depth - 1)
+        return
+    try:
+        {}["missing_key"]
+    except KeyError as exc:
+        raise ValueError("the innermost call gave up") from exc
+
+
+def _crash_across(depth: int) -> None:
+    _crash_down(depth)
+
+
+TOOLS: tuple[Tool, ...] = (flaky, barrier, stubborn, immortal, pid_nap, journal, crash)
 
 
 #: Where `fault` can make the worker fail after the tool itself has returned.
@@ -228,12 +260,12 @@ def fault(ctx: ToolContext, /, *, point: str) -> dict[str, Any]:
         outage_s = 2.0
         since: list[float] = []
 
-        def publish(run: str, ready: Any) -> None:
+        def publish(run: str, *args: Any) -> None:
             if run == run_id:
                 since[:] = since or [time.monotonic()]
                 if time.monotonic() - since[0] < outage_s:
                     raise OperationalError("injected: broker unreachable")
-            real_publish(run, ready)
+            real_publish(run, *args)
 
         runner._publish = publish
     return {"point": point}
