@@ -12,6 +12,7 @@ import argparse
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import httpx
 from playwright.sync_api import sync_playwright
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 #: Name, viewport and the step panel's place: beside the graph, or a drawer over it.
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
-SCHEMES = ("light", "dark")
+SCHEMES: tuple[Literal["light", "dark"], ...] = ("light", "dark")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
