@@ -114,18 +114,20 @@ def test_the_step_panel_shows_the_values_received_and_the_template_on_a_toggle(
 def test_a_tool_exception_shows_its_traceback_and_every_attempt(
     live_server: LiveServer, worker: WorkerProcess, page: Any
 ) -> None:
-    run = submit(live_server.url, "test_always_fails")
+    run = submit(live_server.url, "test_debug_crash", {"depth": 3})
     assert finished(live_server, run["run_id"])["status"] == "failed"
     open_run(page, live_server, run["run_id"], "failed")
-    detail = open_step(page, "doomed")
+    detail = open_step(page, "boom")
     traceback = detail.locator("#step-traceback").inner_text()
-    assert traceback.startswith("Traceback") and "always broken" in traceback
+    # The whole chain, from the first exception to the raise the step died of.
+    assert traceback.startswith("Traceback"), traceback
+    assert "KeyError" in traceback and "ValueError: the innermost call gave up" in traceback
     rows = detail.locator("#attempts tbody tr")
     rows.nth(1).wait_for()
     assert rows.count() == 2
     first, second = rows.nth(0), rows.nth(1)
     assert first.get_attribute("data-reason") == "retry"
-    assert "retried" in first.inner_text() and "always broken" in first.inner_text()
+    assert "retried" in first.inner_text() and "the innermost call gave up" in first.inner_text()
     assert second.get_attribute("data-status") == "failed"
     assert worker.name in first.locator(".worker").inner_text()
 
