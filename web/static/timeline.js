@@ -17,7 +17,8 @@ const TICK_STEPS = [
   MINUTE, 2 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE,
   HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, 24 * HOUR,
 ];
-const MAX_TICKS = 8;
+/** Room each tick label needs, so a phone gets fewer ticks than a wide screen. */
+const TICK_PX = 90;
 /** How often running bars grow while the run runs. */
 const TICK_MS = 250;
 
@@ -212,7 +213,7 @@ export function createTimeline() {
     };
     const when = (t) => `${exactTime(t)} (${sinceStart(t - run.first)})`;
 
-    drawAxis(axis, grid, span);
+    drawAxis(axis, grid, span, Math.max(2, Math.min(10, Math.floor(axis.clientWidth / TICK_PX))));
     const started = run.started ?? end;
     place(runWait, run.first, started, `run queued ${spell(started - run.first)}\nfrom ${when(run.first)}`);
     runBar.dataset.status = run.status || "running";
@@ -310,9 +311,9 @@ function lines(...parts) {
   return parts.filter((p) => p !== null && p !== undefined && p !== "").join("\n");
 }
 
-/** Ticks at a round spacing, at most MAX_TICKS of them, labelled in their unit. */
-function drawAxis(axis, grid, span) {
-  const step = TICK_STEPS.find((s) => span / s <= MAX_TICKS) ?? Math.ceil(span / MAX_TICKS / (24 * HOUR)) * 24 * HOUR;
+/** Ticks at a round spacing, at most `most` of them, labelled in their unit. */
+function drawAxis(axis, grid, span, most) {
+  const step = TICK_STEPS.find((s) => span / s <= most) ?? Math.ceil(span / most / (24 * HOUR)) * 24 * HOUR;
   if (axis.dataset.step === String(step) && axis.dataset.span === String(span)) return;
   axis.dataset.step = String(step);
   axis.dataset.span = String(span);
@@ -320,7 +321,8 @@ function drawAxis(axis, grid, span) {
   const rules = [];
   for (let t = 0; t <= span; t += step) {
     const left = `${((t / span) * 100).toFixed(3)}%`;
-    const tick = h("span", { class: "tl-tick" }, t === 0 ? "0" : spell(t));
+    // The label nearest the right edge ends at its line instead of overflowing.
+    const tick = h("span", { class: t / span > 0.9 ? "tl-tick tl-tick-end" : "tl-tick" }, t === 0 ? "0" : spell(t));
     const line = h("span", { class: "tl-gridline" });
     tick.style.left = left;
     line.style.left = left;
