@@ -1,18 +1,39 @@
 // Following a run's stream over the WebSocket: resume after the last event seen,
 // reconnect with backoff, stop at the run's end.
 
-import { RUN_TOKEN_KEY, TOKEN_KEY } from "./api.js";
+import { ApiError, RUN_TOKEN_KEY, TOKEN_KEY, api } from "./api.js";
 
 /**
  * Open the run's WebSocket and keep it open until `stop()` or the run's end.
  * `cursor()` is the id of the last event applied (null before any); `onEvent(event)`
- * gets each event; `onConnection(state, text)` hears "live", "reconnecting" and
- * "finished"; `finished()` says whether the run's last event arrived.
+ * gets each event; `onConnection(state, text)` hears "live", "reconnecting",
+ * "finished" and "gone" (the run no longer exists: no more attempts); `finished()` says
+ * whether the run's last event arrived.
  */
 export function follow(runId, { cursor, finished, onEvent, onConnection }) {
   let socket = null;
   let stopped = false;
   let pause = 250;
+  let timer = null;
+  const retry = () => {
+    onConnection("reconnecting", "reconnecting…");
+    timer = setTimeout(connect, pause);
+    pause = Math.min(pause * 2, 5000);
+  };
+  // A browser never sees the status of a refused handshake: the same question asked
+  // over HTTP tells a 401 (api() asks for the token, and then we retry with it) and a
+  // 404 (the run is gone: retrying is pointless) from a server that is merely away.
+  const refused = async () => {
+    try {
+      await api(`/api/runs/${encodeURIComponent(runId)}`);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) {
+        if (!stopped) onConnection("gone", "this run no longer exists on the server; reload to check again");
+        return;
+      }
+    }
+    if (!stopped) retry();
+  };
   const connect = () => {
     if (stopped) return;
     const query = new URLSearchParams();
@@ -40,14 +61,17 @@ export function follow(runId, { cursor, finished, onEvent, onConnection }) {
         onConnection("finished", "finished");
         return;
       }
-      onConnection("reconnecting", "reconnecting…");
-      setTimeout(connect, pause);
-      pause = Math.min(pause * 2, 5000);
+      if (opened) retry();
+      else {
+        onConnection("reconnecting", "reconnecting…");
+        refused();
+      }
     });
   };
   connect();
   return () => {
     stopped = true;
+    clearTimeout(timer);
     if (socket) socket.close();
   };
 }
