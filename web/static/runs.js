@@ -84,7 +84,7 @@ export function runsPage(view) {
     type: "search",
     name: "q",
     value: state.q,
-    placeholder: "run id or its first 4+ characters",
+    placeholder: "run id, or its first characters",
     "aria-label": "run id",
     autocomplete: "off",
     spellcheck: "false",
@@ -146,9 +146,10 @@ export function runsPage(view) {
   );
   api("/api/scenarios")
     .then((list) => {
-      for (const s of list) {
-        if (s.scenario_id !== state.scenario_id) scenario.append(h("option", { value: s.scenario_id }, s.scenario_id));
-      }
+      const ids = list.map((s) => s.scenario_id);
+      if (state.scenario_id && !ids.includes(state.scenario_id)) ids.push(state.scenario_id);
+      scenario.replaceChildren(scenario.options[0], ...ids.map((id) => h("option", { value: id }, id)));
+      scenario.value = state.scenario_id;
     })
     .catch(showError);
 
