@@ -21,11 +21,15 @@ from tasks.statuses import RunStatus
 
 from .errors import ClientError
 from .live_view import RunView
+from .outcome import ending
+from .tables import Col, console_for, fitted, short_time, table_width
 
 if TYPE_CHECKING:
     from .api import Api
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+#: How much of a run id a narrow table shows: enough to tell runs apart.
+SHORT_ID = 8
 
 
 def follow(
@@ -205,7 +209,24 @@ def run_command(
     run_token = summary.get("stream_token")
     run_token = run_token if isinstance(run_token, str) else None
     code = follow(api, summary["run_id"], None, as_json, cancel_on_interrupt, run_token)
+    if code != EXIT_INTERRUPTED:
+        # In --json mode stdout is events only: how it ended goes to stderr.
+        print_ending(api, summary, err=as_json)
     sys.exit(code)
+
+
+def print_ending(api: Api, summary: dict[str, Any], *, err: bool) -> None:
+    """How the run ended: its output or what failed, and its page (`client.outcome`)."""
+    run_id = summary["run_id"]
+    try:
+        snapshot = api.run(run_id)
+        definition = api.scenario(summary["scenario_id"]) if snapshot.get("steps") else None
+    except ClientError as exc:
+        click.echo(f"could not read how run {run_id} ended: {exc}", err=True)
+        return
+    pretty = (sys.stderr if err else sys.stdout).isatty()
+    for line in ending(snapshot, definition, f"{api.url}/runs/{run_id}", pretty=pretty):
+        click.echo(line, err=err)
 
 
 @main.command()
@@ -226,15 +247,25 @@ def tail(api: Api, run_id: str, after: str | None, as_json: bool) -> None:
 def runs(api: Api, status: str | None, scenario_id: str | None, limit: int) -> None:
     """List runs, newest first."""
     page = api.runs(status=status, scenario_id=scenario_id, limit=limit)
-    table = Table(box=None)
-    # Ids are for copying: never cut them short, whatever the terminal's width.
-    table.add_column("run", no_wrap=True, min_width=36)
-    table.add_column("status", no_wrap=True)
-    table.add_column("scenario", overflow="fold")
-    table.add_column("created", overflow="fold")
-    for r in page["runs"]:
-        table.add_row(*(plain(r[k]) for k in ("run_id", "status", "scenario_id", "created_at")))
-    Console().print(table)
+    rows = [
+        [str(r["run_id"]), str(r["status"]), str(r["scenario_id"]), short_time(r["created_at"])]
+        for r in page["runs"]
+    ]
+    columns = [
+        Col("run"),
+        Col("status"),
+        Col("scenario", give=2, floor=12),
+        Col("created (UTC)", give=1, floor=10),
+    ]
+    console = console_for(table_width(columns, rows))
+    # Ids are for copying: whole when they fit, else their first 8 characters, which
+    # tell runs apart; a scenario id is cut before them.
+    cut = table_width(columns, rows) > console.width
+    if cut:
+        rows = [[row[0][:SHORT_ID], *row[1:]] for row in rows]
+    console.print(fitted(columns, rows, console.width))
+    if cut and rows:
+        click.echo(f"(run ids cut to {SHORT_ID} characters to fit the terminal)", err=True)
 
 
 @main.command()
@@ -258,14 +289,14 @@ def cancel(api: Api, run_id: str) -> None:
 @with_api
 def scenarios(api: Api) -> None:
     """List the scenarios the server offers."""
-    table = Table(box=None)
-    table.add_column("scenario", no_wrap=True)
-    table.add_column("steps", justify="right")
-    table.add_column("name", overflow="fold")
-    for s in api.scenarios():
-        table.add_row(plain(s["scenario_id"]), plain(s["step_count"]), plain(s["name"]))
-    console = Console()
-    console.print(table)
+    rows = [[str(s["scenario_id"]), str(s["step_count"]), str(s["name"])] for s in api.scenarios()]
+    columns = [
+        Col("scenario", give=1, floor=20),
+        Col("steps", justify="right"),
+        Col("name", give=2, floor=24),
+    ]
+    console = console_for(table_width(columns, rows))
+    console.print(fitted(columns, rows, console.width))
     problems = api.scenario_problems()
     if problems:
         files = "file" if len(problems) == 1 else "files"

@@ -52,7 +52,9 @@ def test_run_follow_shows_each_step_and_exits_0_on_success(
     lines = [line for line in result.output.splitlines() if line.strip()]
     for step in ("greet", "pause", "compose"):
         assert any(line.startswith(f"✔ {step} succeeded in ") for line in lines), lines
-    assert lines[-1] == "run succeeded"
+    # Then how it ended: the last step's output, and the run's page.
+    assert "run succeeded" in lines and lines[-2].startswith('{"compose": ')
+    assert re.fullmatch(rf"run succeeded: {re.escape(live_server.url)}/runs/\S+", lines[-1])
     assert re.search(
         rf"run (\S+) queued: {re.escape(live_server.url)}/runs/\1$", result.stderr, re.M
     )
@@ -71,7 +73,7 @@ def test_run_follow_exits_1_when_the_run_fails(
 def test_json_lines_and_tail_after_a_cursor(live_server: LiveServer, worker: WorkerProcess) -> None:
     result = cli(live_server, "run", "hello_sequence", "-i", "name=Ada", "--follow", "--json")
     assert result.exit_code == 0
-    events = json_lines(result.output)
+    events = json_lines(result.stdout)  # stderr ends with the run's output
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[-1]["type"] == "run_finished"
     run_id = events[0]["run_id"]
