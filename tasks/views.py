@@ -214,6 +214,16 @@ class RunSnapshot(RunSummary):
     )
     last_event_id: str | None
     steps: list[StepSnapshot]
+    queued_reason: str | None = Field(
+        default=None,
+        description=(
+            "Why the run waits for a worker, read from the worker registry when the "
+            "snapshot is: `no live worker`, `no worker consumes queue <name>`, or "
+            "`all <n> worker slots are busy`. Null unless the run is queued, or running "
+            "with ready steps no worker has started, and null then too when a worker "
+            "should be taking them."
+        ),
+    )
 
     @classmethod
     def from_hashes(cls, run: Mapping[str, str], steps: Mapping[str, str]) -> RunSnapshot | None:

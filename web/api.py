@@ -25,6 +25,7 @@ from tasks.statuses import RUN_STATUSES, ScriptOutcome
 from tasks.strict_json import NotStrictJSON
 from tasks.strict_json import loads as strict_loads
 from tasks.task_names import ENFORCE_CANCEL, RUN_SCENARIO
+from tasks.workers import queued_reason, tool_states, waiting_queues
 
 from .cursors import limit_arg
 from .idempotency import claim_idempotency_key, confirm_idempotency_key, undo_later, undo_run
@@ -211,9 +212,14 @@ def cancel_run(run_id: str) -> tuple[Response, int]:
 
 @bp.get("/runs/<run_id>")
 def get_run(run_id: str) -> Response:
-    snapshot = services().store.snapshot(run_id)
+    svc = services()
+    snapshot = svc.store.snapshot(run_id)
     if snapshot is None:
         raise NotFound(f"unknown run {run_id!r}")
+    # Read now, from the registry: only a run that waits on a worker pays for it.
+    queues = waiting_queues(snapshot, svc.settings.queue)
+    if queues is not None:
+        snapshot["queued_reason"] = queued_reason(registry(), queues)
     return jsonify(snapshot)
 
 
@@ -249,9 +255,15 @@ def list_workers() -> Response:
 
 @bp.get("/tools")
 def list_tools() -> Response:
+    """The tools, each saying whether a live worker loaded it and whether a restart is
+    needed for what changed on disk since (see `tasks.workers.tool_states`)."""
     svc = services()
-    python = [t.summary() for t in svc.tools.list()]
-    mcp = svc.mcp.summaries(shadowed=svc.tools)
+    python = tool_states([t.summary() for t in svc.tools.list()], registry())
+    # A server's tools are listed again while the system runs: no restart for those.
+    mcp = [
+        {**t, "restart_needed": False, "reason": None}
+        for t in svc.mcp.summaries(shadowed=svc.tools)
+    ]
     return jsonify(sorted(python + mcp, key=lambda t: str(t["name"])))
 
 

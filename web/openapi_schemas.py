@@ -192,7 +192,14 @@ SCHEMAS: dict[str, Any] = {
     },
     "Tool": {
         "type": "object",
-        "required": ["name", "description", "input_schema", "source", "available"],
+        "required": [
+            "name",
+            "description",
+            "input_schema",
+            "source",
+            "available",
+            "restart_needed",
+        ],
         "properties": {
             "name": {"type": "string", "description": "`<server>.<tool>` for an MCP tool."},
             "description": {"type": "string"},
@@ -200,10 +207,41 @@ SCHEMAS: dict[str, Any] = {
             "source": {"type": "string", "enum": ["python", "mcp"]},
             "available": {
                 "type": "boolean",
-                "description": "False while the tool's MCP server does not answer.",
+                "description": (
+                    "False while the tool's MCP server does not answer, and for a Python "
+                    "tool this web server has not loaded (known from the workers only)."
+                ),
             },
             "server": {"type": "string", "description": "The MCP server (MCP tools only)."},
             "error": {"type": "string", "description": "Why the server is unavailable."},
+            "loaded": {
+                "type": "boolean",
+                "description": "Python tools: whether a live worker has loaded it.",
+            },
+            "restart_needed": {
+                "type": "boolean",
+                "description": (
+                    "Whether a worker (or the web server) must restart to run the tool as "
+                    "it is on disk: see `reason`. Always false for MCP tools."
+                ),
+            },
+            "reason": {
+                "type": ["string", "null"],
+                "description": (
+                    "Why a restart is needed: `changed on disk since worker <name> "
+                    "started` (its module's content changed), `new on disk since worker "
+                    "<name> started` / `new entry point ... on disk since ...` (installed "
+                    "since), `loaded by no live worker (...)`, or `loaded by worker <name> "
+                    "but not by the web server, ...`; null when none is."
+                ),
+            },
+            "entry_point": {
+                "type": "string",
+                "description": (
+                    "For a tool known only as a `stepstream.tools` entry point installed "
+                    "since the workers started (`name = module:attr`): `loaded` is false."
+                ),
+            },
         },
     },
     "Worker": {
@@ -215,6 +253,10 @@ SCHEMAS: dict[str, Any] = {
             "seconds_since",
             "active_runs",
             "processed",
+            "queues",
+            "concurrency",
+            "busy",
+            "current_steps",
             "extra",
         ],
         "properties": {
@@ -224,6 +266,42 @@ SCHEMAS: dict[str, Any] = {
             "seconds_since": {"type": ["number", "null"]},
             "active_runs": {"type": "integer", "minimum": 0},
             "processed": {"type": "integer", "minimum": 0},
+            "queues": {
+                "type": ["array", "null"],
+                "items": {"type": "string"},
+                "description": "The Celery queues it consumes; null when its row does not say.",
+            },
+            "concurrency": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "Its slots (pool processes or threads); null when unknown.",
+            },
+            "busy": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Slots in use at its last heartbeat (any stepstream task).",
+            },
+            "current_steps": {
+                "type": "array",
+                "description": (
+                    "The step attempts it runs, oldest first, at most 20, as of its last "
+                    "heartbeat (it beats again as soon as its tasks change)."
+                ),
+                "items": {
+                    "type": "object",
+                    "required": ["run_id", "step", "attempt", "started_at"],
+                    "properties": {
+                        "run_id": {"type": "string"},
+                        "step": {"type": "string"},
+                        "attempt": {"type": ["integer", "null"]},
+                        "started_at": {
+                            "type": ["string", "null"],
+                            "format": "date-time",
+                            "description": "When its slot took it, on the worker's clock.",
+                        },
+                    },
+                },
+            },
             "extra": {"type": "object"},
         },
     },

@@ -33,6 +33,10 @@ def test_statuses_follow_three_heartbeat_intervals() -> None:
         "seconds_since": None,
         "active_runs": 0,
         "processed": 0,
+        "queues": None,
+        "concurrency": None,
+        "busy": 0,
+        "current_steps": [],
         "extra": {},
     }
     fresh = by_name["fresh@h"]
