@@ -272,8 +272,11 @@ def runs(api: Api, status: str | None, scenario_id: str | None, limit: int) -> N
 @click.argument("run_id")
 @with_api
 def show(api: Api, run_id: str) -> None:
-    """Print RUN_ID's snapshot as JSON."""
-    click.echo(json.dumps(api.run(run_id), indent=2))
+    """Print RUN_ID's snapshot as JSON (and, on stderr, why it waits, if it does)."""
+    snapshot = api.run(run_id)
+    click.echo(json.dumps(snapshot, indent=2))
+    if snapshot.get("queued_reason"):
+        click.echo(f"run {run_id} is waiting: {snapshot['queued_reason']}", err=True)
 
 
 @main.command()
@@ -309,7 +312,8 @@ def scenarios(api: Api) -> None:
 @click.option("--refresh", is_flag=True, help="ask the server to list its MCP servers again first")
 @with_api
 def tools(api: Api, refresh: bool) -> None:
-    """List the tools steps can call: Python tools and those of MCP servers."""
+    """List the tools steps can call: Python tools and those of MCP servers, and those a
+    worker must restart for (changed or installed on disk since it started)."""
     if refresh:
         api.refresh_tools()
         click.echo("asked the server to list its MCP servers again; listed below is what it knew")
@@ -317,12 +321,23 @@ def tools(api: Api, refresh: bool) -> None:
     table.add_column("tool", no_wrap=True)
     table.add_column("source")
     table.add_column("description", overflow="fold")
+    restarts = []
     for t in api.tools():
         source = plain(t.get("source", "python"))
-        if not t.get("available", True):
+        if t.get("restart_needed"):
+            restarts.append(t)
+            source = f"[yellow]{source}: restart needed[/]"
+        elif t.get("loaded") is False:
+            source = f"{source}: [yellow]not loaded by a worker[/]"
+        elif not t.get("available", True):
             source = f"[red]{source}: unavailable[/] ({plain(t.get('error', ''))})"
         table.add_row(plain(t["name"]), source, plain(t["description"]))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if restarts:
+        console.print(f"\n[yellow]restart needed for {len(restarts)} tool(s):[/]")
+        for t in restarts:
+            console.print(f"  {plain(t['name'])}: {plain(t.get('reason') or '')}")
 
 
 @main.command()
