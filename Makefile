@@ -14,6 +14,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check --progress-bar off
 
 help:
 	@echo "make up        install, then run redis + worker + web + flower in the foreground"
+	@echo "               (restarts the worker when Python code changes; UP_ARGS=--no-reload: off)"
 	@echo "make test      install, lint, then run the whole test suite"
 	@echo "make test-fast lint, then the suite without its slow tests and the browser (under 2 min)"
 	@echo "make lint      ruff check, ruff format --check, mypy"
@@ -40,8 +41,19 @@ $(INSTALLED): pyproject.toml | $(VENV_PYTHON)
 	$(VENV_PYTHON) -m pip install $(PIP_FLAGS) -e '.[test]'
 	@touch $@
 
-up: install
-	$(VENV_PYTHON) -m devtools.up
+# `make up` keeps pip's output in a log, shown only when the install fails, so the
+# services' start is all the terminal shows. UP_ARGS go to devtools.up (--help).
+INSTALL_LOG := .stepstream/install.log
+UP_ARGS ?=
+
+up:
+	@mkdir -p $(dir $(INSTALL_LOG))
+	@echo "installing into $(VENV) (log: $(INSTALL_LOG))"
+	@$(MAKE) --no-print-directory install >$(INSTALL_LOG) 2>&1 || { \
+		cat $(INSTALL_LOG) >&2; \
+		echo "error: the install failed; its output is above and in $(INSTALL_LOG)" >&2; \
+		exit 1; }
+	@$(VENV_PYTHON) -m devtools.up $(UP_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

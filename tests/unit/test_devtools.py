@@ -255,11 +255,11 @@ def test_a_port_already_taken_is_reported(tmp_path: Path) -> None:
 # -- devtools.up --------------------------------------------------------------------
 
 
-def _run_up_check(env_update: dict[str, str]) -> str:
+def _run_up_check(env_update: dict[str, str], *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPSTREAM_")}
     env.update(env_update)
     done = subprocess.run(
-        [sys.executable, "-m", "devtools.up", "--check"],
+        [sys.executable, "-m", "devtools.up", "--check", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -278,21 +278,32 @@ def test_up_check_uses_stepstream_redis_url_and_prints_the_commands() -> None:
 
     bin_dir = Path(sys.executable).parent
     assert lines["worker"] == (
-        f"{bin_dir / 'celery'} -A worker worker --loglevel=INFO --concurrency=2 -n worker1@%h"
+        f"{sys.executable} -m devtools.up_worker --name worker1@%h --concurrency=2"
     )
     assert lines["web"] == (
-        f"{bin_dir / 'gunicorn'} --config gunicorn.conf.py --bind 127.0.0.1:8000 'web:create_app()'"
+        f"{bin_dir / 'gunicorn'} --config gunicorn.conf.py --bind 127.0.0.1:8000 "
+        "--log-level=warning 'web:create_app()'"
     )
     assert lines["flower"] == (
-        f"{bin_dir / 'celery'} -A worker flower --address=127.0.0.1 --port=5555"
+        f"{bin_dir / 'celery'} -A worker flower --address=127.0.0.1 --port=5555 --logging=error"
     )
 
 
-def test_up_check_without_a_url_uses_redis_on_6379_or_the_embedded_one() -> None:
-    out = _run_up_check({})
+def test_up_check_without_a_url_always_embeds_a_redis_of_its_own() -> None:
+    # Even with a Redis answering on the port it is asked to prefer: never borrowed.
+    with RedisServer() as other:
+        out = _run_up_check({}, "--redis-port", str(other.port), "--web-port", "8080")
     lines = dict(line.split(": ", 1) for line in out.splitlines())
     assert lines["redis"].startswith("redis://127.0.0.1:")
-    assert "6379" in lines["redis"] or "embedded" in lines["redis source"]
+    assert lines["redis"] != other.url
+    assert "embedded" in lines["redis source"] and f"{other.port} is taken" in lines["redis source"]
+    assert "--bind 127.0.0.1:8080" in lines["web"]
+
+
+def test_up_verbose_keeps_the_services_chatter() -> None:
+    lines = dict(line.split(": ", 1) for line in _run_up_check({}, "--verbose").splitlines())
+    assert lines["worker"].endswith("--verbose")
+    assert "--log-level" not in lines["web"] and "--logging" not in lines["flower"]
 
 
 class _Lines:
@@ -327,12 +338,18 @@ class _Lines:
             self.seen.append(line)
 
 
+# A command given as "restart:<command>" is restarted when it exits; "last:<command>" is
+# stopped after the others.
 SUPERVISE = """
 import sys
 from devtools.up import Supervisor
 supervisor = Supervisor(kill_wait=float(sys.argv[1]))
 for i, command in enumerate(sys.argv[2:]):
-    supervisor.add_process(f"p{i}", command)
+    kind, _, rest = command.partition(":")
+    if kind in ("restart", "last"):
+        supervisor.add_process(f"p{i}", rest, restart=kind == "restart", stop_last=kind == "last")
+    else:
+        supervisor.add_process(f"p{i}", command)
 sys.exit(supervisor.loop())
 """
 # Prints "ready" then waits; with an argument it ignores SIGTERM first.
@@ -415,3 +432,107 @@ def test_a_service_that_dies_stops_the_others_and_fails(supervise: Any) -> None:
     pid = int(lines.wait_for(r"p0 started \(pid=(\d+)\)")[0][1])
     assert proc.wait(timeout=20) == 3
     assert _gone(pid)
+
+
+def test_a_service_marked_restart_is_restarted_with_backoff_and_the_others_stay(
+    supervise: Any,
+) -> None:
+    # Dies at once, every time: restarted after 1 s, then 2 s, while p1 keeps running.
+    proc, lines = supervise(30, "restart:exit 3", _service())
+    p1 = int(lines.wait_for(r"p1 started \(pid=(\d+)\)")[0][1])
+    lines.wait_for(r"p0 exited on its own \(exit code 3\); restarting it in 1 s")
+    lines.wait_for(r"p0 exited on its own \(exit code 3\); restarting it in 2 s")
+    assert len(lines.wait_for(r"p0 started", count=2)) == 2
+    assert not _gone(p1) and proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
+    assert _gone(p1)
+
+
+def test_services_marked_last_are_stopped_after_the_others(supervise: Any) -> None:
+    # p0 takes a moment to stop; p1 gets its SIGTERM only once p0 is gone.
+    slow_stop = "exec " + shlex.join(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *a: (print('p0 stopping', flush=True),"
+            " time.sleep(0.5), sys.exit(0)))\n"
+            "print('ready', flush=True)\n"
+            "while True: time.sleep(1)\n",
+        ]
+    )
+    proc, lines = supervise(30, slow_stop, "last:" + _service())
+    lines.wait_for(r"p\d +\| ready", count=2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
+    order = [m[1] for m in lines.wait_for(r"(p\d) stopped$", count=2)]
+    assert order == ["p0", "p1"]
+
+
+def test_a_status_line_from_a_service_is_shown_as_the_supervisors(supervise: Any) -> None:
+    from devtools.up_worker import STATUS_PREFIX
+
+    says = "exec " + shlex.join(
+        [sys.executable, "-c", f"print({STATUS_PREFIX + 'stopping: 1 left'!r}, flush=True)"]
+    )
+    proc, lines = supervise(30, says, _service())
+    line = lines.wait_for(r"\| stopping: 1 left")[0].string
+    assert "system" in line and STATUS_PREFIX not in line
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=20)
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    from devtools.supervisor import BACKOFF_MAX_S, backoff
+
+    assert [backoff(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert backoff(50) == BACKOFF_MAX_S
+
+
+def test_the_terminal_redraws_its_status_line_around_output() -> None:
+    import io
+
+    from devtools.terminal import Terminal
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    terminal = Terminal(tty)
+    terminal.status("waiting (3 s)")
+    terminal.write("a line")
+    terminal.write("\n")
+    terminal.status(None)
+    assert tty.getvalue() == ("\r\x1b[Kwaiting (3 s)\r\x1b[Ka line\n\r\x1b[Kwaiting (3 s)\r\x1b[K")
+
+    piped = io.StringIO()
+    terminal = Terminal(piped)
+    for text in ("waiting for 1 (3 s)", "waiting for 1 (2 s)", "waiting for 2 (2 s)"):
+        terminal.status(text)
+    # Off a terminal: a new line when the gist changes, not for each second.
+    assert piped.getvalue() == "waiting for 1 (3 s)\nwaiting for 2 (2 s)\n"
+
+
+def test_the_watcher_counts_python_files_of_the_packages_and_plugins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devtools import reloader
+
+    (tmp_path / "lone_tool.py").write_text("")
+    dist_info = tmp_path / "lone_tool-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: lone-tool\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text("[stepstream.tools]\nlone = lone_tool:lone\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    what = reloader.watched(ROOT)
+    assert ROOT / "tasks" in what.trees and ROOT / "worker" in what.trees
+    assert tmp_path / "lone_tool.py" in what.files
+    assert tmp_path in what.roots
+    assert what.counts(ROOT / "tasks" / "tools" / "builtin.py")
+    assert what.counts(tmp_path / "lone_tool.py")
+    assert not what.counts(tmp_path / "other.py")
+    assert not what.counts(ROOT / "scenarios" / "slow_tour.yaml")
+    assert not what.counts(ROOT / "tasks" / "__pycache__" / "engine.py")
