@@ -109,6 +109,11 @@ def test_the_step_panel_shows_the_values_received_and_the_template_on_a_toggle(
     assert "steps.greet.output.name" in template
     detail.locator("#input-toggle").click()
     detail.locator("#step-input").wait_for()
+    # The timeline's rows open the same panel.
+    page.get_by_role("tab", name="Timeline").click()
+    page.locator('#timeline .tl-row[data-step="greet"]').click()
+    page.locator("#detail h2", has_text="greet").wait_for()
+    assert '"name": "Ada"' in detail.locator("#step-input").inner_text()
 
 
 def test_a_tool_exception_shows_its_traceback_and_every_attempt(

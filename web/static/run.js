@@ -173,9 +173,16 @@ export function runPage(view, runId) {
         attempt: 0, progress: 0, note: "", logs: [],
       });
     }
-    drawStep = drawGraph(graph, state.steps, (step) => {
+    const select = (step) => {
       state.selected = step;
       panel.show(step).catch(showError);
+    };
+    drawStep = drawGraph(graph, state.steps, select);
+    // A row of the timeline opens its step's panel, as its box in the graph does.
+    timeline.element.addEventListener("click", (event) => {
+      const row = event.target.closest(".tl-row[data-step]");
+      const step = row && state.steps.get(row.dataset.step);
+      if (step) select(step);
     });
     // The run's status comes from its events, replayed from the start, so that the
     // page never shows an end before the steps that led to it.
