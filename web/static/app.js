@@ -2,6 +2,7 @@
 // followed live over the WebSocket, and the worker registry. Plain DOM and ES modules,
 // no build step, nothing fetched from outside the server. This module routes.
 
+import { startBanner } from "./banner.js";
 import { h } from "./dom.js";
 import { runPage } from "./run.js";
 import { runsPage } from "./runs.js";
@@ -46,3 +47,4 @@ function notFound(what) {
 window.addEventListener("hashchange", route);
 window.addEventListener("popstate", route);
 route();
+startBanner();
