@@ -16,13 +16,14 @@ from rich.console import Console
 from rich.errors import MarkupError
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from tasks.statuses import RunStatus
 
 from .errors import ClientError
 from .live_view import RunView
 from .outcome import ending
-from .tables import Col, console_for, fitted, short_time, table_width
+from .tables import Col, ago, console_for, fitted, short_time, table_width
 
 if TYPE_CHECKING:
     from .api import Api
@@ -343,21 +344,40 @@ def tools(api: Api, refresh: bool) -> None:
 @main.command()
 @with_api
 def workers(api: Api) -> None:
-    """List the workers the registry knows, alive or not."""
-    table = Table(box=None)
-    table.add_column("worker", no_wrap=True)
-    for title in ("status", "last heartbeat", "active runs", "processed"):
-        table.add_column(title, overflow="fold")
+    """List the workers the registry knows, alive or not, and what each is doing."""
     colours = {"ok": "green", "stale": "red", "unknown": "yellow"}
+    rows: list[list[str | Text]] = []
     for w in api.workers():
-        table.add_row(
-            plain(w["name"]),
-            f"[{colours.get(w['status'], 'white')}]{plain(w['status'])}[/]",
-            plain(w["last_heartbeat"] or "never"),
-            plain(w["active_runs"]),
-            plain(w["processed"]),
+        queues = w.get("queues")
+        concurrency = w.get("concurrency")
+        steps = [step_line(s) for s in w.get("current_steps") or [] if isinstance(s, dict)]
+        rows.append(
+            [
+                str(w["name"]),
+                Text(str(w["status"]), style=colours.get(w["status"], "white")),
+                ", ".join(map(str, queues)) if isinstance(queues, list) else "?",
+                f"{w.get('busy', 0)}/{concurrency if concurrency is not None else '?'}",
+                ", ".join(steps) or "-",
+                ago(w.get("seconds_since")) or short_time(w["last_heartbeat"] or "never"),
+                str(w["processed"]),
+            ]
         )
-    Console().print(table)
+    columns = [
+        Col("worker", give=2, floor=14),
+        Col("status"),
+        Col("queues", give=3, floor=8),
+        Col("slots"),
+        Col("current steps", give=4, floor=14),
+        Col("heartbeat", give=1, floor=9),
+        Col("processed", justify="right"),
+    ]
+    console = console_for(table_width(columns, [[str(c) for c in row] for row in rows]))
+    console.print(fitted(columns, rows, console.width))
+
+
+def step_line(step: dict[str, Any]) -> str:
+    """A step a worker runs: `<run id's first 8 characters> <step> #<attempt>`."""
+    return f"{str(step.get('run_id'))[:SHORT_ID]} {step.get('step')} #{step.get('attempt')}"
 
 
 def plain(value: object) -> str:

@@ -29,7 +29,7 @@ class Col:
     title: str
     #: Columns with a larger `give` are cut first; 0 is never cut.
     give: int = 0
-    #: Never cut narrower than this.
+    #: Never cut narrower than this, nor than its title.
     floor: int = 8
     justify: Literal["left", "right"] = "left"
 
@@ -46,7 +46,8 @@ def fitted(columns: Sequence[Col], rows: Sequence[Sequence[str | Text]], width: 
         excess = sum(widths) - room
         if excess <= 0 or columns[i].give <= 0:
             break
-        widths[i] = max(min(widths[i], columns[i].floor), widths[i] - excess)
+        floor = max(columns[i].floor, cell_len(columns[i].title))  # titles are never cut
+        widths[i] = max(min(widths[i], floor), widths[i] - excess)
     table = Table(box=None, pad_edge=False, padding=(0, GAP // 2))
     for col, col_width in zip(columns, widths, strict=True):
         table.add_column(

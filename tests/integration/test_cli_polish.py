@@ -8,18 +8,24 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import redis
 from click.testing import CliRunner, Result
 from clients import submit
-from conftest import LiveServer, WorkerProcess
+from conftest import LiveServer, WorkerProcess, wait_for
 
 from client.cli import main
 from client.outcome import last_steps, output_text, run_output
+from tasks import keys
 
-STEPSTREAM = str(Path(sys.executable).with_name("stepstream"))
+#: The command line as a process of its own, from this checkout.
+STEPSTREAM = [sys.executable, "-m", "client.cli"]
+ROOT = Path(__file__).resolve().parents[2]
 LONG = "test_long_names_a_scenario_id_as_long_as_sixty_four_characters_x"
 
 
@@ -43,11 +49,12 @@ def assert_fits(lines: list[str], width: int = 80) -> None:
 def test_runs_fit_80_columns_one_line_per_run_ids_cut_to_8(live_server: LiveServer) -> None:
     ids = [submit(live_server.url, LONG, {})["run_id"] for _ in range(3)]
     ids.append(submit(live_server.url, "hello_sequence", {"name": "Ada"})["run_id"])
-    # The installed script, as a terminal user runs it.
+    # A process of its own, as a terminal user runs it.
     done = subprocess.run(
-        [STEPSTREAM, "--url", live_server.url, "runs"],
+        [*STEPSTREAM, "--url", live_server.url, "runs"],
         capture_output=True,
         text=True,
+        cwd=ROOT,
         env=os.environ | {"COLUMNS": "80"},
         timeout=60,
         check=True,
@@ -80,6 +87,44 @@ def test_scenarios_fit_80_columns_one_line_per_scenario(live_server: LiveServer)
     long_row = next(line for line in lines if line.startswith("test_long_names"))
     assert "…" in long_row and long_row.split()[-1].endswith("…")
     assert any(line.startswith("hello_sequence ") and "Hello sequence" in line for line in lines)
+
+
+def test_workers_fit_80_columns_one_line_per_worker(
+    live_server: LiveServer, worker: WorkerProcess, r: redis.Redis
+) -> None:
+    # A busy worker with a long name, four queues and five steps, as its heartbeat
+    # writes it, next to the real one.
+    seconds, micros = r.time()
+    busy = "a-worker-with-a-long-hostname@build-node-0042.eu-west-1.compute.internal"
+    steps = [{"run_id": str(uuid.uuid4()), "step": f"step_{i}", "attempt": 1} for i in range(5)]
+    row = {
+        "last_heartbeat": float(f"{seconds}.{micros:06d}"),
+        "queues": ["stepstream", "gpu", "io-heavy", "reports"],
+        "concurrency": 16,
+        "busy": 5,
+        "current_steps": steps,
+        "processed": 123456,
+    }
+    r.hset(keys.workers(), busy, json.dumps(row))
+
+    def listed() -> list[dict[str, Any]] | None:
+        found = httpx.get(f"{live_server.url}/api/workers").json()
+        return found if len(found) >= 2 else None
+
+    workers = wait_for(listed, what="the worker's heartbeat row")
+    result = cli(live_server, "workers")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert_fits(lines)
+    assert len(lines) == 1 + len(workers), result.stdout
+    assert lines[0].split()[:2] == ["worker", "status"]
+    row_line = next(line for line in lines if line.startswith("a-worker-with"))
+    assert "…" in row_line and " ok " in row_line and row_line.rstrip().endswith("123456")
+    assert any(" ok " in line and " ago" in line for line in lines[1:])
+    # Wide enough, nothing is cut: the steps show as run id prefixes, on the one line.
+    wide = cli(live_server, "workers", columns=400).stdout
+    assert busy in wide and "…" not in wide
+    assert f"{steps[0]['run_id'][:8]} step_0 #1, {steps[1]['run_id'][:8]} step_1 #1" in wide
 
 
 def ending(result: Result, marker: str = "output:") -> list[str]:
