@@ -68,10 +68,27 @@ def finished_run(page: Any, server: LiveServer, scenario: str, status: str = "su
     return run_id
 
 
+#: The elements that stick out of the page's width, unless a box that scrolls holds them.
+OVERFLOWING = """() => {
+    const width = document.documentElement.clientWidth;
+    const out = [];
+    for (const el of document.querySelectorAll("body *")) {
+        const box = el.getBoundingClientRect();
+        if (Math.max(box.right, box.left + el.scrollWidth) <= width + 0.5) continue;
+        let up = el.parentElement;
+        while (up && getComputedStyle(up).overflowX === "visible") up = up.parentElement;
+        if (!up || up === document.body) out.push(el.outerHTML.slice(0, 80));
+    }
+    return out;
+}"""
+
+
 def no_page_scroll(page: Any) -> bool:
     """Nothing wider than the page (on a phone, innerWidth grows to what overflows)."""
     root = "document.documentElement"
-    return bool(page.evaluate(f"{root}.scrollWidth <= {root}.clientWidth"))
+    fits = page.evaluate(f"{root}.scrollWidth <= {root}.clientWidth")
+    assert fits, page.evaluate(OVERFLOWING)
+    return bool(fits)
 
 
 def scale(page: Any) -> float:
@@ -152,7 +169,9 @@ def test_the_graph_is_scaled_to_fit_the_page_and_100_percent_draws_it_whole(
     )
     assert page.locator("#detail").evaluate("el => getComputedStyle(el).position") != "fixed"
     detail = page.locator("#detail").bounding_box()
-    assert detail["x"] + detail["width"] <= 1280
+    row = page.locator(".run-body").bounding_box()
+    assert detail["x"] + detail["width"] <= row["x"] + row["width"] + 0.5  # none of it cut off
+    assert page.locator(".run-body").evaluate("el => el.scrollWidth <= el.clientWidth")
     assert no_page_scroll(page)
 
     page.get_by_role("button", name="100%", exact=True).click()
@@ -267,7 +286,7 @@ def test_on_a_phone_the_lists_and_the_header_fit_the_screen(
 ) -> None:
     submit(live_server.url, "hello_sequence", {"name": "a rather long name for a phone"})
     shown = {
-        "runs": "#runs-table tbody tr",
+        "runs": "#runs-table tr[data-run]",
         "scenarios": "form[data-scenario]",
         "workers": "#workers-table tr[data-worker]",
     }

@@ -173,7 +173,10 @@ function availableWidth(container) {
   if (detail && !detail.hidden) {
     const style = getComputedStyle(detail);
     if (style.position !== "fixed") {
-      width -= (parseFloat(style.minWidth) || 0) + (parseFloat(getComputedStyle(body).columnGap) || 0);
+      const px = (...names) => names.reduce((sum, name) => sum + (parseFloat(style[name]) || 0), 0);
+      let least = px("minWidth");
+      if (style.boxSizing !== "border-box") least += px("paddingLeft", "paddingRight", "borderLeftWidth", "borderRightWidth");
+      width -= least + (parseFloat(getComputedStyle(body).columnGap) || 0);
     }
   }
   return Math.max(width, 0);
