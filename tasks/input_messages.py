@@ -199,5 +199,8 @@ def _phrase(error: ValidationError) -> str:
 
 
 def show(value: Any) -> str:
-    """A schema value as a person reads it: strings bare, the rest as JSON."""
+    """A schema value as a person reads it: strings bare, the rest as JSON, a whole
+    number without its ".0" (as the browser form shows it)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     return value if isinstance(value, str) else json.dumps(value)

@@ -194,3 +194,6 @@ def test_other_keywords_and_nesting() -> None:
         "tags: must not list the same item twice",
     ]
     assert input_errors(schema, {"tags": []})[0]["message"] == "tags: must have at least 1 item"
+    # A whole number written 2.0 reads as the browser form shows it.
+    [low] = input_errors({"properties": {"n": {"minimum": 2.0}}}, {"n": 1})
+    assert low["message"] == "n: must be at least 2" and low["constraint"] == {"minimum": 2.0}

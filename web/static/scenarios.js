@@ -189,9 +189,9 @@ function inputField(name, prop, required) {
       } catch {
         throw new Error("must be JSON");
       }
-      if (type === "array" && !Array.isArray(value)) throw new Error("must be a JSON array");
+      if (type === "array" && !Array.isArray(value)) throw new Error("must be a list");
       if (type === "object" && (value === null || typeof value !== "object" || Array.isArray(value)))
-        throw new Error("must be a JSON object");
+        throw new Error("must be an object");
       return value;
     };
   }
