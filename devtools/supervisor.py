@@ -181,6 +181,8 @@ class Supervisor(Manager):  # type: ignore[misc]
                     self._system_print(f"reloading {name} ({reason})\n")
                     _send(p["pid"], service.reload_signal, group=False)
                 continue
+            if service.reloading is not None:
+                continue  # already on its way down: a second signal would be a hard stop
             self._system_print(f"restarting {name} ({reason})\n")
             if "returncode" in p or p.get("pid") is None:
                 service.restart_at = time.monotonic()  # down (or starting): now

@@ -1,9 +1,14 @@
-"""Where ``make up`` writes: stdout, with one status line that updates in place."""
+"""``make up``'s terminal: stdout with one status line that updates in place, and the
+foreground process group."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import time
+from collections.abc import Iterator
 from typing import TextIO
 
 #: Back to the start of the line, and clear it.
@@ -88,3 +93,43 @@ class Terminal:
             return self._stream.isatty()
         except (OSError, ValueError):
             return False
+
+
+@contextlib.contextmanager
+def foreground() -> Iterator[None]:
+    """Make this process the terminal's foreground process group for the duration.
+
+    Under ``make up`` a Ctrl-C goes to every process of the foreground group: make too,
+    which then reports "*** [up] Interrupt" and fails, however cleanly the services
+    stop. As the group of its own that the terminal signals, this process alone hears
+    Ctrl-C (and Ctrl-Z, ignored meanwhile: make's shell would not notice a stop).
+    Nothing changes without a terminal, or when run in the background.
+    """
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        yield
+        return
+    previous = None
+    try:
+        if os.tcgetpgrp(fd) == os.getpgrp():
+            previous = os.getpgrp()
+            with contextlib.suppress(OSError):  # EPERM: a session leader already leads
+                os.setpgid(0, 0)
+            _hand_terminal(fd, os.getpgrp())
+            signal.signal(signal.SIGTSTP, signal.SIG_IGN)
+        yield
+    finally:
+        if previous is not None and previous != os.getpgrp():
+            with contextlib.suppress(OSError):
+                _hand_terminal(fd, previous)
+        os.close(fd)
+
+
+def _hand_terminal(fd: int, pgrp: int) -> None:
+    # A process that is not in the foreground group gets SIGTTOU for tcsetpgrp.
+    before = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, pgrp)
+    finally:
+        signal.signal(signal.SIGTTOU, before)

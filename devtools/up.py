@@ -37,7 +37,7 @@ from devtools.redis_server import (
     port_is_free,
 )
 from devtools.supervisor import STOP_SIGNALS, Supervisor
-from devtools.terminal import Terminal
+from devtools.terminal import Terminal, foreground
 
 __all__ = ["Supervisor", "main"]
 
@@ -245,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = "embedded, data in " + _shown(data_dir) if server else "STEPSTREAM_REDIS_URL"
         out.write(f"starting stepstream — Redis {choice.url} ({where})\n")
         supervisor = _supervisor(args, ports, choice, out)
-        return supervisor.loop()
+        with foreground():
+            return supervisor.loop()
     except RedisServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -102,10 +102,12 @@ def _count_down(hostname: str, grace_s: float) -> None:
 
 
 def _on_shutting_down(sender: str, how: str = "Warm", **_: Any) -> None:
-    from tasks.runtime import get_runtime
+    from tasks.config import Settings
 
     if how == "Warm":
-        grace = get_runtime().settings.shutdown_grace_s
+        # Not the runtime's settings: building the runtime (tools, MCP servers) in a
+        # signal handler would hold the countdown back by seconds.
+        grace = Settings.from_env().shutdown_grace_s
         # Called from Celery's signal handler: the waiting happens on a thread.
         threading.Thread(target=_count_down, args=(sender, grace), daemon=True).start()
         return
