@@ -45,16 +45,6 @@ PREFIX_RULE = (
 _SHAPE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def ids_key() -> str:
-    """Sorted set, every score 0: the ids of indexed runs, in lexical order."""
-    return f"{keys.PREFIX}:runs:ids"
-
-
-def ids_synced_key() -> str:
-    """String: the creation-time score up to which `ids_key` holds every run."""
-    return f"{keys.PREFIX}:runs:ids:synced"
-
-
 def id_prefix(raw: str) -> str:
     """`raw` as a run id prefix (lower case), or InvalidRequest."""
     prefix = raw.strip().lower()
@@ -73,7 +63,7 @@ def catch_up(client: redis.Redis) -> int:
     `SYNC_BATCH` runs created since (the first time: every run, once). Returns how many
     ids it (re)added. Safe to run concurrently: adding an id twice changes nothing.
     """
-    synced = cast("str | None", client.get(ids_synced_key()))
+    synced = cast("str | None", client.get(keys.run_ids_synced()))
     low: float | str = "-inf" if synced is None else float(synced) - SYNC_OVERLAP_US
     added, skip = 0, 0
     while True:
@@ -86,8 +76,8 @@ def catch_up(client: redis.Redis) -> int:
         if not batch:
             return added
         pipe = client.pipeline(transaction=False)
-        pipe.zadd(ids_key(), dict.fromkeys((run_id for run_id, _ in batch), 0))
-        pipe.set(ids_synced_key(), repr(batch[-1][1]))
+        pipe.zadd(keys.run_ids(), dict.fromkeys((run_id for run_id, _ in batch), 0))
+        pipe.set(keys.run_ids_synced(), repr(batch[-1][1]))
         pipe.execute()
         added += len(batch)
         if len(batch) < SYNC_BATCH:
@@ -122,7 +112,7 @@ def list_by_prefix(
         catch_up(client)
         candidates = cast(
             "list[str]",
-            client.zrangebylex(ids_key(), f"[{prefix}", f"({prefix}\x7f", 0, MAX_MATCHES + 1),
+            client.zrangebylex(keys.run_ids(), f"[{prefix}", f"({prefix}\x7f", 0, MAX_MATCHES + 1),
         )
         if len(candidates) > MAX_MATCHES:
             raise InvalidRequest(
@@ -139,7 +129,7 @@ def list_by_prefix(
     created, in_index, *rest = pipe.execute()
     unindexed = [r for r, score in zip(candidates, created, strict=True) if score is None]
     if unindexed and not _SHAPE.fullmatch(prefix):
-        client.zrem(ids_key(), *unindexed)
+        client.zrem(keys.run_ids(), *unindexed)
     scored = zip(candidates, in_index, strict=True)
     matches = sorted(((s, r) for r, s in scored if s is not None), reverse=True)
     if before is not None:

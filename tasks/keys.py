@@ -50,6 +50,17 @@ def runs_by_scenario(scenario_id: str, status: str | None = None) -> str:
     return key if status is None else f"{key}:status:{status}"
 
 
+def run_ids() -> str:
+    """Sorted set, every score 0: the ids of indexed runs, in lexical order (searched by
+    prefix; kept by `tasks/id_index.py`)."""
+    return f"{PREFIX}:runs:ids"
+
+
+def run_ids_synced() -> str:
+    """String: the creation-time score up to which `run_ids` holds every run."""
+    return f"{PREFIX}:runs:ids:synced"
+
+
 def scenario_of() -> str:
     """Hash: run id -> scenario id, to drop an expired run from the scenario indexes."""
     return f"{PREFIX}:runs:scenario_of"

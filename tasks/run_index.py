@@ -64,7 +64,7 @@ class RunIndex(StorePart):
             for status in RUN_STATUSES:
                 pipe.zrem(keys.runs_by_scenario(scenario_id, status), run_id)
         pipe.hdel(keys.scenario_of(), *run_ids)
-        pipe.zrem(id_index.ids_key(), *run_ids)
+        pipe.zrem(keys.run_ids(), *run_ids)
         pipe.zrem(keys.owed_dispatches(), *run_ids)
         pipe.execute()
 

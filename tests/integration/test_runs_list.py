@@ -140,9 +140,9 @@ def test_expired_runs_leave_the_id_index_when_a_search_meets_them(
     assert listed(client, run_id="5eed") == ours[::-1]
     r.delete(*keys.run_keys(ours[0]))  # as its TTL would
     assert listed(client, run_id="5eed") == [ours[1]]
-    assert r.zscore(id_index.ids_key(), ours[0]) is None
+    assert r.zscore(keys.run_ids(), ours[0]) is None
     assert r.zscore(keys.runs_index(), ours[0]) is None
-    assert r.zscore(id_index.ids_key(), ours[1]) == 0
+    assert r.zscore(keys.run_ids(), ours[1]) == 0
 
 
 def test_the_catch_up_reads_only_runs_created_since_the_last(
@@ -156,10 +156,10 @@ def test_the_catch_up_reads_only_runs_created_since_the_last(
     r.zadd(keys.runs_index(), {"d": 20 * second})
     assert id_index.catch_up(r) == 2  # `d`, and `c` again
     assert id_index.catch_up(r) == 1  # `d` again: `c` is more than the overlap older
-    assert r.zrange(id_index.ids_key(), 0, -1) == ["a", "b", "c", "d"]
+    assert r.zrange(keys.run_ids(), 0, -1) == ["a", "b", "c", "d"]
     # Batches that end on a shared score go on past it, even when a batch is all ties.
     monkeypatch.setattr(id_index, "SYNC_BATCH", 2)
-    r.delete(id_index.ids_key(), id_index.ids_synced_key())
+    r.delete(keys.run_ids(), keys.run_ids_synced())
     r.zadd(keys.runs_index(), {"e": 20 * second, "f": 20 * second, "g": 30 * second})
     id_index.catch_up(r)
-    assert r.zrange(id_index.ids_key(), 0, -1) == ["a", "b", "c", "d", "e", "f", "g"]
+    assert r.zrange(keys.run_ids(), 0, -1) == ["a", "b", "c", "d", "e", "f", "g"]
