@@ -24,6 +24,7 @@ def create(app: Any, run_ids: list[str], scenario_id: str = "hello_sequence") ->
     with app.app_context():
         svc = services()
         scenario = svc.catalog.get(scenario_id)
+        assert scenario is not None
         svc.store.create_runs([(run_id, scenario, {"name": "x"}) for run_id in run_ids])
     return run_ids
 
