@@ -69,7 +69,7 @@ class Prepared:
 
 
 def prepare(definition: dict[str, Any], run_input: Any, outputs: dict[str, Any]) -> Prepared:
-    """Resolve what an attempt receives; a failure to becomes the attempt's outcome."""
+    """Resolve what an attempt receives; a failure to resolve it is its outcome."""
     try:
         step = step_from_definition(definition)
         resolved = kind_of(step).resolve(step, run_input, outputs)

@@ -22,7 +22,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker.request import Request
 
 from tasks.config import HARD_LIMIT_GRACE_S
-from tasks.engine import Outcome, StepContext, prepare, run_prepared, timed_out
+from tasks.engine import Outcome, Prepared, StepContext, prepare, run_prepared, timed_out
 from tasks.errors import BackendUnavailable, BackendUnreachable
 from tasks.messages import clean
 from tasks.redis_client import backend_errors
@@ -197,7 +197,10 @@ def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
     # the input its tool receives (a step's references are to steps that have ended,
     # so nothing read here changes before the start).
     inputs = store.attempt_inputs(run_id, step)
-    prepared = prepare(inputs.definition, inputs.run_input, inputs.outputs) if inputs else None
+    if inputs is None:  # the run is gone, or its state was lost: the start says which
+        prepared = Prepared(failure=Outcome("failed", "the step's definition is missing"))
+    else:
+        prepared = prepare(inputs.definition, inputs.run_input, inputs.outputs)
     # Names this execution, so that a start retried after a lost reply is not refused.
     token = uuid.uuid4().hex
     start = store.start_step(
@@ -208,10 +211,10 @@ def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
         self.request.id or "",
         token,
         incarnation(),
-        input_json=prepared.input_json if prepared else None,
+        input_json=prepared.input_json,
     )
     scenario_id = inputs.scenario_id if inputs else None
-    if start is None or prepared is None:
+    if start is None:
         # Someone already took this attempt: a duplicate or a redelivered message.
         # The worker that ran it may have died before dispatching what it made ready;
         # dispatching again is harmless, the scripts fence every attempt.
