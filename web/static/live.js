@@ -24,8 +24,11 @@ export function follow(runId, { cursor, finished, onEvent, onConnection }) {
   // over HTTP tells a 401 (api() asks for the token, and then we retry with it) and a
   // 404 (the run is gone: retrying is pointless) from a server that is merely away.
   const refused = async () => {
+    const before = sessionStorage.getItem(TOKEN_KEY);
     try {
       await api(`/api/runs/${encodeURIComponent(runId)}`);
+      // A token just given is tried soon, whatever the backoff had grown to.
+      if (sessionStorage.getItem(TOKEN_KEY) !== before) pause = 250;
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) {
         if (!stopped) onConnection("gone", "this run no longer exists on the server; reload to check again");
