@@ -89,10 +89,10 @@ def cluster(
         db.close()
 
 
-def submit_runs(cluster: Cluster) -> list[str]:
+def submit_runs(cluster: Cluster, count: int = RUNS) -> list[str]:
     return [
         submit(cluster.web.url, "test_chaos", {"dir": str(cluster.journal_dir)})["run_id"]
-        for _ in range(RUNS)
+        for _ in range(count)
     ]
 
 
@@ -163,7 +163,9 @@ def test_killed_pool_processes_lose_no_run(cluster: Cluster) -> None:
 
 def test_killed_worker_nodes_lose_no_run(cluster: Cluster) -> None:
     rng = random.Random(SEED + 1)
-    run_ids = submit_runs(cluster)
+    # Twice the runs: each kill waits for its node to come back (seconds on a busy
+    # machine), and the schedule must end before the work does, or fewer kills land.
+    run_ids = submit_runs(cluster, 2 * RUNS)
     kills = 0
     deadline = time.monotonic() + FINISH_TIMEOUT_S
     while kills < 4 and unfinished(cluster, run_ids):
