@@ -109,6 +109,9 @@ def test_the_step_panel_shows_the_values_received_and_the_template_on_a_toggle(
     assert "steps.greet.output.name" in template
     detail.locator("#input-toggle").click()
     detail.locator("#step-input").wait_for()
+    page.keyboard.press("Escape")
+    detail.wait_for(state="hidden")
+    open_step(page, "compose")
     # The timeline's rows open the same panel.
     page.get_by_role("tab", name="Timeline").click()
     page.locator('#timeline .tl-row[data-step="greet"]').click()

@@ -20,6 +20,13 @@ export function createStepPanel(aside, runId, onClose) {
     onClose();
   };
 
+  // Escape closes the panel, as it closes a drawer on a phone; gone with its page.
+  const onKey = (event) => {
+    if (!aside.isConnected) document.removeEventListener("keydown", onKey);
+    else if (event.key === "Escape" && !aside.hidden) hide();
+  };
+  document.addEventListener("keydown", onKey);
+
   const show = async (step) => {
     const key = `${step.name}/${step.status}/${step.attempt}`;
     current = step;
