@@ -68,9 +68,11 @@ def _additional_properties(
         yield from _STOCK["additionalProperties"](validator, additional, instance, schema)
         return
     known = schema.get("properties") or {}
-    patterns = "|".join(schema.get("patternProperties") or {})
+    # Each pattern on its own, as jsonschema matches them: joined into one regex, an
+    # inline flag (`(?i)`) past the start is an error and backreferences count wrong.
+    patterns = list(schema.get("patternProperties") or {})
     for name in instance:
-        if name not in known and not (patterns and re.search(patterns, name)):
+        if name not in known and not any(re.search(p, name) for p in patterns):
             yield ValidationError(f"{name!r} was unexpected", path=[name])
 
 

@@ -1,0 +1,55 @@
+"""Hostile inputs and schemas against the run API's input checks, the step debugging
+data, the id search and the worker registry: what a careless scenario author, a
+hostile client or a bad day can do, answered without a 500 and without a wrong verdict."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def catalog(tmp_path: Path, input_schema: dict[str, Any]) -> Path:
+    """A scenarios directory holding one scenario, `p`, with `input_schema`."""
+    doc = {
+        "schema_version": "1",
+        "scenario_id": "p",
+        "name": "P",
+        "input_schema": input_schema,
+        "steps": [{"name": "only", "tool": "echo"}],
+    }
+    (tmp_path / "p.yaml").write_text(json.dumps(doc))
+    return tmp_path
+
+
+def post(client: Any, run_input: dict[str, Any]) -> Any:
+    return client.post("/api/runs", json={"scenario_id": "p", "input": run_input})
+
+
+@pytest.mark.parametrize(
+    ("patterns", "accepted", "refused"),
+    [
+        # Each pattern is a regex of its own: an inline flag opens its own pattern only.
+        ({"^a": {}, "(?i)^b": {}}, {"a1": 1, "B": 2}, "zz"),
+        # A backreference counts the groups of its own pattern.
+        ({"(x)\\1": {}, "(y)\\1": {}}, {"xx": 1, "yy": 2}, "xy"),
+    ],
+)
+def test_pattern_properties_are_matched_one_by_one(
+    app_factory: Callable[..., Any],
+    r: Any,
+    tmp_path: Path,
+    patterns: dict[str, Any],
+    accepted: dict[str, Any],
+    refused: str,
+) -> None:
+    schema = {"type": "object", "additionalProperties": False, "patternProperties": patterns}
+    client = app_factory(scenarios_dir=catalog(tmp_path, schema)).test_client()
+    assert client.get("/api/scenarios/problems").json == []
+    answer = post(client, {**accepted, refused: 0})
+    assert answer.status_code == 422, answer.get_data(as_text=True)
+    assert [d["path"] for d in answer.json["error"]["details"]] == [f"$.{refused}"]
+    assert post(client, accepted).status_code == 202
