@@ -45,6 +45,7 @@ from tasks.kinds import (
     without_kind_tag,
 )
 from tasks.references import iter_references, parse_path, source_step
+from tasks.schema_refs import BadReference, check_references
 
 SCENARIO_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
@@ -70,6 +71,10 @@ def _object_schema(value: dict[str, Any]) -> dict[str, Any]:
         where = ".".join(str(part) for part in exc.path)
         at = f" (at {where})" if where else ""
         raise ValueError(f"not a valid JSON Schema: {exc.message}{at}") from None
+    try:
+        check_references(value)
+    except BadReference as exc:
+        raise ValueError(f"not a usable JSON Schema: {exc}") from None
     if "type" in value and value["type"] != "object":
         raise ValueError(f"must describe an object (type: object), not type {value['type']!r}")
     return value

@@ -53,3 +53,61 @@ def test_pattern_properties_are_matched_one_by_one(
     assert answer.status_code == 422, answer.get_data(as_text=True)
     assert [d["path"] for d in answer.json["error"]["details"]] == [f"$.{refused}"]
     assert post(client, accepted).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("schema", "words"),
+    [
+        ({"properties": {"x": {"$ref": "#/$defs/missing"}}}, "#/$defs/missing"),
+        ({"properties": {"x": {"$ref": "https://example.invalid/s.json"}}}, "example.invalid"),
+        ({"properties": {"x": {"$dynamicRef": "#nowhere"}}}, "#nowhere"),
+        # A reference to something that is no schema (a keyword's value).
+        (
+            {"properties": {"a": {"type": "string"}, "x": {"$ref": "#/properties/a/type"}}},
+            "#/properties/a/type",
+        ),
+        # References that lead back to themselves without looking any deeper.
+        ({"properties": {"x": {"$ref": "#/properties/x"}}}, "#/properties/x"),
+        (
+            {
+                "properties": {"x": {"$ref": "#/$defs/a"}},
+                "$defs": {"a": {"anyOf": [{"$ref": "#/$defs/b"}]}, "b": {"$ref": "#/$defs/a"}},
+            },
+            "#/$defs/",
+        ),
+    ],
+)
+def test_a_schema_whose_references_cannot_be_followed_is_left_out_at_load(
+    app_factory: Callable[..., Any], r: Any, tmp_path: Path, schema: dict[str, Any], words: str
+) -> None:
+    scenarios = catalog(tmp_path, {"type": "object", **schema})
+    client = app_factory(scenarios_dir=scenarios).test_client()
+    [problem] = client.get("/api/scenarios/problems").json
+    assert problem["scenario_id"] == "p"
+    assert "$ref" in problem["reason"] or "$dynamicRef" in problem["reason"]
+    assert words in problem["reason"]
+    assert post(client, {"x": 1}).status_code == 404
+
+
+def test_references_that_resolve_still_work(
+    app_factory: Callable[..., Any], r: Any, tmp_path: Path
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"$ref": "#/$defs/count"},
+            # Recursion through the instance (a tree) is fine: each level looks deeper.
+            "tree": {"$ref": "#/$defs/node"},
+        },
+        "$defs": {
+            "count": {"type": "integer", "minimum": 1},
+            "node": {"type": "object", "properties": {"kids": {"items": {"$ref": "#/$defs/node"}}}},
+        },
+    }
+    client = app_factory(scenarios_dir=catalog(tmp_path, schema)).test_client()
+    assert client.get("/api/scenarios/problems").json == []
+    answer = post(client, {"n": 0, "tree": {"kids": [{"kids": [3]}]}})
+    assert answer.status_code == 422
+    paths = [d["path"] for d in answer.json["error"]["details"]]
+    assert paths == ["$.n", "$.tree.kids[0].kids[0]"]
+    assert post(client, {"n": 2, "tree": {"kids": [{"kids": []}]}}).status_code == 202
