@@ -72,6 +72,8 @@ def shoot(url: str, out: Path) -> None:
                     page.locator('#run-status [data-status="succeeded"]').wait_for()
                     page.locator('.step[data-step="join"]').click()
                     page.locator("#attempts").wait_for()
+                    # The header above the drawer on a phone, not the box clicked.
+                    page.evaluate("window.scrollTo(0, 0)")
                     path = out / f"run-page-{width}-{scheme}.png"
                     page.screenshot(path=str(path), full_page=width == "desktop")
                     print(path)
