@@ -7,6 +7,7 @@ Pure: it is given the rows and the clock, so it is tested without Redis or Celer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -138,12 +139,26 @@ def _doing(row: Mapping[str, Any]) -> dict[str, Any]:
             "run_id": s["run_id"],
             "step": str(s.get("step", "")),
             "attempt": s["attempt"] if isinstance(s.get("attempt"), int) else None,
-            "started_at": s["started_at"] if isinstance(s.get("started_at"), str) else None,
+            "started_at": _step_started_at(s, row.get("last_heartbeat")),
         }
         for s in (steps if isinstance(steps, list) else [])
         if isinstance(s, dict) and isinstance(s.get("run_id"), str)
     ]
     return {"queues": queues, "concurrency": concurrency, "busy": busy, "current_steps": current}
+
+
+def _step_started_at(step: Mapping[str, Any], beat: Any) -> str | None:
+    """When a worker took a step, on Redis' clock: its row's heartbeat (stamped by
+    Redis) less how long the step had run then (`running_s`, measured on the worker's
+    clock, whose errors cancel out in a difference). A row of an earlier version has
+    only `started_at`, on the worker's clock, shown as it is."""
+    running = step.get("running_s")
+    if isinstance(running, int | float) and not isinstance(running, bool):
+        with contextlib.suppress(ValueError, OverflowError, OSError, TypeError):
+            if 0 <= running <= FORGET_AFTER_S:
+                return datetime.fromtimestamp(float(beat) - running, UTC).isoformat()
+    started = step.get("started_at")
+    return started if isinstance(started, str) else None
 
 
 def queued_reason(registry: Registry, queues: Iterable[str]) -> str | None:

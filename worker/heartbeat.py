@@ -170,7 +170,10 @@ def _activity() -> frozenset[str]:
 
 def current_steps(requests: list[Any]) -> list[dict[str, Any]]:
     """The step attempts among `requests`, oldest first, at most `CURRENT_STEPS_CAP`;
-    `started_at` is when the pool took it (this host's clock)."""
+    `started_at` is when the pool took it (this host's clock, for readers of an earlier
+    version) and `running_s` how long ago: a difference of this host's clock, which the
+    registry puts on Redis' clock (`tasks.workers`), since this host's may be off."""
+    now = time.time()
     steps = []
     for request in requests:
         args: tuple[Any, ...] = tuple(request.args or ())
@@ -185,6 +188,7 @@ def current_steps(requests: list[Any]) -> list[dict[str, Any]]:
                 "started_at": (
                     datetime.fromtimestamp(started, UTC).isoformat() if started else None
                 ),
+                "running_s": round(max(0.0, now - started), 3) if started else None,
             }
         )
     steps.sort(key=lambda s: (s["started_at"] or "~", s["run_id"], s["step"]))
