@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from clients import submit
-from conftest import LiveServer, WorkerProcess
+from conftest import LiveServer, Stack, WorkerProcess, serve, start_worker
 
 from client.follow import Follower
 
@@ -156,3 +156,25 @@ def test_an_attempt_lost_with_its_worker_is_shown_as_taken_over(
     assert rows.nth(0).get_attribute("data-reason") == "worker_lost"
     assert "taken over" in rows.nth(0).inner_text()
     assert rows.nth(1).get_attribute("data-status") == "succeeded"
+
+
+def test_a_queued_run_says_why_it_waits_until_a_worker_takes_it(
+    isolated_stack: Stack,
+    app_factory: Callable[..., Any],
+    page: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    with serve(app_factory(**isolated_stack.urls)) as server:
+        run = submit(server.url, "hello_sequence", {"name": "Ada"})
+        page.goto(f"{server.url}/runs/{run['run_id']}")
+        reason = page.locator("#queued-reason")
+        reason.filter(has_text="Waiting: no live worker").wait_for()
+        assert fact(page, "started") == "not yet"
+        # A worker comes: the run starts, and the page no longer says it waits.
+        late = start_worker(isolated_stack.env, "late", tmp_path_factory.mktemp("late"))
+        try:
+            page.locator('#run-status [data-status="succeeded"]').wait_for()
+            reason.wait_for(state="hidden")
+            assert late.name in fact(page, "worker")
+        finally:
+            late.stop()
