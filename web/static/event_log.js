@@ -11,7 +11,7 @@ const HIDE_PROGRESS_KEY = "stepstream.eventLog.hideProgress";
 
 /**
  * The log's element (its filters, then the list `#event-log`) and `append(event)`, which
- * keeps the view pinned to the bottom when it was there.
+ * keeps the view pinned to the bottom while the reader has not scrolled up.
  *
  * Progress lines are shown unless the reader hides them: the log is the run's record,
  * and a long step's ticks are the only sign in it that the step is alive. The switch is
@@ -60,9 +60,26 @@ export function createEventLog() {
   };
 
   const atBottom = () => list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+  // Whether the reader is at the bottom, following new lines: learnt when the list
+  // scrolls, never per line, since asking the layout after each appended line would
+  // lay the whole page out again for every event of a replay (minutes for thousands).
+  let pinned = true;
+  let frame = null;
+  // Where the log last scrolled itself: a scroll event reports it after more lines may
+  // have come, and must not read as the reader leaving the bottom.
+  let followedTo = 0;
+  list.addEventListener("scroll", () => (pinned = list.scrollTop >= followedTo || atBottom()), { passive: true });
+  const keepPinned = () => {
+    if (frame !== null) return;
+    frame = requestAnimationFrame(() => {
+      frame = null;
+      if (!pinned) return;
+      list.scrollTop = list.scrollHeight;
+      followedTo = list.scrollTop;
+    });
+  };
 
   const refilter = () => {
-    const pinned = atBottom();
     shown = 0;
     for (const li of list.children) {
       li.hidden = !visible(li);
@@ -71,7 +88,7 @@ export function createEventLog() {
     // Hiding progress only matters while every type shows: a type chosen says it all.
     hideProgress.disabled = Boolean(typeFilter.value);
     showCount();
-    if (pinned) list.scrollTop = list.scrollHeight;
+    keepPinned();
   };
   typeFilter.addEventListener("change", refilter);
   stepFilter.addEventListener("change", refilter);
@@ -96,7 +113,6 @@ export function createEventLog() {
   };
 
   const append = (event) => {
-    const pinned = atBottom();
     const at = Date.parse(event.ts);
     if (first === null && !Number.isNaN(at)) first = at;
     const what = [event.step, event.status, event.message, event.progress !== undefined ? `${Math.round(event.progress * 100)}%` : null]
@@ -113,7 +129,7 @@ export function createEventLog() {
     if (!li.hidden) shown += 1;
     list.append(li);
     showCount();
-    if (pinned) list.scrollTop = list.scrollHeight;
+    keepPinned();
   };
   refilter();
   return { element, append };

@@ -211,16 +211,24 @@ function moreBox(hidden, onExpand) {
 const SUMMARY_ORDER = ["failed", "running", "retrying", "cancelled", "pending", "succeeded", "skipped"];
 const DONE = new Set(["succeeded", "failed", "cancelled", "skipped"]);
 
-/** Redraw the box standing for a collapsed column's hidden steps from their statuses. */
-function drawStandIn({ box, steps }) {
+/**
+ * Redraw the box standing for a collapsed column's hidden steps from their statuses.
+ * Called for every event of each of them, and each second for each running one: the
+ * box is written to only when its summary changed (its tooltip names them all).
+ */
+function drawStandIn(standIn) {
+  const { box, steps } = standIn;
   const counts = new Map();
   for (const step of steps) counts.set(step.status, (counts.get(step.status) || 0) + 1);
   const known = SUMMARY_ORDER.filter((s) => counts.has(s));
   const listed = [...known, ...[...counts.keys()].filter((s) => !SUMMARY_ORDER.includes(s))];
   const summary = listed.map((s) => `${counts.get(s)} ${s}`).join(" · ");
+  if (standIn.summary === summary) return;
+  standIn.summary = summary;
+  standIn.names ??= steps.map((s) => s.name).join(", ");
   box.dataset.status = listed[0] === "retrying" ? "running" : listed[0];
   box.querySelector(".meta").textContent = summary;
-  box.title = `${steps.length} more steps: ${summary}\n${steps.map((s) => s.name).join(", ")}`;
+  box.title = `${steps.length} more steps: ${summary}\n${standIn.names}`;
   box.setAttribute("aria-label", `${steps.length} more steps: ${summary}. Show them.`);
   const done = steps.filter((s) => DONE.has(s.status)).length;
   box.querySelector(".fill").style.width = `${Math.round((done / steps.length) * 100)}%`;

@@ -21,6 +21,8 @@ const TICK_STEPS = [
 const TICK_PX = 90;
 /** How often running bars grow while the run runs. */
 const TICK_MS = 250;
+/** More running bars than this hold still instead of pulsing. */
+const MANY_RUNNING = 20;
 
 /** "+1.24 s", "+2 min 3.5 s": a time since the run's first event. */
 export function sinceStart(ms) {
@@ -28,11 +30,15 @@ export function sinceStart(ms) {
   return `+${spell(Math.round(ms / 100) * 100)}`;
 }
 
+// One formatter for every time shown: toLocaleTimeString builds a new one per call,
+// which costs more than drawing a row (the log times each event, the timeline each bar).
+const CLOCK = new Intl.DateTimeFormat([], {
+  hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3, hour12: false,
+});
+
 /** "14:03:27.512": a wall-clock time to the millisecond, in the browser's time zone. */
 export function exactTime(ms) {
-  return new Date(ms).toLocaleTimeString([], {
-    hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3, hour12: false,
-  });
+  return CLOCK.format(new Date(ms));
 }
 
 /** "250 ms", "1.5 s", "2 min 30 s", "1 h 5 min": a duration without rounding it away. */
@@ -58,6 +64,8 @@ export function createTimeline() {
   let ticker = null;
   let frame = null;
   let stale = false;
+  // Segments whose tooltip is worded for good (see `place`).
+  const titled = new WeakMap();
 
   const axis = h("div", { class: "tl-axis", "aria-hidden": "true" });
   const grid = h("div", { class: "tl-gridlines", "aria-hidden": "true" });
@@ -203,42 +211,49 @@ export function createTimeline() {
     const end = run.end ?? Math.max(Date.now(), run.last);
     const span = Math.max(end - run.first, 1);
     const pct = (t) => `${(((t - run.first) / span) * 100).toFixed(3)}%`;
-    const place = (el, from, to, title) => {
+    // A tooltip is worded once its segment has ended (`final`): rewording hundreds of
+    // them every tick would cost more than moving them.
+    const place = (el, from, to, title, final = false) => {
       el.hidden = from === null || to === null;
       if (el.hidden) return;
       el.style.left = pct(from);
       el.style.width = pct(run.first + Math.max(to - from, 0));
       el.dataset.ms = String(Math.round(to - from));
-      if (title !== undefined && el.title !== title) el.title = title;
+      if (title === undefined || titled.get(el) === true) return;
+      const text = title();
+      if (el.title !== text) el.title = text;
+      titled.set(el, final);
     };
     const when = (t) => `${exactTime(t)} (${sinceStart(t - run.first)})`;
 
     drawAxis(axis, grid, span, Math.max(2, Math.min(10, Math.floor(axis.clientWidth / TICK_PX))));
     const started = run.started ?? end;
-    place(runWait, run.first, started, `run queued ${spell(started - run.first)}\nfrom ${when(run.first)}`);
+    place(runWait, run.first, started, () => `run queued ${spell(started - run.first)}\nfrom ${when(run.first)}`);
     runBar.dataset.status = run.status || "running";
     place(
       runBar, run.started, run.started === null ? null : end,
-      run.started === null ? undefined : lines(
+      run.started === null ? undefined : () => lines(
         `run ${run.status || "running"}`, `started ${when(run.started)}`,
         run.end !== null ? `ended ${when(run.end)}` : null, `duration ${spell(end - run.started)}`,
         run.worker ? `worker ${run.worker}` : null,
       ),
     );
+    let running = 0;
 
     for (const row of rows.values()) {
       const name = row.name;
       for (const a of row.attempts) {
         const to = a.end ?? end;
         const label = `${name} · attempt ${a.n}`;
-        place(a.wait, a.waitFrom, a.waitFrom === null ? null : a.start, lines(
+        place(a.wait, a.waitFrom, a.waitFrom === null ? null : a.start, () => lines(
           `${label} waited ${spell(a.start - a.waitFrom)} to start`,
           `ready ${when(a.waitFrom)}`, `started ${when(a.start)}`,
-        ));
+        ), true);
         a.bar.dataset.status = a.status;
         a.bar.dataset.attempt = String(a.n);
         if (a.lost) a.bar.dataset.lost = a.lost.reason;
-        place(a.bar, a.start, to, lines(
+        if (a.end === null) running += 1;
+        place(a.bar, a.start, to, () => lines(
           `${label}: ${a.status === "retried" ? "failed, retried" : a.status}`,
           `started ${when(a.start)}`,
           a.end !== null ? `${a.status === "lost" ? "lost by" : "ended"} ${when(a.end)}` : null,
@@ -247,27 +262,30 @@ export function createTimeline() {
           a.worker ? `worker ${a.worker}` : null,
           a.lost ? `lost (${a.lost.reason})${a.lost.worker ? `, taken over by ${a.lost.worker}` : ""}` : null,
           a.message || null,
-        ));
+        ), a.end !== null);
         if (a.gap) {
           const b = a.backoff;
           a.gap.dataset.attempt = String(a.n);
-          place(a.gap, b.from, Math.min(b.to, Math.max(end, b.from)), lines(
+          // A cancel during the backoff shortens it: final once the step is done.
+          place(a.gap, b.from, Math.min(b.to, Math.max(end, b.from)), () => lines(
             `${name}: retry backoff ${b.delayS} s after attempt ${a.n} failed`,
             `from ${when(b.from)}`, `until ${when(b.to)}`, b.message || null,
-          ));
+          ), row.done !== null);
         }
       }
       if (row.markEl) {
         row.markEl.dataset.status = row.mark.status;
-        place(row.markEl, row.mark.at, row.mark.at, lines(
+        place(row.markEl, row.mark.at, row.mark.at, () => lines(
           `${name} ${row.mark.status}${row.mark.reused ? " (reused)" : ""} ${when(row.mark.at)}`, row.mark.message || null,
-        ));
+        ), true);
       }
       const tries = row.attempts.length;
       const status = steps.get(name)?.status || row.mark?.status || "pending";
       row.element.dataset.status = status;
-      row.meta.textContent = tries > 1 ? `${status} · ${tries} attempts` : status;
+      const meta = tries > 1 ? `${status} · ${tries} attempts` : status;
+      if (row.meta.textContent !== meta) row.meta.textContent = meta;
     }
+    element.classList.toggle("tl-many-running", running > MANY_RUNNING);
   };
 
   const schedule = () => {
