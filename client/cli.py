@@ -4,6 +4,7 @@ library (`client.api`, `client.follow`)."""
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import sys
@@ -152,6 +153,11 @@ def with_api(command: Callable[Concatenate[Api, P], R]) -> Callable[P, R]:
 def main(ctx: click.Context, url: str, token: str | None) -> None:
     """Run stepstream scenarios and follow them live."""
     ctx.obj = Target(url, token)
+    # A terminal that is not UTF-8 (LANG=C on an old system, PYTHONIOENCODING=latin-1)
+    # gets '?' for what it cannot show, a table's '…' included, instead of a traceback.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="replace")
 
 
 def parse_input(raw: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -264,7 +270,7 @@ def runs(api: Api, status: str | None, scenario_id: str | None, limit: int) -> N
     cut = table_width(columns, rows) > console.width
     if cut:
         rows = [[row[0][:SHORT_ID], *row[1:]] for row in rows]
-    console.print(fitted(columns, rows, console.width))
+    console.print(fitted(columns, rows, console.width), crop=False)
     if cut and rows:
         click.echo(f"(run ids cut to {SHORT_ID} characters to fit the terminal)", err=True)
 
@@ -300,7 +306,7 @@ def scenarios(api: Api) -> None:
         Col("name", give=2, floor=24),
     ]
     console = console_for(table_width(columns, rows))
-    console.print(fitted(columns, rows, console.width))
+    console.print(fitted(columns, rows, console.width), crop=False)
     problems = api.scenario_problems()
     if problems:
         files = "file" if len(problems) == 1 else "files"
@@ -372,7 +378,7 @@ def workers(api: Api) -> None:
         Col("processed", justify="right"),
     ]
     console = console_for(table_width(columns, [[str(c) for c in row] for row in rows]))
-    console.print(fitted(columns, rows, console.width))
+    console.print(fitted(columns, rows, console.width), crop=False)
 
 
 def step_line(step: dict[str, Any]) -> str:

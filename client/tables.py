@@ -35,7 +35,11 @@ class Col:
 
 
 def fitted(columns: Sequence[Col], rows: Sequence[Sequence[str | Text]], width: int) -> Table:
-    """A table of `rows` no wider than `width` (as far as the columns' floors allow)."""
+    """A table of `rows` no wider than `width` (as far as the columns' floors allow).
+
+    Narrower than the floors allow (`COLUMNS=20`), the table keeps its floors and is
+    wider than `width`: Rich left alone would squeeze every column to a letter and an
+    ellipsis, titles and run ids included. Print it with `crop=False`."""
     cells = [[c if isinstance(c, Text) else Text(c) for c in row] for row in rows]
     widths = [
         max([cell_len(col.title), *(cell_len(row[i].plain) for row in cells)])
@@ -48,7 +52,10 @@ def fitted(columns: Sequence[Col], rows: Sequence[Sequence[str | Text]], width: 
             break
         floor = max(columns[i].floor, cell_len(columns[i].title))  # titles are never cut
         widths[i] = max(min(widths[i], floor), widths[i] - excess)
-    table = Table(box=None, pad_edge=False, padding=(0, GAP // 2))
+    total = sum(widths) + GAP * (len(columns) - 1)
+    table = Table(
+        box=None, pad_edge=False, padding=(0, GAP // 2), width=total if total > width else None
+    )
     for col, col_width in zip(columns, widths, strict=True):
         table.add_column(
             col.title, width=col_width, no_wrap=True, overflow="ellipsis", justify=col.justify
