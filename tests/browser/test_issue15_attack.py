@@ -188,3 +188,47 @@ def test_the_timeline_of_500_running_steps_grows_without_freezing_the_page(
     # The tooltip of a running bar still follows it.
     title = bar.get_attribute("title")
     assert title.startswith("b0 · attempt 1: running"), title
+
+
+HOSTILE = '<img src=x onerror="window.hacked=1">\u202e\u200b😀'
+
+
+def test_hostile_text_shows_as_text_and_integers_beyond_2_53_stay_exact(
+    live_server: LiveServer, page: Any
+) -> None:
+    # JavaScript numbers stop at 2^53: parsed as such, 2^53 + 1 in a run's input showed
+    # as 9007199254740992 and 2^60 + 1 as 1152921504606847000.
+    big, bigger = 2**53 + 1, -(2**60 + 1)
+    run = FakeRun(
+        [{"name": "a", "input": {"x": HOSTILE, "n": {"from": "input.big"}}}],
+        input={"big": big, "h": HOSTILE},
+    )
+    run.event(0, "run_queued", scenario_id="made_up", input={})
+    run.event(1, "run_started", scenario_id="made_up", worker=HOSTILE)
+    run.event(2, "step_started", step="a", attempt=1, tool="echo")
+    run.event(3, "step_log", step="a", attempt=1, message=HOSTILE)
+    run.event(4, "step_finished", step="a", attempt=1, status="succeeded", message=HOSTILE,
+              duration_ms=1, output={"n": bigger, "f": 1.5, "e": 1e300})  # fmt: skip
+    run.snapshot["steps"][0].update(
+        traceback=HOSTILE, status="succeeded", resolved_input={"x": HOSTILE, "n": big}
+    )
+    run.serve(page)
+    page.goto(f"{live_server.url}/runs/{run.run_id}")
+    applied(page, run)
+    assert f'"big": {big},' in page.locator("#run-input").inner_text()
+    page.locator('.step[data-step="a"]').click()
+    assert HOSTILE in page.locator("#step-traceback").inner_text()
+    assert f'"n": {big}' in page.locator("#step-input").inner_text()
+    output = page.locator("#step-output").inner_text()
+    assert f'"n": {bigger},' in output and '"f": 1.5' in output and '"e": 1e+300' in output
+    assert HOSTILE in page.locator("#event-log").inner_text()
+    assert page.locator("#detail img, #event-log img, .run-header img").count() == 0
+    assert page.evaluate("() => window.hacked") is None
+
+
+def test_a_run_link_with_a_malformed_escape_says_run_not_found(
+    live_server: LiveServer, page: Any
+) -> None:
+    # decodeURIComponent threw on it: the page stayed blank with a script error.
+    page.goto(f"{live_server.url}/runs/%E0%A4%A")
+    page.get_by_role("heading", name="Run not found").wait_for()

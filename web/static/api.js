@@ -12,8 +12,25 @@ export class ApiError extends Error {
   }
 }
 
-/** fetch() with the tab's token; asks for a token when the server answers 401. */
-export async function api(path, { method = "GET", json } = {}) {
+/**
+ * JSON.parse that keeps integers beyond 2^53 exact, as raw JSON that JSON.stringify
+ * writes back digit for digit: a run's input or a step's output holding 2^53 + 1 would
+ * otherwise be shown as 2^53. Only for data shown as JSON: such a value is no number.
+ */
+export function exactJson(text) {
+  if (typeof JSON.rawJSON !== "function") return JSON.parse(text);
+  return JSON.parse(text, (key, value, context) =>
+    typeof value === "number" && Number.isInteger(value) && !Number.isSafeInteger(value) && /^-?\d+$/.test(context?.source ?? "")
+      ? JSON.rawJSON(context.source)
+      : value,
+  );
+}
+
+/**
+ * fetch() with the tab's token; asks for a token when the server answers 401. `exact`
+ * reads the body with exactJson (a run's snapshot, shown as JSON).
+ */
+export async function api(path, { method = "GET", json, exact = false } = {}) {
   for (;;) {
     const headers = { Accept: "application/json" };
     const token = sessionStorage.getItem(TOKEN_KEY);
@@ -29,7 +46,8 @@ export async function api(path, { method = "GET", json } = {}) {
       continue;
     }
     const isJson = (response.headers.get("content-type") || "").includes("json");
-    const body = isJson ? await response.json() : await response.text();
+    const text = await response.text();
+    const body = isJson ? (exact ? exactJson(text) : JSON.parse(text)) : text;
     if (!response.ok) throw new ApiError(response.status, body);
     return body;
   }

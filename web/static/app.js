@@ -29,8 +29,17 @@ function route() {
     return;
   }
   document.title = match ? "run · stepstream" : `${tab[0].toUpperCase()}${tab.slice(1)} · stepstream`;
-  const page = match ? () => runPage(view, decodeURIComponent(match[1])) : () => pages[tab](view);
+  const page = match ? () => runPage(view, runIdOf(match[1])) : () => pages[tab](view);
   stopPage = page() || (() => {});
+}
+
+/** The run id a path names; a malformed escape (`/runs/%E0%A4%A`) names no run, as it is. */
+function runIdOf(segment) {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
 }
 
 /** What an unknown #tab shows: the same words and links as the server's 404 page. */

@@ -1,7 +1,7 @@
 // Following a run's stream over the WebSocket: resume after the last event seen,
 // reconnect with backoff, stop at the run's end.
 
-import { ApiError, RUN_TOKEN_KEY, TOKEN_KEY, api } from "./api.js";
+import { ApiError, RUN_TOKEN_KEY, TOKEN_KEY, api, exactJson } from "./api.js";
 
 /**
  * Open the run's WebSocket and keep it open until `stop()` or the run's end.
@@ -55,7 +55,7 @@ export function follow(runId, { cursor, finished, onEvent, onConnection }) {
       onConnection("live", "live");
       pause = 250;
     });
-    current.addEventListener("message", (message) => onEvent(JSON.parse(message.data)));
+    current.addEventListener("message", (message) => onEvent(exactJson(message.data)));
     current.addEventListener("close", () => {
       // Refused before it opened (expired): the next attempt uses the API token.
       if (runToken && !opened) sessionStorage.removeItem(RUN_TOKEN_KEY(runId));

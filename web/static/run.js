@@ -112,7 +112,7 @@ export function runPage(view, runId) {
         setStatus(event.status, event.message || "");
         explainWait(null);
         // The result is the last steps' outputs, which the snapshot holds in full.
-        api(`/api/runs/${encodeURIComponent(runId)}`).then(header.showResult).catch(showError);
+        api(`/api/runs/${encodeURIComponent(runId)}`, { exact: true }).then(header.showResult).catch(showError);
         break;
       case "step_started":
         Object.assign(step, {
@@ -156,7 +156,7 @@ export function runPage(view, runId) {
   // While the run waits, ask now and then why: the answer changes as workers come and go.
   const pollWait = async () => {
     if (state.stopped || state.finished) return;
-    const snapshot = await api(`/api/runs/${encodeURIComponent(runId)}`);
+    const snapshot = await api(`/api/runs/${encodeURIComponent(runId)}`, { exact: true });
     explainWait(state.finished ? null : snapshot.queued_reason);
   };
   const waitPoller = setInterval(() => {
@@ -195,7 +195,7 @@ export function runPage(view, runId) {
   }, 1000);
 
   let stopFollowing = () => {};
-  api(`/api/runs/${encodeURIComponent(runId)}`)
+  api(`/api/runs/${encodeURIComponent(runId)}`, { exact: true })
     .then((snapshot) => {
       if (state.stopped) return;
       build(snapshot);

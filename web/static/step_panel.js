@@ -34,7 +34,7 @@ export function createStepPanel(aside, runId, onClose) {
     if (key !== storedKey) {
       if (stored?.name !== step.name) showTemplate = false;
       render(step);
-      const snapshot = await api(`/api/runs/${encodeURIComponent(runId)}`);
+      const snapshot = await api(`/api/runs/${encodeURIComponent(runId)}`, { exact: true });
       stored = snapshot.steps.find((s) => s.name === step.name) || null;
       storedKey = key;
       if (current !== step) return;
