@@ -112,3 +112,16 @@ def test_the_apis_messages_land_by_their_fields(
     flags.filter(has_text="must have at most 2 items").wait_for()
     assert error_of(form, "flags") == "must have at most 2 items"  # its own: no "flags: "
     assert page.url.endswith("/#scenarios")
+
+
+def test_a_pattern_only_the_server_reads_leaves_the_check_to_it(
+    live_server: LiveServer, page: Any
+) -> None:
+    page.goto(f"{live_server.url}/#scenarios")
+    form = page.locator('form[data-scenario="test_form_dialects"]')
+    # Refused by the API (the form cannot read the pattern), in the same words.
+    fill(form, code="ab")
+    form.locator('[data-field="code"]', has_text="must be a-b").wait_for()
+    # Accepted: the run starts.
+    fill(form, code="a-b")
+    page.wait_for_url(f"{live_server.url}/runs/**")

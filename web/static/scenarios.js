@@ -173,7 +173,8 @@ function inputField(name, prop, required) {
         throw new Error(prop.minLength === 1 ? "must not be empty" : `must be at least ${characters(prop.minLength)}`);
       if (prop.maxLength !== undefined && length > prop.maxLength)
         throw new Error(`must be at most ${characters(prop.maxLength)}`);
-      if (prop.pattern && !new RegExp(prop.pattern, "u").test(value)) throw new Error(patternPhrase(prop));
+      const pattern = prop.pattern && browserRegExp(prop.pattern);
+      if (pattern && !pattern.test(value)) throw new Error(patternPhrase(prop));
       return value;
     };
   } else {
@@ -233,4 +234,20 @@ function showFieldErrors(error, fields, formError) {
       detail.path === `$.${name}` && message.startsWith(own) ? message.slice(own.length) : message;
   }
   formError.textContent = rest.length || !details.length ? [errorText(error), ...rest].join("; ") : "";
+}
+
+/**
+ * A schema's pattern as this browser reads it, or null when it cannot (Python's regex
+ * dialect accepts some that JavaScript refuses, such as `\-` outside a class in
+ * Unicode mode): the API checks those itself, and the form must not stay unsendable.
+ */
+function browserRegExp(pattern) {
+  for (const flags of ["u", ""]) {
+    try {
+      return new RegExp(pattern, flags);
+    } catch {
+      // the next dialect, then none
+    }
+  }
+  return null;
 }
