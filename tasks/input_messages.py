@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -83,13 +85,43 @@ InputValidator = validators.extend(  # type: ignore[no-untyped-call]
 )
 
 
+#: How many compiled validators `compiled` keeps: every scenario of a large catalog.
+COMPILED_KEPT = 1024
+_compiled: OrderedDict[int, tuple[Mapping[str, Any], Any]] = OrderedDict()
+_compiled_lock = threading.Lock()
+
+
+def compiled(schema: Mapping[str, Any]) -> Any:
+    """The validator of `schema`, built once per schema object.
+
+    A validator resolves its keywords and `$ref`s when first used and keeps them, so a
+    new one per request would redo that work every time. Schemas are dicts, which
+    cannot be hashed, so they are known by identity: a scenario's `input_schema` is one
+    object for as long as the catalog holds the scenario. Each entry keeps its schema
+    alive, so that its `id` cannot come to name another dict; the least recently used
+    entries go first once `COMPILED_KEPT` are kept (a catalog that reloads makes new
+    schema objects)."""
+    key = id(schema)
+    with _compiled_lock:
+        entry = _compiled.get(key)
+        if entry is not None and entry[0] is schema:
+            _compiled.move_to_end(key)
+            return entry[1]
+    validator = InputValidator(schema)
+    with _compiled_lock:
+        _compiled[key] = (schema, validator)
+        while len(_compiled) > COMPILED_KEPT:
+            _compiled.popitem(last=False)
+    return validator
+
+
 def input_errors(schema: Mapping[str, Any], value: Any) -> list[dict[str, Any]]:
     """Every way `value` fails `schema`, sorted by path; `[]` when it passes.
 
     A field that is missing or blank gets that one message: that it is also too short,
     or fails its pattern, would only be noise."""
     found = sorted(
-        InputValidator(schema).iter_errors(value),
+        compiled(schema).iter_errors(value),
         key=lambda e: [str(p) for p in e.absolute_path],
     )
     missing = {tuple(e.absolute_path) for e in found if e.validator == "required"}
