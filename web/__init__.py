@@ -96,15 +96,26 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
         if token and request.path.startswith("/api"):
             check_request(token, run_tokens)
 
+    # Each labelled series is looked up once: `labels()` takes a lock and checks its
+    # values on every call. The label values come from fixed sets (web/metrics.py), so
+    # these stay small.
+    counted: dict[tuple[str, str, str], Any] = {}
+    timed: dict[str, Any] = {}
+
     @app.after_request
     def _after(response: Response) -> Response:
         route = route_label(request.url_rule.rule if request.url_rule else None)
         metrics = services().metrics
-        metrics.requests.labels(
-            method_label(request.method), route, status_label(response.status_code)
-        ).inc()
+        key = (method_label(request.method), route, status_label(response.status_code))
+        counter = counted.get(key)
+        if counter is None:
+            counter = counted[key] = metrics.requests.labels(*key)
+        counter.inc()
         if request.endpoint not in STREAMING and "started" in g:
-            metrics.latency.labels(route).observe(time.perf_counter() - g.started)
+            histogram = timed.get(route)
+            if histogram is None:
+                histogram = timed[route] = metrics.latency.labels(route)
+            histogram.observe(time.perf_counter() - g.started)
         return response
 
     check_eviction_policy(settings.redis_url, "web")
