@@ -1,7 +1,8 @@
 """Run every benchmark against a stack of its own and print one JSON line per figure.
 
 `python -m bench [PART ...] [--baseline PATH]`: the parts are `production`,
-`in_process`, `mcp` and `streaming` (all when none is named). With `--baseline`, a
+`in_process`, `mcp` and `streaming` (all when none is named), and `post_cpu` (alone;
+`production` includes it). With `--baseline`, a
 checkout of another commit, `post_cpu_ms` is measured for that commit's web too, in
 the same run (`git worktree add --detach /tmp/base <commit>` makes one).
 """
@@ -26,7 +27,7 @@ from .throughput import throughput
 
 #: The bare Celery baseline's Redis database: same server, never the same queue.
 BARE_DB = 1
-PARTS = ("production", "in_process", "mcp", "streaming")
+PARTS = ("production", "in_process", "mcp", "streaming", "post_cpu")
 
 
 def emit(*figures: dict[str, Any]) -> None:
@@ -62,7 +63,7 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, help="a checkout to measure post_cpu_ms of")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    parts = args.parts or list(PARTS)
+    parts = args.parts or [part for part in PARTS if part != "post_cpu"]
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(
@@ -70,6 +71,9 @@ def main() -> int:
         )
     if "production" in parts:
         production(args.baseline)
+    elif "post_cpu" in parts:
+        with production_stack() as stack:
+            emit(*post_cpu(stack, args.baseline))
     if "in_process" in parts:
         in_process()
     if "mcp" in parts:

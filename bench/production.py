@@ -245,12 +245,15 @@ def throughput(
 
 
 def post_cpu(
-    stack: ProductionStack, baseline: Path | None, n: int = 1000, rounds: int = 3
+    stack: ProductionStack, baseline: Path | None, n: int = 1000, rounds: int = 4
 ) -> list[dict[str, Any]]:
     """CPU time of the web process per `POST /api/runs` (served, and the run sent),
     while the stack's workers run what it sends; with `baseline` (a checkout of another
-    commit), the same for a web started from that checkout, the two alternating."""
-    webs = {"post_cpu_ms": stack.web}
+    commit), the same for a web started from that checkout.
+
+    Each web is started for this figure alone, so that both have served the same
+    requests before; their turns alternate (ABBA) over the rounds."""
+    webs = {"post_cpu_ms": start_web(stack.env, stack.log_dir, "web-post")}
     if baseline is not None:
         # gunicorn puts its --chdir first on sys.path unless it is there already: no
         # PYTHONPATH, so that nothing is imported from this checkout instead.
@@ -263,13 +266,14 @@ def post_cpu(
     try:
         samples: dict[str, list[float]] = {name: [] for name in webs}
         for web in webs.values():  # warm-up
-            run_rate(stack, web, "/api/runs", single_bodies(50))
-        for _ in range(rounds):
-            for name, web in webs.items():
+            run_rate(stack, web, "/api/runs", single_bodies(100))
+        for i in range(rounds):
+            turns = list(webs.items())
+            for name, web in turns if i % 2 == 0 else reversed(turns):
                 samples[name].append(run_rate(stack, web, "/api/runs", single_bodies(n)).web_cpu_ms)
     finally:
-        if baseline is not None:
-            webs["post_cpu_ms_baseline"].kill()
+        for web in webs.values():
+            web.kill()
     how = (
         f"CPU time (user + system) of the gunicorn worker process over N={n} one-step "
         f"POST /api/runs from {CONNECTIONS} connections, divided by N, median of {rounds} "
@@ -285,7 +289,9 @@ def post_cpu(
                 round(statistics.median(samples["post_cpu_ms_baseline"]), 3),
                 "ms",
                 f"the same for a web started from {baseline} ({commit_of(baseline)}), "
-                "alternating with post_cpu_ms in the same run",
+                f"its rounds alternating with post_cpu_ms's in the same run: "
+                f"{[round(x, 3) for x in samples['post_cpu_ms_baseline']]} against "
+                f"{[round(x, 3) for x in samples['post_cpu_ms']]}",
             )
         )
     return figures
