@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -23,11 +24,7 @@ from typing import Any, cast
 
 import httpx
 import redis
-import websockets
 
-from client.follow import Cursor
-from client.sse import SSEDecoder
-from client.streams import ws_url
 from devtools.celery_worker import start_worker
 from devtools.processes import child_pids
 from devtools.redis_server import RedisServer
@@ -36,6 +33,18 @@ from tasks import keys
 from web import WEB_CLIENT_NAME
 
 from .api import wait_finished
+from .crowd import (
+    Crowd,
+    Job,
+    LiveRuns,
+    Outcome,
+    raise_file_limit,
+    raw_sse,
+    samples_between,
+    sse_events,
+    timeline,
+    ws_events,
+)
 from .report import figure, percentiles
 from .stack import SCENARIOS, host
 
@@ -95,20 +104,36 @@ SETUP = (
 )
 
 
-def streaming_figures(stack: StreamingStack) -> Iterator[dict[str, Any]]:
-    ws = live_latency(stack, "ws")
-    yield figure("event_latency_1000", ws["latency"], "ms", ws["setup"])
-    yield figure("web_redis_connections_1000", ws["connections"], "connections", ws["setup"])
-    yield figure("web_rss_mb_1000", ws["rss_mb"], "MB", ws["setup"])
-    sse = live_latency(stack, "sse")
-    yield figure("sse_latency_1000", sse["latency"], "ms", sse["setup"])
-    peer = flask_sse_latency(stack)
-    yield figure("flask_sse_latency_1000", peer["latency"], "ms", peer["setup"])
-    yield figure(
-        "flask_sse_redis_connections_1000", peer["connections"], "connections", peer["setup"]
-    )
-    yield from publish_and_replay(stack)
-    yield xadd_limit(stack)
+#: Groups of figures, in the order they run; `run(only=...)` picks some.
+GROUPS = ("live", "crowd", "storm", "replay", "xadd")
+
+
+def streaming_figures(
+    stack: StreamingStack, only: set[str] | None = None, limits: str = ""
+) -> Iterator[dict[str, Any]]:
+    wanted = set(GROUPS) if only is None else only
+    peer_p99: float | None = None
+    if "live" in wanted:
+        ws = live_latency(stack, "ws")
+        yield figure("event_latency_1000", ws["latency"], "ms", ws["setup"])
+        yield figure("web_redis_connections_1000", ws["connections"], "connections", ws["setup"])
+        yield figure("web_rss_mb_1000", ws["rss_mb"], "MB", ws["setup"])
+        sse = live_latency(stack, "sse")
+        yield figure("sse_latency_1000", sse["latency"], "ms", sse["setup"])
+        peer = flask_sse_latency(stack)
+        peer_p99 = peer["latency"]["p99"]
+        yield figure("flask_sse_latency_1000", peer["latency"], "ms", peer["setup"])
+        yield figure(
+            "flask_sse_redis_connections_1000", peer["connections"], "connections", peer["setup"]
+        )
+    if "crowd" in wanted:
+        yield from crowd_figures(stack, limits, peer_p99)
+    if "storm" in wanted:
+        yield storm_figure(stack)
+    if "replay" in wanted:
+        yield from publish_and_replay(stack)
+    if "xadd" in wanted:
+        yield xadd_limit(stack)
 
 
 # -- a thousand live subscribers -----------------------------------------------------
@@ -158,62 +183,20 @@ def live_latency(stack: StreamingStack, transport: str) -> dict[str, Any]:
     }
 
 
-async def ws_events(base_url: str, path: str) -> Any:
-    """A run's events over one WebSocket (asyncio), each checked by the client's
-    resume bookkeeping (no repeat, no gap); `(None, t)` when connected."""
-    cursor = Cursor()
-    async with websockets.connect(ws_url(base_url) + path, max_size=None, open_timeout=60) as ws:
-        yield None, time.time()  # connected
-        async for message in ws:
-            event, received = json.loads(message), time.time()
-            if cursor.accept(event["id"], event.get("seq"), event["type"]):
-                yield event, received
-
-
-async def sse_events(base_url: str, path: str) -> Any:
-    """The same over SSE."""
-    cursor = Cursor()
-    async for message, received in raw_sse(base_url, path):
-        if message is None:
-            yield None, received
-            continue
-        event = json.loads(message.data)
-        if cursor.accept(message.id, event.get("seq"), event["type"]):
-            yield event, received
-
-
-async def raw_sse(base_url: str, path: str) -> Any:
-    """A minimal asyncio SSE client, for thousands at once: HTTP/1.0, so the body is the
-    stream as it is until the end, parsed by the client's decoder (client/sse.py).
-    Yields each message with the time its bytes arrived; `(None, t)` when connected."""
-    hostport = base_url.split("//", 1)[1]
-    hostname, port = hostport.split(":")
-    reader, writer = await asyncio.open_connection(hostname, int(port), limit=1 << 22)
-    writer.write(
-        f"GET {path} HTTP/1.0\r\nHost: {hostport}\r\nAccept: text/event-stream\r\n\r\n".encode()
-    )
-    try:
-        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-            pass  # the status line and headers
-        yield None, time.time()  # connected
-        decoder = SSEDecoder()
-        while True:
-            chunk = await reader.read(1 << 16)
-            received = time.time()
-            for message in decoder.feed_bytes(chunk):
-                yield message, received
-            if not chunk:
-                return
-    finally:
-        writer.close()
-
-
 class ResourceWatch:
     """Samples the web process's Redis connections and resident memory while in use."""
 
-    def __init__(self, stack: StreamingStack, name: str = WEB_CLIENT_NAME) -> None:
+    def __init__(
+        self,
+        stack: StreamingStack,
+        name: str = WEB_CLIENT_NAME,
+        web: WebProcess | None = None,
+        db: int | None = None,
+    ) -> None:
         self.stack = stack
         self.name = name
+        self.web = web or stack.web
+        self.db = db
         self.max_connections = 0
         self.max_rss_mb = 0.0
         self._stop = threading.Event()
@@ -228,10 +211,14 @@ class ResourceWatch:
         self._thread.join()
 
     def _run(self) -> None:
-        pid = self.stack.web_worker_pid()
+        pid = child_pids(self.web.proc.pid)[0]
         while not self._stop.wait(0.5):
             clients = self.stack.redis.client_list()
-            count = sum(1 for c in clients if c.get("name") == self.name)
+            count = sum(
+                1
+                for c in clients
+                if c.get("name") == self.name and (self.db is None or c.get("db") == str(self.db))
+            )
             self.max_connections = max(self.max_connections, count)
             self.max_rss_mb = max(self.max_rss_mb, rss_mb(pid))
 
@@ -386,7 +373,174 @@ def xadd_limit(stack: StreamingStack, seconds: float = 2.0) -> dict[str, Any]:
     )
 
 
-def run(emit: Callable[..., None]) -> None:
+def run(emit: Callable[..., None], only: set[str] | None = None) -> None:
+    """Every streaming figure, or the groups in `only` (see GROUPS); `make bench` runs
+    them all. `STEPSTREAM_BENCH_STREAMING=crowd,storm` picks groups the same way."""
+    if only is None and os.environ.get("STEPSTREAM_BENCH_STREAMING"):
+        only = set(os.environ["STEPSTREAM_BENCH_STREAMING"].split(","))
+    # Before any server or client process starts: they inherit it. The web holds one
+    # file per subscriber; the client processes share theirs.
+    limits = raise_file_limit(CROWD_RUNS * CROWD_PER_RUN + 4096)
     with streaming_stack() as stack:
-        for result in streaming_figures(stack):
+        for result in streaming_figures(stack, only, limits):
             emit(result)
+
+
+# -- ten thousand live subscribers -------------------------------------------------------
+
+CROWD_RUNS, CROWD_PER_RUN = 1000, 10
+#: Events per second each of the thousand runs appends, and for how long.
+CROWD_RATE, CROWD_SECONDS = 1.0, 20.0
+#: Client processes sharing the ten thousand connections.
+CROWD_PROCESSES = 4
+
+
+def side_env(stack: StreamingStack, db: int) -> tuple[str, dict[str, str]]:
+    """A Redis database of its own (no worker sweeps it), and the env of a web on it."""
+    url = stack.env["STEPSTREAM_REDIS_URL"].rsplit("/", 1)[0] + f"/{db}"
+    return url, {**stack.env, "STEPSTREAM_REDIS_URL": url}
+
+
+def everyone_once(outcomes: list[Outcome], lengths: dict[str, int]) -> str:
+    """Whether every subscriber got every event of its run once, in order (its Cursor
+    raises on a gap and counts repeats), or what went wrong."""
+    wrong = [
+        o
+        for o in outcomes
+        if o.error or not o.finished or o.repeats or o.delivered != lengths[o.run_id] - o.skip
+    ]
+    if not wrong:
+        return f"all {len(outcomes)} got every event of their run once, in order"
+    first = wrong[0]
+    return (
+        f"{len(wrong)} of {len(outcomes)} did not get every event once (e.g. delivered "
+        f"{first.delivered} of {lengths[first.run_id] - first.skip}, repeats {first.repeats}, "
+        f"finished {first.finished}, error {first.error!r})"
+    )
+
+
+def crowd_figures(
+    stack: StreamingStack, limits: str, peer_p99: float | None
+) -> list[dict[str, Any]]:
+    """10,000 WebSocket subscribers over 1,000 live runs, one web process."""
+    url, env = side_env(stack, 1)
+    web = start_web(env, stack.log_dir, "web-10000")
+    runs = LiveRuns(url, CROWD_RUNS)
+    jobs = [Job(r, "ws") for _ in range(CROWD_PER_RUN) for r in runs.run_ids]
+    crowd = Crowd(web.url, jobs, CROWD_PROCESSES)
+    try:
+        with ResourceWatch(stack, web=web, db=1) as watch:
+            crowd.go()
+            first, last = crowd.connected()
+            stop = threading.Event()
+            runs.publish(CROWD_RATE, CROWD_SECONDS, stop)
+            runs.finish()
+            outcomes = crowd.outcomes()
+        lengths = runs.lengths()
+    finally:
+        crowd.kill()
+        runs.close()
+        web.kill()
+    samples = [latency for o in outcomes for _, latency in o.samples]
+    if os.environ.get("STEPSTREAM_BENCH_TIMELINE"):
+        print(timeline(outcomes), file=sys.stderr)
+    latency = percentiles(samples) | {"max": round(max(samples, default=0.0), 1)}
+    versus = f"; flask-sse p99 at 1,000 in this run: {peer_p99} ms" if peer_p99 else ""
+    setup = (
+        f"{len(jobs)} WebSocket subscribers over {CROWD_RUNS} live runs, each run appending "
+        f"{CROWD_RATE:g} event/s for {CROWD_SECONDS:g} s, spread evenly; {len(samples)} "
+        f"deliveries; {everyone_once(outcomes, lengths)}; all connected in "
+        f"{last - first:.1f} s by {CROWD_PROCESSES} asyncio client processes{versus}; one web "
+        f"process (gunicorn, gevent worker), runs fed through the run store's scripts by the "
+        f"bench; {limits}; {host()}"
+    )
+    return [
+        figure("event_latency_10000", latency, "ms", setup),
+        figure("web_rss_mb_10000", round(watch.max_rss_mb, 1), "MB", setup),
+        figure("web_redis_connections_10000", watch.max_connections, "connections", setup),
+    ]
+
+
+# -- a reconnect storm -------------------------------------------------------------------
+
+STORM_RUNS, STORM_PER_RUN = 100, 10
+#: Events each run holds before the storm: what every joiner replays first.
+STORM_HISTORY = 300
+#: Events per second each run appends, throughout.
+STORM_RATE = 5.0
+#: Seconds of steady state measured before the storm, and the most it may take.
+STEADY_S, STORM_MAX_S = 6.0, 30.0
+
+
+def storm_figure(stack: StreamingStack) -> dict[str, Any]:
+    """Live delivery to 1,000 SSE subscribers of 100 runs while 1,000 more join at once,
+    each replaying its run from the start, against the steady state before."""
+    url, env = side_env(stack, 2)
+    web = start_web(env, stack.log_dir, "web-storm")
+    runs = LiveRuns(url, STORM_RUNS, history=STORM_HISTORY)
+    followers = Crowd(
+        web.url,
+        [
+            Job(r, "sse", after=last_id(stack, url, r), skip=STORM_HISTORY + 3)
+            for _ in range(STORM_PER_RUN)
+            for r in runs.run_ids
+        ],
+        1,
+    )
+    joiners = Crowd(web.url, [Job(r, "sse") for _ in range(STORM_PER_RUN) for r in runs.run_ids], 2)
+    stop = threading.Event()
+    publisher = threading.Thread(
+        target=runs.publish, args=(STORM_RATE, STEADY_S + 1 + STORM_MAX_S, stop), daemon=True
+    )
+    try:
+        followers.go()
+        followers.connected()
+        publisher.start()
+        time.sleep(1.0)  # the first ticks reach everyone before the steady state counts
+        steady_start = time.time()
+        time.sleep(STEADY_S)
+        storm_start = time.time()
+        joiners.go()
+        first, last = joiners.connected()
+        publisher.join()
+        runs.finish()
+        followed = followers.outcomes()
+        joined = joiners.outcomes()
+        lengths = runs.lengths()
+    finally:
+        stop.set()
+        followers.kill()
+        joiners.kill()
+        runs.close()
+        web.kill()
+    drained = all(o.caught_up for o in joined)
+    if os.environ.get("STEPSTREAM_BENCH_TIMELINE"):
+        print(f"storm {storm_start:.1f} steady {steady_start:.1f}", file=sys.stderr)
+        print(timeline(followed), file=sys.stderr)
+    storm_end = max((o.caught_up for o in joined), default=storm_start)
+    steady = percentiles(list(samples_between(followed, steady_start, storm_start)))
+    during = list(samples_between(followed, storm_start, storm_end))
+    storm = percentiles(during) | {"max": round(max(during, default=0.0), 1)}
+    ratio = round(storm["p99"] / steady["p99"], 2) if steady["p99"] else None
+    return figure(
+        "storm_latency_1000",
+        storm | {"steady_p50": steady["p50"], "steady_p99": steady["p99"], "ratio_p99": ratio},
+        "ms",
+        f"live delivery to {len(followed)} SSE subscribers of {STORM_RUNS} runs (each run "
+        f"appending {STORM_RATE:g} events/s) while {len(joined)} more join within "
+        f"{last - first:.2f} s, each replaying its run's {STORM_HISTORY}+ events from the "
+        f"start; storm {storm_end - storm_start:.1f} s until the last joiner was live"
+        f"{'' if drained else ' (NOT every joiner caught up)'}; {len(during)} deliveries "
+        f"during it; steady state: the {STEADY_S:g} s before; followers: "
+        f"{everyone_once(followed, lengths)}; joiners: {everyone_once(joined, lengths)}; "
+        f"one web process (gunicorn, gevent worker), {host()}",
+    )
+
+
+def last_id(stack: StreamingStack, url: str, run_id: str) -> str:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        last = cast("list[Any]", client.xrevrange(keys.run_events(run_id), count=1))
+        return str(last[0][0])
+    finally:
+        client.close()

@@ -9,21 +9,43 @@ request pool. Either way a Redis that fails a read raises `BackendUnavailable`.
 
 from __future__ import annotations
 
+import collections
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 
 from . import keys, redis_client
+from .errors import BackendUnavailable
 from .events import Event, Retained, first_id_after, id_key, retained_of
 from .redis_client import backend_errors
+
+#: Stream replies `StreamReads` takes as Redis sends them: an entry's fields stay the
+#: flat list `[name, value, ...]`, without a dict made per entry (replays are mostly
+#: that work).
+RAW_REPLIES = ("XRANGE", "XREVRANGE", "XREAD")
 
 
 def decode_entries(entries: list[Any]) -> list[Event]:
     """The events of stream entries as XRANGE and XREAD return them (unreadable ones
-    left out, and logged)."""
-    events = (Event.decode(entry_id, fields.get("data", "")) for entry_id, fields in entries)
+    left out, and logged); fields as a dict or as Redis' flat list."""
+    events = (Event.decode(entry_id, _data(fields)) for entry_id, fields in entries)
     return [e for e in events if e is not None]
+
+
+def _data(fields: Any) -> Any:
+    if type(fields) is list:
+        if fields and fields[0] == "data":
+            return fields[1]
+        return dict(zip(fields[::2], fields[1::2], strict=False)).get("data", "")
+    return fields.get("data", "") if fields else ""
+
+
+def _as_dicts(entries: list[Any]) -> list[Any]:
+    """Entries with their fields as dicts (as `retained_of` reads them)."""
+    return [(entry_id, {"data": _data(fields)}) for entry_id, fields in entries]
 
 
 def read_events(client: redis.Redis, run_id: str, after: str, count: int) -> list[Event]:
@@ -59,18 +81,139 @@ class ReplayPage:
 
     #: The run's status; None when the run does not exist (or expired).
     status: str | None
-    #: The first event the stream keeps (`last_id` here is that event's too).
-    head: Retained
+    #: The ends of what the stream holds.
+    retained: Retained
     events: list[Event]
     #: The id of the page's last entry (None for an empty page): the next page starts
     #: after it, even when that entry could not be decoded.
     last_id: str | None
+    #: Whether the page holds as many entries as asked: more may follow at once. A
+    #: shorter page read everything the stream held.
+    full: bool = False
+
+    @property
+    def exists(self) -> bool:
+        return self.status is not None
 
     def trimmed_past(self, cursor: str) -> bool:
         """Whether trimming dropped events after `cursor`: the stream lost its start and
         the first event it keeps is later than the cursor."""
-        first = self.head.first_id
-        return bool(self.head.trimmed and first) and id_key(cursor) < id_key(str(first))
+        first = self.retained.first_id
+        return bool(self.retained.trimmed and first) and id_key(cursor) < id_key(str(first))
+
+
+def queue_page(pipe: Any, run_id: str, start: str | None, count: int) -> None:
+    """The commands of one replay page (see `page_of`): the run's status, the ends of
+    its stream and, from `start` (None: none), up to `count` entries."""
+    stream = keys.run_events(run_id)
+    pipe.hget(keys.run(run_id), "status")
+    pipe.xrange(stream, min="-", max="+", count=1)
+    pipe.xrevrange(stream, max="+", min="-", count=1)
+    if start is not None:
+        pipe.xrange(stream, min=start, max="+", count=count)
+
+
+def page_of(replies: Sequence[Any], count: int) -> ReplayPage:
+    status, head, tail, *rest = replies
+    entries = rest[0] if rest else []
+    return ReplayPage(
+        status,
+        retained_of(_as_dicts(head), _as_dicts(tail)),
+        decode_entries(entries),
+        entries[-1][0] if entries else None,
+        full=bool(rest) and len(entries) >= count,
+    )
+
+
+class _Read:
+    """One caller's page, waiting for a batch to carry it."""
+
+    __slots__ = ("count", "done", "error", "lead", "page", "run_id", "start")
+
+    def __init__(self, run_id: str, start: str | None, count: int) -> None:
+        self.run_id = run_id
+        self.start = start
+        self.count = count
+        self.done = threading.Event()
+        #: Set when it is this caller's turn to read a batch for everyone waiting.
+        self.lead = False
+        self.page: ReplayPage | None = None
+        self.error: BaseException | None = None
+
+    def result(self) -> ReplayPage:
+        if self.error is not None:
+            raise self.error
+        if self.page is None:
+            raise BackendUnavailable("the read carrying this page was abandoned")
+        return self.page
+
+
+class BatchedPages:
+    """Replay pages of every caller, read many to a round trip.
+
+    A storm of reconnections is a thousand callers each wanting a page at once: one
+    round trip apiece would queue them on a few connections, and each of those round
+    trips waits its turn on a busy process. Here callers queue, and one of them at a
+    time reads the pages of everyone queued (up to `budget` entries) in one pipelined
+    transaction, hands each its page and passes the turn to the next in line. Each
+    page is read in one transaction with what it is judged by (status and the
+    stream's ends), as a page read alone would be.
+    """
+
+    def __init__(self, client: redis.Redis, budget: int) -> None:
+        self._redis = client
+        self._budget = budget
+        self._lock = threading.Lock()
+        self._queue: collections.deque[_Read] = collections.deque()
+        self._busy = False
+
+    def page(self, run_id: str, start: str | None, count: int) -> ReplayPage:
+        me = _Read(run_id, start, count)
+        with self._lock:
+            self._queue.append(me)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            me.done.wait()
+            if not me.lead:
+                return me.result()
+        self._read_batch()
+        return me.result()
+
+    def _read_batch(self) -> None:
+        """Read the pages at the front of the queue (this caller's first)."""
+        with self._lock:
+            batch = [self._queue.popleft()]
+            spent = batch[0].count
+            while self._queue and spent + self._queue[0].count <= self._budget:
+                spent += self._queue[0].count
+                batch.append(self._queue.popleft())
+        try:
+            self._execute(batch)
+        except Exception as exc:
+            for read in batch:
+                read.error = exc
+        finally:
+            with self._lock:
+                if self._queue:
+                    self._queue[0].lead = True
+                    self._queue[0].done.set()
+                else:
+                    self._busy = False
+            for read in batch:
+                read.done.set()
+
+    @backend_errors
+    def _execute(self, batch: list[_Read]) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        for read in batch:
+            queue_page(pipe, read.run_id, read.start, read.count)
+        replies = pipe.execute()
+        i = 0
+        for read in batch:
+            n = 4 if read.start is not None else 3
+            read.page = page_of(replies[i : i + n], read.count)
+            i += n
 
 
 @dataclass(frozen=True)
@@ -89,13 +232,18 @@ class StreamBatch:
 class StreamReads:
     """Reads of run streams on a client of their own (the hub's)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, page_budget: int = 0) -> None:
         self._redis = client
+        for command in RAW_REPLIES:
+            client.set_response_callback(command, _as_is)
+        #: Replay pages of many callers, pipelined (with a budget of entries per trip).
+        self._pages = BatchedPages(client, page_budget) if page_budget else None
 
     @classmethod
-    def connect(cls, redis_url: str, **options: Any) -> StreamReads:
-        """On a new client from `redis_client.connect` (which takes `options`)."""
-        return cls(redis_client.connect(redis_url, **options))
+    def connect(cls, redis_url: str, page_budget: int = 0, **options: Any) -> StreamReads:
+        """On a new client from `redis_client.connect` (which takes `options`); with a
+        `page_budget`, replay pages of concurrent callers share round trips."""
+        return cls(redis_client.connect(redis_url, **options), page_budget)
 
     def close(self) -> None:
         """Close the client's connections (those in use close as they come back)."""
@@ -104,25 +252,18 @@ class StreamReads:
     @backend_errors
     def retained(self, run_id: str) -> tuple[bool, Retained]:
         """Whether the run exists, and the ends of its stream (for checking a cursor)."""
-        exists, retained, _ = read_retained(self._redis, run_id)
-        return exists, retained
+        page = self.replay_page(run_id, None, 0)
+        return page.exists, page.retained
 
     @backend_errors
-    def replay_page(self, run_id: str, start: str, count: int) -> ReplayPage:
-        """Up to `count` events from id `start` on, with the run's status and the first
-        event kept, in one transaction."""
-        stream = keys.run_events(run_id)
+    def replay_page(self, run_id: str, start: str | None, count: int) -> ReplayPage:
+        """Up to `count` events from id `start` on (None: none), with the run's status
+        and the ends of its stream, in one transaction."""
+        if self._pages is not None:
+            return self._pages.page(run_id, start, count)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hget(keys.run(run_id), "status")
-        pipe.xrange(stream, min="-", max="+", count=1)
-        pipe.xrange(stream, min=start, max="+", count=count)
-        status, head, entries = cast("tuple[str | None, list[Any], list[Any]]", pipe.execute())
-        return ReplayPage(
-            status,
-            retained_of(head, head),
-            decode_entries(entries),
-            entries[-1][0] if entries else None,
-        )
+        queue_page(pipe, run_id, start, count)
+        return page_of(pipe.execute(), count)
 
     @backend_errors
     def wake(self, key: str) -> None:
@@ -138,21 +279,39 @@ class StreamReads:
         anything to come (one XREAD BLOCK over all of them)."""
         streams: dict[Any, Any] = dict(cursors)
         reply = self._redis.xread(streams, count=count, block=int(block_s * 1000))
-        return [
-            StreamBatch(stream, entries[-1][0], entries)
-            for stream, entries in cast("list[Any]", reply) or []
-        ]
+        # As Redis sends it: pairs of a stream and its entries, or a map of them.
+        found = reply.items() if isinstance(reply, dict) else cast("list[Any]", reply) or []
+        return [StreamBatch(stream, entries[-1][0], entries) for stream, entries in found]
 
     @backend_errors
     def last_id(self, stream: str) -> str | None:
         """The id of the stream's last entry; None when it has none (or is gone)."""
-        last = cast("list[Any]", self._redis.xrevrange(stream, max="+", min="-", count=1))
-        return str(last[0][0]) if last else None
+        return self.last_ids([stream])[stream]
+
+    @backend_errors
+    def last_ids(self, streams: list[str]) -> dict[str, str | None]:
+        """The id of each stream's last entry (None for one that has none, or is gone),
+        in one round trip however many streams."""
+        pipe = self._redis.pipeline(transaction=False)
+        for stream in streams:
+            pipe.xrevrange(stream, max="+", min="-", count=1)
+        replies = cast("list[list[Any]]", pipe.execute())
+        return {s: str(r[0][0]) if r else None for s, r in zip(streams, replies, strict=True)}
 
     @backend_errors
     def between(self, stream: str, start: str, end: str) -> list[Event]:
         """The events from id `start` to id `end`, both included."""
-        return decode_entries(cast("list[Any]", self._redis.xrange(stream, min=start, max=end)))
+        return self.stretches({stream: (start, end)})[stream]
+
+    @backend_errors
+    def stretches(self, spans: dict[str, tuple[str, str]]) -> dict[str, list[Event]]:
+        """For each stream, its events from id `start` to id `end`, both included, in one
+        round trip however many streams."""
+        pipe = self._redis.pipeline(transaction=False)
+        for stream, (start, end) in spans.items():
+            pipe.xrange(stream, min=start, max=end)
+        replies = cast("list[list[Any]]", pipe.execute())
+        return {s: decode_entries(r) for s, r in zip(spans, replies, strict=True)}
 
     @backend_errors
     def missing(self, streams: list[str]) -> list[str]:
@@ -161,3 +320,7 @@ class StreamReads:
         for stream in streams:
             pipe.exists(stream)
         return [s for s, exists in zip(streams, pipe.execute(), strict=True) if not exists]
+
+
+def _as_is(response: Any, **options: Any) -> Any:
+    return response

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from tasks.errors import BackendUnavailable
 from tasks.events import Event, Retained, first_id_after, id_key
 from tasks.statuses import TERMINAL_RUN
-from tasks.stream_reads import StreamReads
+from tasks.stream_reads import ReplayPage, StreamReads
 
 from .subscription import QUEUE_BYTES, QUEUE_LIMIT, Gone, Subscription
 
@@ -54,6 +54,19 @@ SIDE_TIMEOUT_S = 5.0
 PAGE = 1000
 #: How long one blocking read waits; streams whose run expired are noticed this often.
 BLOCK_S = 5.0
+#: Events of a run read with the check of a cursor, before a stream starts: most
+#: followers of a live run need no other read before they join the hub.
+FIRST_PAGE = 200
+#: Entries asked for in one round trip by the replays of a process together: callers
+#: queue and their pages are read many at a time, one batch after another (see
+#: `BatchedPages`), so a storm of reconnections replays in turn, in bounded bites,
+#: on one side connection, leaving the CPU to the hub's live deliveries in between.
+PAGE_BUDGET = 5000
+#: After a read that brought events, the hub waits this long per stream it follows
+#: (up to `GATHER_MAX_S`) before reading again: one XREAD names every followed stream,
+#: and a thousand of them cost more to send and answer than the events they bring.
+GATHER_PER_STREAM_S = 10e-6
+GATHER_MAX_S = 0.01
 
 
 class Hub:
@@ -81,6 +94,7 @@ class Hub:
             read_timeout_s=SIDE_TIMEOUT_S,
             max_connections=SIDE_CONNECTIONS,
             pool_wait_s=SIDE_TIMEOUT_S,
+            page_budget=PAGE_BUDGET,
         )
         self._lock = threading.Lock()
         self._joining: list[Subscription] = []
@@ -103,8 +117,18 @@ class Hub:
         """Whether the run exists, and the ends of its stream (for checking a cursor)."""
         return self.side.retained(run_id)
 
-    def follow(self, run_id: str, after: str, wait_s: float) -> Iterator[list[Event]]:
-        """Replay a run from `after`, then follow it live until `run_finished`.
+    def open(self, run_id: str, after: str) -> ReplayPage:
+        """Whether the run exists and the ends of its stream (for checking a cursor),
+        read with the first events after `after`: hand it to `follow`, which starts
+        with them."""
+        start = first_id_after(_cursor(after))
+        return self.side.replay_page(run_id, start, FIRST_PAGE if start else 0)
+
+    def follow(
+        self, run_id: str, after: str, wait_s: float, first: ReplayPage | None = None
+    ) -> Iterator[list[Event]]:
+        """Replay a run from `after`, then follow it live until `run_finished`; `first`
+        is what `open` read (else the first page is read here).
 
         Yields events in batches as they come (a replay page, what arrived live) and an
         empty batch after each `wait_s` of silence (for keepalives); the last batch ends
@@ -112,7 +136,7 @@ class Hub:
         trimming dropped events it has not seen yet ("trimmed": never a silent gap),
         and BackendUnavailable when replaying fails.
         """
-        cursor = after if after not in ("", "0") else "0-0"
+        cursor = _cursor(after)
         # From the beginning, the first event kept is where the reader starts; from a
         # cursor, every page must start right after what the reader has.
         check_gap = cursor != "0-0"
@@ -120,7 +144,10 @@ class Hub:
             start = first_id_after(cursor)
             if start is None:
                 raise Gone("cursor")  # the largest id there is: nothing can follow it
-            page = self.side.replay_page(run_id, start, PAGE)
+            if first is not None:
+                page, first = first, None
+            else:
+                page = self.side.replay_page(run_id, start, PAGE)
             if check_gap and page.trimmed_past(cursor):
                 raise Gone("trimmed")
             check_gap = True
@@ -133,6 +160,8 @@ class Hub:
             yield events
             if final:
                 return
+            if not page.full:
+                break  # it read what the stream held: the hub hands over the rest
         sub = self.subscribe(run_id, cursor)
         try:
             while True:
@@ -250,41 +279,72 @@ class Hub:
                 self._wake_pending = False
             for sub in leaving:
                 self._remove(sub)
-            for sub in joining:
-                self._admit(reader, sub)
+            self._admit(reader, joining)
             cursors = {**self._cursors, self._wake_key: self._wake_cursor}
+            delivered = False
             for batch in reader.tail(cursors, PAGE, BLOCK_S):
                 if batch.stream == self._wake_key:
                     self._wake_cursor = batch.last_id
                     continue
                 self._deliver(batch.stream, batch.last_id, batch.events())
+                delivered = True
+            if delivered:
+                # Let events gather (and the subscribers just woken send theirs) so the
+                # next read brings more of them for what it costs.
+                time.sleep(min(GATHER_MAX_S, GATHER_PER_STREAM_S * len(cursors)))
             if time.monotonic() - last_check >= BLOCK_S:
                 last_check = time.monotonic()
                 self._drop_expired(reader)
 
-    def _admit(self, reader: StreamReads, sub: Subscription) -> None:
-        if sub.ended:
-            return
+    def _admit(self, reader: StreamReads, joining: list[Subscription]) -> None:
+        """Everyone who joined since the last read, at once: two round trips at most
+        however many join, so that a storm of reconnections never holds up the reads
+        of the subscribers already following."""
+        joining = [sub for sub in joining if not sub.ended]
+        # An id that would become the shared read position, or is ahead of it, must be
+        # one the stream has reached. One from the future (a cursor checked before the
+        # stream was deleted and made anew, a caller that did not check) would hold the
+        # read past every event to come, for everyone.
+        unchecked = sorted({sub.stream for sub in joining if self._ahead(sub)})
+        lasts = reader.last_ids(unchecked) if unchecked else {}
+        admitted: dict[str, list[Subscription]] = {}
+        for sub in joining:
+            if sub.stream in lasts:
+                last_id = lasts[sub.stream]
+                if last_id is None:
+                    sub.end("expired")
+                    continue
+                if id_key(sub.last_id) > id_key(last_id):
+                    sub.end("cursor")
+                    continue
+            admitted.setdefault(sub.stream, []).append(sub)
+        # The hub reads a stream new to it from its earliest joiner's id; joiners behind
+        # the hub get the stretch in between first, read once for all of them (each
+        # subscription skips what it has).
+        spans: dict[str, tuple[str, str]] = {}
+        for stream, subs in admitted.items():
+            earliest = min((sub.last_id for sub in subs), key=id_key)
+            cursor = self._cursors.get(stream)
+            if cursor is None:
+                self._cursors[stream] = earliest
+            elif id_key(earliest) < id_key(cursor):
+                spans[stream] = (first_id_after(earliest) or cursor, cursor)
+        stretches = reader.stretches(spans) if spans else {}
+        for stream, subs in admitted.items():
+            group = self._subs.setdefault(stream, set())
+            for sub in subs:
+                if stream in stretches:
+                    sub.push(stretches[stream])
+                if not sub.ended:
+                    group.add(sub)
+            if not group:
+                del self._subs[stream]
+                self._cursors.pop(stream, None)
+
+    def _ahead(self, sub: Subscription) -> bool:
+        """Whether a joiner's id would become its stream's read position, or is ahead."""
         cursor = self._cursors.get(sub.stream)
-        if cursor is None or id_key(sub.last_id) > id_key(cursor):
-            # The joiner's id would become the shared read position, or is ahead of it:
-            # it must be an id the stream has reached. One from the future (a cursor
-            # checked before the stream was deleted and made anew, a caller that did
-            # not check) would hold the read past every event to come, for everyone.
-            last_id = reader.last_id(sub.stream)
-            if last_id is None:
-                sub.end("expired")
-                return
-            if id_key(sub.last_id) > id_key(last_id):
-                sub.end("cursor")
-                return
-        if cursor is None:
-            self._cursors[sub.stream] = sub.last_id
-        elif id_key(sub.last_id) < id_key(cursor):
-            # The hub is ahead of this joiner: hand it the stretch in between first.
-            start = first_id_after(sub.last_id) or cursor
-            sub.push(reader.between(sub.stream, start, cursor))
-        self._subs.setdefault(sub.stream, set()).add(sub)
+        return cursor is None or id_key(sub.last_id) > id_key(cursor)
 
     def _deliver(self, stream: str, last_id: str, events: list[Event]) -> None:
         self._cursors[stream] = last_id
@@ -319,6 +379,10 @@ class Hub:
             self._joining = []
         for sub in subs:
             sub.end(reason)
+
+
+def _cursor(after: str) -> str:
+    return after if after not in ("", "0") else "0-0"
 
 
 def _until_final(events: list[Event]) -> tuple[list[Event], bool]:

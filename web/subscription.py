@@ -45,18 +45,27 @@ class Subscription:
         self._queue: collections.deque[Event] = collections.deque()
         #: Bytes of event JSON in the queue: a few huge events weigh as much as many.
         self._bytes = 0
-        self._ready = threading.Condition()
+        # A lock for the queue and a flag for its reader, not a Condition: under gevent
+        # the flag is gevent's own Event, and waking ten thousand readers a second must
+        # cost little.
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
         self._ended: str | None = None
 
     def push(self, events: list[Event]) -> None:
         """Called by the hub's thread: never blocks."""
-        with self._ready:
+        if not events:
+            return
+        with self._lock:
             if self._ended:
                 return
             last = id_key(self.last_id)
-            fresh = [e for e in events if id_key(e.id) > last]
-            if not fresh:
-                return
+            if id_key(events[0].id) > last:
+                fresh = events  # the usual case: all of it is new
+            else:
+                fresh = [e for e in events if id_key(e.id) > last]
+                if not fresh:
+                    return
             size = sum(len(e.raw) for e in fresh)
             if len(self._queue) + len(fresh) > self.limit or self._bytes + size > self.byte_limit:
                 self._queue.clear()  # what it has not taken is dropped with it
@@ -66,25 +75,28 @@ class Subscription:
                 self._queue.extend(fresh)
                 self._bytes += size
                 self.last_id = fresh[-1].id
-            self._ready.notify()
+            self._ready.set()
 
     def end(self, reason: str) -> None:
-        with self._ready:
+        with self._lock:
             if not self._ended:
                 self._ended = reason
-            self._ready.notify()
+            self._ready.set()
 
     def take(self, timeout: float) -> list[Event]:
         """What arrived, waiting up to `timeout`; raises Gone when dropped."""
-        with self._ready:
-            self._ready.wait_for(lambda: bool(self._queue) or self._ended is not None, timeout)
+        self._ready.wait(timeout)
+        with self._lock:
             if self._queue:
                 batch = list(self._queue)
                 self._queue.clear()
                 self._bytes = 0
+                if self._ended is None:
+                    self._ready.clear()
                 return batch
             if self._ended is not None:
                 raise Gone(self._ended)
+            self._ready.clear()
             return []
 
     @property
