@@ -280,7 +280,8 @@ class StreamReads:
         streams: dict[Any, Any] = dict(cursors)
         reply = self._redis.xread(streams, count=count, block=int(block_s * 1000))
         # As Redis sends it: pairs of a stream and its entries, or a map of them.
-        found = reply.items() if isinstance(reply, dict) else cast("list[Any]", reply) or []
+        raw = cast("Any", reply)
+        found: Any = raw.items() if isinstance(raw, dict) else raw or []
         return [StreamBatch(stream, entries[-1][0], entries) for stream, entries in found]
 
     @backend_errors
