@@ -236,9 +236,11 @@ def run_ws(ws: Server, run_id: str) -> None:
     try:
         first = g.pop("stream_opening", None)
         for batch in svc.hub.follow(run_id, after, WS_WAIT_S, first):
-            # Messages from the client mean nothing here; drop them so they cannot pile up.
-            while ws.receive(timeout=0) is not None:
-                pass
+            # Messages from the client mean nothing here; drop them so they cannot pile up
+            # (looked for only when some arrived: asking costs a wait per delivery).
+            if getattr(ws, "input_buffer", True):
+                while ws.receive(timeout=0) is not None:
+                    pass
             if not ws.connected:
                 break
             if batch:

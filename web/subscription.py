@@ -85,7 +85,8 @@ class Subscription:
 
     def take(self, timeout: float) -> list[Event]:
         """What arrived, waiting up to `timeout`; raises Gone when dropped."""
-        self._ready.wait(timeout)
+        if not self._ready.is_set():  # under load it is: no timer to arm
+            self._ready.wait(timeout)
         with self._lock:
             if self._queue:
                 batch = list(self._queue)
