@@ -1,7 +1,9 @@
-"""Idempotency keys of `POST /api/runs` (SPEC §6), kept in Redis.
+"""Idempotency keys of `POST /api/runs` and `POST /api/runs/batch` (SPEC §6, §15), kept
+in Redis.
 
-A key's value says whose request body it is (a digest), for which run, and whether that
-run is recorded and sent (final) or still being made (pending). Every change is a
+A key's value says whose request body it is (a digest), for which run (for a batch, its
+runs' ids joined by commas), and whether that run is recorded and sent (final) or still
+being made (pending). Every change is a
 compare-and-set on the key (WATCH), so two requests never both own it; a claim's age
 comes from the key's TTL, that is from Redis' clock, never from a host's.
 """
@@ -56,7 +58,8 @@ class IdempotencyKeys:
     def claim(
         self, key: str, digest: str, run_id: str, resend: Callable[[str], None]
     ) -> str | None:
-        """Claim `key` for the request with body `digest` and run `run_id`; returns the
+        """Claim `key` for the request with body `digest` and run `run_id` (a batch's
+        runs: their ids joined by commas); returns the
         earlier run when it was claimed already (Conflict when for another body).
 
         A claim is pending until its run is recorded and sent. One left pending longer
@@ -83,9 +86,10 @@ class IdempotencyKeys:
                     age_s = IDEMPOTENCY_TTL_S - int(ttl_ms) / 1000
                     if not claim.pending or age_s < CLAIM_TIMEOUT_S:
                         return claim.run_id
-                    if self._redis.exists(keys.run(claim.run_id)):
-                        # Its claimant recorded the run and died before sending it. A
-                        # second message for a run that was sent after all does nothing.
+                    if self._redis.exists(*(keys.run(r) for r in claim.run_id.split(","))):
+                        # Its claimant recorded the run (or the batch) and died before
+                        # sending it. What is sent again for a run that was sent after
+                        # all does nothing.
                         resend(claim.run_id)
                         pipe.multi()
                         pipe.set(name, replace(claim, pending=False).encode(), keepttl=True)

@@ -45,6 +45,8 @@ def ready_steps(flat: list[str]) -> list[ReadyStep]:
 class CreatedRun:
     summary: dict[str, Any]
     events: list[Event]
+    #: The roots create_run.lua made ready: the caller sends their `run_step` tasks.
+    ready: list[ReadyStep]
 
 
 def create_args(
@@ -93,8 +95,11 @@ def create_args(
     return args, input_json
 
 
-def created(run_id: str, scenario: Scenario, input_json: str, events: list[Event]) -> CreatedRun:
-    """A run as create_run.lua recorded it: its summary, and its `run_queued` event."""
+def created(
+    run_id: str, scenario: Scenario, input_json: str, events: list[Event], ready: list[ReadyStep]
+) -> CreatedRun:
+    """A run as create_run.lua recorded it: its summary, its `run_queued` event, and the
+    roots it made ready."""
     summary = RunSummary.from_hash(
         {
             "run_id": run_id,
@@ -105,4 +110,4 @@ def created(run_id: str, scenario: Scenario, input_json: str, events: list[Event
         }
     )
     assert summary is not None  # it has a run_id
-    return CreatedRun(summary.model_dump(), events)
+    return CreatedRun(summary.model_dump(), events, ready)

@@ -24,6 +24,8 @@ from .feed import AllEventsFeed
 SCRIPTS = (
     "create_run",
     "start_run",
+    "queued_roots",
+    "forget_dispatches",
     "attempt_inputs",
     "start_step",
     "step_event",

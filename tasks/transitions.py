@@ -74,11 +74,12 @@ class Transitions(StorePart):
 
     @backend_errors
     def create_run(self, run_id: str, scenario: Scenario, run_input: Any) -> CreatedRun:
-        """Store a queued run carrying its own copy of the scenario.
+        """Store a queued run carrying its own copy of the scenario, its roots ready.
 
-        Returns its summary as created and its `run_queued` event, which the caller
-        announces with `publish_all` once the run is enqueued, so that a run undone
-        never shows up there.
+        Returns its summary as created, its `run_queued` event, which the caller
+        announces with `publish_all` once the run is sent, so that a run undone never
+        shows up there, and its ready roots, whose `run_step` tasks the caller sends
+        (or, should it die first, the sweeper after `STEPSTREAM_REDELIVER_S`).
         """
         (one,) = self.create_runs([(run_id, scenario, run_input)])
         return one
@@ -99,8 +100,8 @@ class Transitions(StorePart):
                 script(keys=keys.run_keys(run_id), args=args, client=pipe)
             replies = pipe.execute()
         made = [
-            created(run_id, scenario, input_json, decode_events(emitted))
-            for (run_id, scenario, _), (_, input_json), (_, emitted) in zip(
+            created(run_id, scenario, input_json, decode_events(emitted), ready_steps(ready))
+            for (run_id, scenario, _), (_, input_json), (_, emitted, ready) in zip(
                 runs, built, replies, strict=True
             )
         ]
@@ -109,7 +110,22 @@ class Transitions(StorePart):
         return made
 
     @backend_errors
+    def queued_roots(self, run_id: str) -> tuple[str, str, list[ReadyStep]]:
+        """The run's status ("" when gone), its scenario and, while it is queued, the
+        roots its creator owes (see queued_roots.lua); a queued run without any is owed
+        its start (a run created by an earlier version)."""
+        status, scenario_id, ready = self._run("queued_roots", run_id)
+        return status, scenario_id, ready_steps(ready)
+
+    @backend_errors
+    def forget_dispatches(self, run_id: str) -> None:
+        """Drop the run's owed dispatches from the watch index: before a run that was
+        never sent is deleted (`delete_run`)."""
+        self._run("forget_dispatches", run_id)
+
+    @backend_errors
     def start_run(self, run_id: str, worker: str) -> Transition:
+        """Start a run created by an earlier version (its `run_scenario` task)."""
         outcome, emitted, ready = self._run("start_run", run_id, worker)
         events = decode_events(emitted)
         self.publish_all(events)

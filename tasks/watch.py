@@ -1,8 +1,9 @@
 """Reading the watch indexes: what runs now, what must have ended, what is owed.
 
 The run scripts keep two sorted sets beside the runs (see lua/prelude.lua): running
-attempts scored by the time by which each must have ended, and dispatches owed (a
-queued run, a ready step) scored by when they are sent again if nobody started them.
+attempts scored by the time by which each must have ended, and dispatches owed (a ready
+step, a queued run's roots included; or the start of a queued run created by an earlier
+version) scored by when they are sent again if nobody started them.
 The sweeper reads these instead of walking every unfinished run, so its cost follows
 what runs, not what exists. Every time here is Redis' clock: hosts' clocks may disagree.
 The sweeper reads them through the store (`WatchReads`), under the store's short lock
@@ -40,7 +41,8 @@ class RunningAttempt:
 
 @dataclass(frozen=True)
 class OwedDispatch:
-    """One entry of the owed-dispatches index: a queued run (`step` "") or a ready step."""
+    """One entry of the owed-dispatches index: a ready step, or (`step` "") the start of
+    a queued run created by an earlier version."""
 
     run_id: str
     step: str

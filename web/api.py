@@ -22,16 +22,27 @@ from tasks.id_index import id_prefix
 from tasks.input_messages import input_errors as schema_input_errors
 from tasks.scenario import Scenario
 from tasks.statuses import RUN_STATUSES, ScriptOutcome
+from tasks.store import CreatedRun
 from tasks.strict_json import NotStrictJSON
 from tasks.strict_json import loads as strict_loads
-from tasks.task_names import ENFORCE_CANCEL, RUN_SCENARIO
+from tasks.task_names import ENFORCE_CANCEL
 from tasks.workers import queued_reason, tool_states, waiting_queues
 
 from .cursors import limit_arg
-from .idempotency import claim_idempotency_key, confirm_idempotency_key, undo_later, undo_run
+from .idempotency import (
+    batch_claim,
+    claim_idempotency_key,
+    confirm_idempotency_key,
+    undo_later,
+    undo_run,
+    undo_runs,
+)
 from .registry import registry
+from .roots import send_roots
 from .run_tokens import token_field
 from .services import services
+
+__all__ = ["bp", "claim_idempotency_key", "confirm_idempotency_key", "undo_run"]
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +60,16 @@ class RunRequest(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict)
 
 
-def json_body() -> Any:
-    """The request's body as strict JSON (SPEC §14): 400 naming what is wrong."""
+def json_body(limit: int | None = None) -> Any:
+    """The request's body as strict JSON (SPEC §14): 400 naming what is wrong. `limit`
+    is the largest body in bytes (`STEPSTREAM_MAX_BODY_BYTES` unless given)."""
+    if limit is None:
+        limit = services().settings.max_body_bytes
+    else:
+        request.max_content_length = limit
     raw = request.get_data(cache=True)
     # Without a Content-Length werkzeug silently cuts the body at the limit; a body that
     # reached the limit is treated as one that went past it.
-    limit = services().settings.max_body_bytes
     if request.content_length is None and len(raw) >= limit:
         raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
     try:
@@ -119,36 +134,60 @@ def create_run() -> tuple[Response, int, dict[str, str]]:
         previous = claim_idempotency_key(idem, run_id, req)
         if previous is not None:
             return replay(previous)
-    try:
-        created = svc.store.create_run(run_id, scenario, run_input)
-    except BackendUnavailable as exc:
-        # Redis that does not answer is not asked again to undo now (that would only
-        # wait again). A run recorded before its reply was lost is taken over by a
-        # retry with the same Idempotency-Key once the claim is abandoned; without a
-        # key, nobody will ask for it: it is deleted once Redis answers again.
-        if not isinstance(exc, BackendUnreachable):
-            undo_run(run_id, idem)
-        elif idem is None:
-            undo_later(svc.store, run_id)
-        raise BackendUnavailable(f"could not record the run: {exc.cause or exc}") from None
-    try:
-        # The claim becomes final before the run is sent: a request that took the key
-        # over meanwhile wins, and this run, never sent, is undone.
-        holder = None if idem is None else confirm_idempotency_key(idem, run_id, req)
-        if holder is None:
-            svc.send_task(RUN_SCENARIO, [run_id])
-    except BackendUnavailable as exc:
-        undo_run(run_id, idem)
-        raise BackendUnavailable(f"could not enqueue the run: {exc.cause or exc}") from None
-    if holder is not None:
-        undo_run(run_id, None)
-        return replay(holder)
-    # Only a run that exists is announced to the all-runs stream.
-    svc.store.publish_all(created.events)
+    made = record_and_send([(run_id, scenario, run_input)], idem, req)
+    if isinstance(made, str):
+        return replay(made)
+    (created,) = made
     svc.metrics.runs_submitted.labels(scenario.scenario_id).inc()
     # The run as created: a worker may have started it already, but this answers the POST.
     answer = created.summary | token_field(run_id)
     return jsonify(answer), 202, {"Location": f"/api/runs/{run_id}"}
+
+
+def record_and_send(
+    runs: list[tuple[str, Scenario, dict[str, Any]]], idem: str | None, req: BaseModel
+) -> tuple[CreatedRun, ...] | str:
+    """Record runs, their roots ready (one script call, or one pipeline of them), then
+    send the roots' `run_step` tasks through one producer. Returns the runs as created,
+    or the claim of the request that took the Idempotency-Key over meanwhile (these runs
+    are then undone, never sent). A failure answers 503 with nothing left behind.
+
+    Between the record and the send the roots are owed dispatches (watch index): a web
+    that dies there leaves them to the sweeper, which sends them after
+    `STEPSTREAM_REDELIVER_S`.
+    """
+    svc = services()
+    run_ids = [run_id for run_id, _, _ in runs]
+    try:
+        created = svc.store.create_runs(runs)
+    except BackendUnavailable as exc:
+        # Redis that does not answer is not asked again to undo now (that would only
+        # wait again). Runs recorded before the reply was lost are taken over by a
+        # retry with the same Idempotency-Key once the claim is abandoned; without a
+        # key, nobody will ask for them: they are deleted once Redis answers again.
+        if not isinstance(exc, BackendUnreachable):
+            undo_runs(run_ids, idem)
+        elif idem is None:
+            undo_later(svc.store, run_ids)
+        noun = "run" if len(runs) == 1 else "runs"
+        raise BackendUnavailable(f"could not record the {noun}: {exc.cause or exc}") from None
+    try:
+        # The claim becomes final before the runs are sent: a request that took the key
+        # over meanwhile wins, and these runs, never sent, are undone.
+        claim = batch_claim(run_ids)
+        holder = None if idem is None else confirm_idempotency_key(idem, claim, req)
+        if holder is None:
+            send_roots(created)
+    except BackendUnavailable as exc:
+        undo_runs(run_ids, idem)
+        noun = "run" if len(runs) == 1 else "runs"
+        raise BackendUnavailable(f"could not enqueue the {noun}: {exc.cause or exc}") from None
+    if holder is not None:
+        undo_runs(run_ids, None)
+        return holder
+    # Only runs that exist are announced to the all-runs stream.
+    svc.store.publish_all([event for run in created for event in run.events])
+    return tuple(created)
 
 
 def replay(previous: str) -> tuple[Response, int, dict[str, str]]:

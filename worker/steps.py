@@ -1,6 +1,9 @@
-"""The Celery tasks: `stepstream.run_scenario` starts a run, `stepstream.run_step` runs
-one step attempt and dispatches whatever its completion made ready, and
-`stepstream.enforce_cancel` ends a cancelled run whose steps outlived the grace.
+"""The Celery tasks: `stepstream.run_step` runs one step attempt and dispatches whatever
+its completion made ready, and `stepstream.enforce_cancel` ends a cancelled run whose
+steps outlived the grace. A run has no task of its own: the web records it with its
+roots ready and sends their `run_step` tasks (`publish.publish_steps`); its first step
+to start starts it. `stepstream.run_scenario` remains for runs created by an earlier
+version, whose start may still be in a broker.
 
 No task waits for another: each step is its own message, and the script that records
 a step's end decides, atomically, which steps are ready next (or when to retry). Every
@@ -21,7 +24,6 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker.request import Request
 
-from tasks.config import HARD_LIMIT_GRACE_S
 from tasks.engine import Outcome, Prepared, StepContext, prepare, run_prepared, timed_out
 from tasks.errors import BackendUnavailable, BackendUnreachable
 from tasks.messages import clean
@@ -32,12 +34,11 @@ from tasks.store import ReadyStep, RunStore
 from tasks.task_names import ENFORCE_CANCEL, RUN_SCENARIO, RUN_STEP
 from tasks.workers import incarnation
 
+from .publish import publish_steps
+
 log = logging.getLogger(__name__)
 
 
-#: The longest retry countdown sent (the scripts cap it too): a later ETA would overflow
-#: Celery's date arithmetic or sit in a worker's memory for days.
-MAX_COUNTDOWN_S = 3600.0
 #: How often recording an attempt's end is tried when something interrupts it (a soft
 #: time limit landing in the write, a reply lost past the retry window).
 FINISH_TRIES = 3
@@ -91,36 +92,21 @@ def _scenario_of(run_id: str) -> str:
         return ""
 
 
-def task_label(run_id: str, scenario_id: str, step: str, attempt: int) -> str:
-    """What Flower shows as a `run_step` task's kwargs (Celery's `kwargsrepr`; the task
-    takes none): a dict literal, so that Flower's search finds `kwargs:step=fetch`,
-    `kwargs:run_id=<id>` or `kwargs:scenario_id=<id>`."""
-    return repr({"run_id": run_id, "scenario_id": scenario_id, "step": step, "attempt": attempt})
-
-
 def _publish(run_id: str, ready: list[ReadyStep], scenario_id: str) -> None:
-    # One pipelined round trip per batch rather than one per message: a step that fans
-    # out to a thousand others sends them in a handful of writes.
-    with run_step.app.producer_or_acquire() as producer, producer.batch():
-        for item in ready:
-            run_step.apply_async(
-                args=(run_id, item.step, item.attempt),
-                kwargsrepr=task_label(run_id, scenario_id, item.step, item.attempt),
-                countdown=min(item.delay_s, MAX_COUNTDOWN_S) or None,
-                soft_time_limit=item.timeout_s,
-                time_limit=item.timeout_s + HARD_LIMIT_GRACE_S,
-                producer=producer,
-            )
+    publish_steps(run_step.app, ((run_id, scenario_id, item) for item in ready))
 
 
 def send_run(run_id: str) -> None:
-    """Send the message that starts a queued run."""
+    """Send the message that starts a queued run created by an earlier version."""
     with backend_errors:
         run_scenario.apply_async(args=(run_id,))
 
 
 @shared_task(name=RUN_SCENARIO, bind=True, ignore_result=True)
 def run_scenario(self: Task, run_id: str) -> None:
+    """Start a run created by an earlier version (roots pending, its start owed): such a
+    message may still be in a broker after an upgrade. For a run created since, whose
+    roots are ready already, it only offers them again (harmless: starts are fenced)."""
     store = get_runtime().store
     transition = store.start_run(run_id, self.request.hostname or "unknown")
     if transition.outcome == ScriptOutcome.MISSING:

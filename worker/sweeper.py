@@ -12,9 +12,10 @@ watch indexes (`tasks/watch.py`), never over every run:
 - an attempt still recorded as running past its deadline (time limit, hard-limit grace,
   `STEPSTREAM_ATTEMPT_GRACE_S`) is recorded failed, whatever its worker's health: the
   last line of defence behind the task's own error handling;
-- a dispatch owed for `STEPSTREAM_REDELIVER_S` (a queued run or a ready step nobody
-  started: its message was never sent, or lost) is sent again; starting is fenced, so
-  a copy is harmless;
+- a dispatch owed for `STEPSTREAM_REDELIVER_S` (a ready step nobody started: its
+  message was never sent, or lost; a new run's roots, should the web have died between
+  recording the run and sending them; the start of a queued run created by an earlier
+  version) is sent again; starting is fenced, so a copy is harmless;
 - a run whose step state vanished from Redis is failed (`state_lost`).
 
 Every age is measured on Redis' clock, never by comparing two hosts' clocks.

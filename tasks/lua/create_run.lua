@@ -1,4 +1,7 @@
--- Create a run in `queued` state and append `run_queued`.
+-- Create a run in `queued` state, append `run_queued`, and make its root steps ready:
+-- each owes its dispatch (watch index), so that roots the caller never managed to send
+-- are sent by the sweeper after the redelivery time. The run becomes `running` when its
+-- first step starts (start_step.lua); no task of its own starts it.
 -- ARGV[1] run_id            ARGV[2] scenario_id      ARGV[3] input JSON
 -- ARGV[4] step order (csv)  ARGV[5] stream MAXLEN    ARGV[6] TTL of a finished run (s)
 -- ARGV[7] run_queued fields fragment
@@ -7,12 +10,17 @@
 -- ARGV[9] deadline grace (ms): how long past its time limit a running attempt may
 --         still be running before the sweeper ends it
 -- ARGV[10..] step hash fields and values, flat
--- Returns {created_at in microseconds, EMITTED}. Run ids are new for every request, so
--- a run that exists already was made by this very call, retried after a lost reply: it
--- is answered again as it was created.
+-- Returns {created_at in microseconds, EMITTED, ready}: ready lists the roots to send,
+-- {step, attempt, timeout_s, delay_s, ...}. Run ids are new for every request, so a run
+-- that exists already was made by this very call, retried after a lost reply: it is
+-- answered again as it was created, with the roots that are still owed.
 if redis.call('EXISTS', RUN) == 1 then
   local first = redis.call('XRANGE', EVENTS, '-', '+', 'COUNT', 1)[1]
-  return {redis.call('HGET', RUN, 'created_us'), {first[1], first[2][2]}}
+  local ready = {}
+  if redis.call('HGET', RUN, 'status') == 'queued' then
+    offer_ready_roots(ready)
+  end
+  return {redis.call('HGET', RUN, 'created_us'), {first[1], first[2][2]}, ready}
 end
 local order = split_csv(ARGV[4])
 redis.call('HSET', RUN, 'run_id', ARGV[1], 'scenario_id', ARGV[2], 'status', 'queued',
@@ -34,5 +42,6 @@ redis.call('ZADD', PREFIX .. 'runs', string.format('%.0f', NOW_US), ARGV[1])
 redis.call('ZADD', PREFIX .. 'runs:scenario:' .. ARGV[2], string.format('%.0f', NOW_US), ARGV[1])
 redis.call('HSET', PREFIX .. 'runs:scenario_of', ARGV[1], ARGV[2])
 index_status(nil, 'queued')
-watch_dispatch(nil, 0)
-return {string.format('%.0f', NOW_US), EMITTED}
+local ready = {}
+advance(ready, nil)
+return {string.format('%.0f', NOW_US), EMITTED, ready}

@@ -43,8 +43,9 @@ local NOW_MS = math.floor(NOW_US / 1000)
 local PREFIX = 'stepstream:'
 --- Sorted set: running attempts scored by the time (ms) by which each must have ended.
 local RUNNING = PREFIX .. 'attempts:running'
---- Sorted set: dispatches owed (a queued run, a ready step) scored by the time (ms) at
---- which, if nothing has started them, the sweeper sends them again.
+--- Sorted set: dispatches owed (a ready step, a new run's roots included; the start of a
+--- queued run created by an earlier version) scored by the time (ms) at which, if
+--- nothing has started them, the sweeper sends them again.
 local DISPATCHES = PREFIX .. 'attempts:dispatch'
 --- Defaults for runs created before their settings were recorded in the run hash.
 local DEFAULT_REDELIVER_MS, DEFAULT_DEADLINE_GRACE_MS = 300000, 40000
@@ -176,6 +177,16 @@ local function offer(ready, step, attempt, delay_s)
   ready[#ready + 1] = tostring(attempt)
   ready[#ready + 1] = step_get(step, 'timeout_s')
   ready[#ready + 1] = delay_s or '0'
+end
+
+--- Offer again every step whose first attempt is ready and not started: a queued run's
+--- roots (made ready with the run, create_run.lua), whose messages may never have left.
+local function offer_ready_roots(ready)
+  for _, step in ipairs(split_csv(redis.call('HGET', RUN, 'order'))) do
+    if step_get(step, 'status') == 'ready' and step_get(step, 'attempt') == '1' then
+      offer(ready, step, 1)
+    end
+  end
 end
 
 --- How each step kind enters a new attempt, by the kind's name (the step's `kind`

@@ -1,4 +1,7 @@
--- Move a queued run to `running`, append `run_started` and make its roots ready.
+-- Move a queued run to `running`, append `run_started` and make its roots ready: the
+-- start of a run created by an earlier version, whose `stepstream.run_scenario` message
+-- may still be in the broker (runs are now started by their first step, start_step.lua).
+-- The roots of a run created since are ready already: they are offered again.
 -- ARGV[1] worker name
 -- Returns {outcome, EMITTED, ready} where outcome is "started", "running" (already
 -- started: first attempts not yet started are offered again, so that a redelivered
@@ -15,6 +18,7 @@ if status == 'queued' then
   redis.call('HSET', RUN, 'status', 'running', 'started_at', NOW_ISO, 'worker', ARGV[1])
   local scenario_id = redis.call('HGET', RUN, 'scenario_id')
   emit('run_started', '"scenario_id":' .. str(scenario_id) .. ',"worker":' .. str(ARGV[1]))
+  offer_ready_roots(ready)
   advance(ready, nil)
   return {'started', EMITTED, ready}
 end

@@ -10,7 +10,9 @@
 -- ARGV[8] the resolved input JSON the snapshot keeps ("" for none, or too big)
 -- ARGV[9] "1" when the resolved input was too big for the snapshot, else "0"
 -- Returns {"started", EMITTED}, or {"stale", status, attempt} when the attempt was
--- already taken or the run ended. What the attempt runs on is read before, by
+-- already taken or the run ended. The first step of a queued run to start starts the
+-- run: `run_started` (with this worker) comes before its `step_started`, once, since
+-- the run is `running` from then on. What the attempt runs on is read before, by
 -- attempt_inputs.lua, so that its resolved input is recorded here, with its start.
 local step, attempt = ARGV[1], ARGV[2]
 local run_status = redis.call('HGET', RUN, 'status')
@@ -22,9 +24,17 @@ if run_status == 'running' and status == 'running' and step_get(step, 'attempt')
     and ARGV[5] ~= '' and step_get(step, 'token') == ARGV[5] then
   return granted()  -- this very call, applied once already: its events stand
 end
-if run_status ~= 'running' or status ~= 'ready' or step_get(step, 'attempt') ~= attempt then
+if (run_status ~= 'running' and run_status ~= 'queued') or status ~= 'ready'
+    or step_get(step, 'attempt') ~= attempt then
   fail_if_state_lost()
   return {'stale', status or '', step_get(step, 'attempt') or ''}
+end
+if run_status == 'queued' then
+  index_status('queued', 'running')
+  unwatch_dispatch(nil)  -- a run created by an earlier version owed its own start
+  redis.call('HSET', RUN, 'status', 'running', 'started_at', NOW_ISO, 'worker', ARGV[3])
+  emit('run_started', '"scenario_id":' .. str(redis.call('HGET', RUN, 'scenario_id'))
+    .. ',"worker":' .. str(ARGV[3]))
 end
 local resumed = step_get(step, 'resumed_reason')
 if resumed and resumed ~= '' then

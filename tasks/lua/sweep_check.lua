@@ -7,7 +7,8 @@
 -- ARGV[3] step ("" for a queued run's own dispatch)   ARGV[4] attempt ("" if unknown)
 -- Returns {verdict, EMITTED, attempt, timeout_s}; verdict is "gone" (entry dropped),
 -- "state_lost" (run failed), "overdue" (the attempt is still running past its
--- deadline), "send_run" (the queued run's start is owed again), "send_step" (the
+-- deadline), "send_run" (the queued run's start is owed again: a run created by an
+-- earlier version, which owed a `run_scenario` task), "send_step" (the
 -- step's attempt is owed again) or "stale" (entry dropped: the thing moved on).
 local index, entry, step, attempt = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = index == 'running' and RUNNING or DISPATCHES
@@ -40,6 +41,9 @@ if step == '' then
   redis.call('ZADD', key, again, entry)
   return {'send_run', {}, '', ''}
 end
-if status ~= 'running' or step_get(step, 'status') ~= 'ready' then return drop('stale') end
+-- A queued run's roots are owed from its creation: it starts when the first one does.
+if (status ~= 'running' and status ~= 'queued') or step_get(step, 'status') ~= 'ready' then
+  return drop('stale')
+end
 redis.call('ZADD', key, again, entry)
 return {'send_step', {}, step_get(step, 'attempt'), step_get(step, 'timeout_s')}

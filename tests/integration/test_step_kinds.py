@@ -35,8 +35,13 @@ ENTER_KIND['value'] = function(step, attempt, ready, delay_s)
 end
 """
 
-#: start_run.lua's queued branch, reduced to its decision.
+#: How create_run.lua makes a new run's roots ready, reduced to that decision, on the
+#: records as it wrote them before (its steps pending, none owed).
 START = """
+for _, name in ipairs(split_csv(redis.call('HGET', RUN, 'order'))) do
+  step_set(name, 'status', 'pending', 'attempt', '0')
+  unwatch_dispatch(name)
+end
 redis.call('HSET', RUN, 'status', 'running')
 local ready = {}
 advance(ready, nil)
