@@ -8,7 +8,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
@@ -180,10 +180,80 @@ def parse_input(raw: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:
     return dict(data)
 
 
+def read_inputs(source: Iterable[str]) -> list[tuple[int, dict[str, Any]]]:
+    """The run inputs of a JSON Lines file, one JSON object a line (blank lines are
+    skipped); every line is read before anything is sent, and a bad one is an error
+    naming its line number."""
+    name = getattr(source, "name", "-")
+    inputs: list[tuple[int, dict[str, Any]]] = []
+    for number, line in enumerate(source, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{name} line {number}: not JSON: {exc}", param_hint="--inputs"
+            ) from None
+        if not isinstance(data, dict):
+            raise click.BadParameter(
+                f"{name} line {number}: must be a JSON object, not {type(data).__name__}",
+                param_hint="--inputs",
+            )
+        inputs.append((number, data))
+    if not inputs:
+        raise click.BadParameter(f"{name} holds no input", param_hint="--inputs")
+    return inputs
+
+
+def submit_inputs(api: Api, scenario: str, source: Iterable[str]) -> None:
+    """Start one run of `scenario` per line of `source`, in batches of BATCH_MAX
+    (`POST /api/runs/batch`); print each run id as its batch is accepted, then a summary
+    on stderr. An entry the server refuses is reported by its line number."""
+    from .api import BATCH_MAX
+    from .errors import ApiError
+
+    inputs = read_inputs(source)
+    started = 0
+    for first in range(0, len(inputs), BATCH_MAX):
+        chunk = inputs[first : first + BATCH_MAX]
+        try:
+            runs = api.submit_batch([(scenario, data) for _, data in chunk])
+        except ApiError as exc:
+            by_line = []
+            for detail in exc.details if isinstance(exc.details, list) else []:
+                index = detail.get("index") if isinstance(detail, dict) else None
+                if isinstance(index, int) and 0 <= index < len(chunk):
+                    where = f"line {chunk[index][0]}: {detail.get('path', '$')}"
+                    by_line.append(f"  {where}: {detail.get('message', '')}")
+            # Errors named by line stand for the server's details, index by index.
+            head = f"{exc.message} ({exc.status} {exc.code})" if by_line else str(exc)
+            lines = [head, *by_line]
+            if started:
+                lines.append(f"{started} runs were started before this batch (ids above)")
+            raise click.ClickException("\n".join(lines)) from None
+        for run in runs:
+            click.echo(run["run_id"])
+        started += len(runs)
+    requests = (len(inputs) + BATCH_MAX - 1) // BATCH_MAX
+    many = "request" if requests == 1 else "requests"
+    click.echo(f"started {started} runs of {scenario} ({requests} {many})", err=True)
+
+
 @main.command(name="run")
 @click.argument("scenario")
 @click.option("--input", "raw_input", help="The run input as a JSON object.")
 @click.option("-i", "pairs", multiple=True, help="One input field, key=value (repeatable).")
+@click.option(
+    "--inputs",
+    "inputs_file",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help=(
+        "Start one run per line of this JSON Lines file (one input object a line; - for "
+        "stdin), in batches of 1,000; prints the run ids, one a line."
+    ),
+)
 @click.option("--follow", "follow_run", is_flag=True, help="Follow the run until it ends.")
 @click.option("--json", "as_json", is_flag=True, help="With --follow: events as JSON lines.")
 @click.option(
@@ -197,6 +267,7 @@ def run_command(
     scenario: str,
     raw_input: str | None,
     pairs: tuple[str, ...],
+    inputs_file: Any,
     follow_run: bool,
     as_json: bool,
     cancel_on_interrupt: bool,
@@ -204,8 +275,13 @@ def run_command(
     """Start a run of SCENARIO; with --follow, watch it to the end.
 
     With --follow, exits 0 when the run succeeded, 1 when it failed or was cancelled,
-    130 when interrupted.
+    130 when interrupted. With --inputs FILE.jsonl, starts one run per line instead.
     """
+    if inputs_file is not None:
+        if raw_input or pairs or follow_run:
+            raise click.UsageError("--inputs cannot be combined with --input, -i or --follow")
+        submit_inputs(api, scenario, inputs_file)
+        return
     summary = api.submit(scenario, parse_input(raw_input, pairs))
     if not follow_run:
         click.echo(json.dumps(summary, indent=2))

@@ -31,6 +31,8 @@ from tasks.workers import queued_reason, tool_states, waiting_queues
 from .cursors import limit_arg
 from .idempotency import (
     batch_claim,
+    batch_runs,
+    check_idempotency_key,
     claim_idempotency_key,
     confirm_idempotency_key,
     undo_later,
@@ -49,6 +51,11 @@ log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 MAX_LIMIT = 200
+#: The most runs one `POST /api/runs/batch` may submit (SPEC §15).
+MAX_BATCH = 1000
+#: A batch's body may be this many times `STEPSTREAM_MAX_BODY_BYTES` (8 MiB by default:
+#: 1,000 runs whose inputs are up to about 8 KiB of JSON each).
+BATCH_BODY_FACTOR = 8
 
 
 class RunRequest(BaseModel):
@@ -197,6 +204,96 @@ def replay(previous: str) -> tuple[Response, int, dict[str, str]]:
         raise Conflict("a request with this Idempotency-Key is still being processed")
     # A fresh run token: the first answer's may have been lost, or have expired.
     return jsonify(summary | token_field(previous)), 200, {"Location": f"/api/runs/{previous}"}
+
+
+class BatchRequest(BaseModel):
+    """Body of `POST /api/runs/batch`, once each entry passed (its digest is the batch's
+    `Idempotency-Key`'s)."""
+
+    runs: list[RunRequest]
+
+
+def parse_batch() -> list[Any]:
+    """The entries of a batch's body, not yet checked: 400 when it is not
+    `{"runs": [...]}` with 1 to MAX_BATCH entries."""
+    body = json_body(BATCH_BODY_FACTOR * services().settings.max_body_bytes)
+    if not isinstance(body, dict) or set(body) != {"runs"} or not isinstance(body["runs"], list):
+        raise InvalidRequest('body must be a JSON object {"runs": [{scenario_id, input}, ...]}')
+    entries = body["runs"]
+    if not 1 <= len(entries) <= MAX_BATCH:
+        raise InvalidRequest(f"runs must hold 1 to {MAX_BATCH} entries, not {len(entries)}")
+    return entries
+
+
+def batch_entry(
+    index: int, entry: Any, errors: list[dict[str, Any]]
+) -> tuple[RunRequest, Scenario, dict[str, Any]] | None:
+    """Entry `index` of a batch checked as `POST /api/runs` checks its body; what is
+    wrong with it is added to `errors`, each naming the entry by its index."""
+    if not isinstance(entry, dict):
+        message = "an entry must be a JSON object with scenario_id and input"
+        errors.append({"index": index, "path": "$", "message": message})
+        return None
+    try:
+        req = RunRequest.model_validate(entry)
+    except ValidationError as exc:
+        errors += [
+            {"index": index, "path": json_pointer(e["loc"]), "message": e["msg"]}
+            for e in exc.errors(include_url=False)
+        ]
+        return None
+    scenario = services().catalog.get(req.scenario_id)
+    if scenario is None:
+        message = f"unknown scenario {req.scenario_id!r}"
+        errors.append({"index": index, "path": "$.scenario_id", "message": message})
+        return None
+    run_input = with_defaults(scenario, req.input)
+    wrong = input_errors(scenario, run_input)
+    errors += [{"index": index, **error} for error in wrong]
+    return None if wrong else (req, scenario, run_input)
+
+
+@bp.post("/runs/batch")
+def create_runs() -> tuple[Response, int]:
+    """Submit many runs at once (SPEC §15): every entry is checked first, and one bad
+    entry creates nothing; then all are recorded in one pipeline and their roots sent
+    through one producer."""
+    svc = services()
+    entries = parse_batch()
+    idem = request.headers.get("Idempotency-Key")
+    if idem is not None:
+        check_idempotency_key(idem)
+    errors: list[dict[str, Any]] = []
+    checked = [batch_entry(i, entry, errors) for i, entry in enumerate(entries)]
+    if errors:
+        raise InvalidInput("some entries are invalid; no run was created", errors)
+    valid = [c for c in checked if c is not None]
+    batch = BatchRequest(runs=[req for req, _, _ in valid])
+    runs = [(str(uuid.uuid4()), scenario, run_input) for _, scenario, run_input in valid]
+    run_ids = [run_id for run_id, _, _ in runs]
+    if idem is not None:
+        previous = claim_idempotency_key(idem, batch_claim(run_ids), batch)
+        if previous is not None:
+            return replay_batch(batch_runs(previous))
+    made = record_and_send(runs, idem, batch)
+    if isinstance(made, str):
+        return replay_batch(batch_runs(made))
+    for run in made:
+        svc.metrics.runs_submitted.labels(run.summary["scenario_id"]).inc()
+    answer = [run.summary | token_field(run.summary["run_id"]) for run in made]
+    return jsonify({"runs": answer}), 202
+
+
+def replay_batch(previous: list[str]) -> tuple[Response, int]:
+    """The answer to a batch whose Idempotency-Key names an earlier batch's runs."""
+    store = services().store
+    answer = []
+    for run_id in previous:
+        summary = store.summary(run_id)
+        if summary is None:
+            raise Conflict("a request with this Idempotency-Key is still being processed")
+        answer.append(summary | token_field(run_id))
+    return jsonify({"runs": answer}), 200
 
 
 def known_scenario(scenario_id: str) -> bool:

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify
 from tasks.id_index import ID_SHAPE, MAX_MATCHES, MIN_PREFIX
 from tasks.statuses import RUN_STATUSES
 
-from .api import MAX_LIMIT
+from .api import BATCH_BODY_FACTOR, MAX_BATCH, MAX_LIMIT
 from .openapi_schemas import SCHEMAS
 
 bp = Blueprint("openapi", __name__)
@@ -131,6 +131,53 @@ PATHS: dict[str, Any] = {
                 **AUTH_ERRORS,
             },
         },
+    },
+    "/api/runs/batch": {
+        "post": {
+            "summary": "Start many runs at once (SPEC §15)",
+            "description": (
+                f"1 to {MAX_BATCH} entries, each checked as `POST /api/runs` checks its "
+                "body before anything is created: one invalid entry (bad fields, unknown "
+                "scenario, input failing its input_schema) is a 422 whose details name "
+                "each error by the entry's `index`, and nothing is created. The runs are "
+                "recorded together and their first steps sent together. The body may be "
+                f"{BATCH_BODY_FACTOR} times STEPSTREAM_MAX_BODY_BYTES."
+            ),
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "schema": {"type": "string"},
+                    "description": (
+                        "Applies to the batch as a whole: the same key and body within "
+                        "24 h returns the first batch's runs (200)."
+                    ),
+                }
+            ],
+            "requestBody": {"required": True, "content": json_content(ref("BatchRequest"))},
+            "responses": {
+                "202": {
+                    "description": "Runs accepted and queued, in the order of the entries.",
+                    "content": json_content(ref("BatchCreated")),
+                },
+                "200": {
+                    "description": "The runs of an earlier batch with the same Idempotency-Key.",
+                    "content": json_content(ref("BatchCreated")),
+                },
+                "400": error(
+                    f'Not strict JSON, or not {{"runs": [...]}} with 1 to {MAX_BATCH} entries.'
+                ),
+                "409": error("Idempotency-Key reused with a different body."),
+                "413": error("Body too large."),
+                "422": error(
+                    "Some entries are invalid; details list each error as {index, path, "
+                    "message}, and nothing was created."
+                ),
+                "503": error("Redis or the broker is unavailable; nothing was created."),
+                **AUTH_ERRORS,
+                **POST_ERRORS,
+            },
+        }
     },
     "/api/runs/{run_id}": {
         "get": {

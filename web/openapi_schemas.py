@@ -18,7 +18,7 @@ from tasks.kinds import KINDS
 from tasks.scenario import SCENARIO_ID_PATTERN
 from tasks.views import ListedRun, RunSnapshot, RunSummary, StepSnapshot
 
-from .api import RunRequest
+from .api import MAX_BATCH, RunRequest
 
 
 class _Schemas(GenerateJsonSchema):
@@ -102,6 +102,30 @@ SCHEMAS: dict[str, Any] = {
                 },
             },
         ]
+    },
+    "BatchRequest": {
+        "type": "object",
+        "required": ["runs"],
+        "additionalProperties": False,
+        "properties": {
+            "runs": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH,
+                "items": {"$ref": "#/components/schemas/RunRequest"},
+            }
+        },
+    },
+    "BatchCreated": {
+        "type": "object",
+        "required": ["runs"],
+        "properties": {
+            "runs": {
+                "type": "array",
+                "description": "The runs, in the order of the request's entries.",
+                "items": {"$ref": "#/components/schemas/RunCreated"},
+            }
+        },
     },
     "RunList": {
         "type": "object",
