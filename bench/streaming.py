@@ -469,8 +469,8 @@ def crowd_figures(
 STORM_RUNS, STORM_PER_RUN = 100, 10
 #: Events each run holds before the storm: what every joiner replays first.
 STORM_HISTORY = 300
-#: Events per second each run appends, throughout.
-STORM_RATE = 5.0
+#: Events per second each run appends, throughout (as in the 1,000-subscriber figures).
+STORM_RATE = 2.0
 #: Seconds of steady state measured before the storm, and the most it may take.
 STEADY_S, STORM_MAX_S = 6.0, 30.0
 
@@ -488,7 +488,7 @@ def storm_figure(stack: StreamingStack) -> dict[str, Any]:
             for _ in range(STORM_PER_RUN)
             for r in runs.run_ids
         ],
-        1,
+        2,
     )
     joiners = Crowd(web.url, [Job(r, "sse") for _ in range(STORM_PER_RUN) for r in runs.run_ids], 2)
     stop = threading.Event()

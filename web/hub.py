@@ -1,7 +1,10 @@
 """One reader per web process: live events of every followed run, fanned out.
 
 Each WebSocket or SSE subscriber first replays the run's history itself, in `XRANGE`
-pages, and then joins the hub with the id of the last event it has. The hub's thread
+pages (the first read with the check of its cursor), and then joins the hub with the id
+of the last event it has. The pages of every subscriber replaying at once are read many
+to a round trip, one batch at a time (`BatchedPages`): a storm of reconnections queues
+and replays in turn instead of crowding out the hub's live deliveries. The hub's thread
 holds one Redis connection and one blocking `XREAD` over every stream that has
 subscribers, and copies what it reads into the subscribers' bounded queues. Replays,
 cursor checks and wake-ups use a small pool of the hub's own: the request pool is never
