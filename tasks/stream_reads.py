@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -160,9 +161,14 @@ class BatchedPages:
     stream's ends), as a page read alone would be.
     """
 
-    def __init__(self, client: redis.Redis, budget: int) -> None:
+    def __init__(self, client: redis.Redis, budget: int, pace_s: float = 0.0) -> None:
         self._redis = client
         self._budget = budget
+        #: Seconds of pause per entry read before the next batch, while callers queue:
+        #: a storm of replays drains at a bounded pace, leaving time to live delivery
+        #: (and its clients); a lone replay never pauses.
+        self._pace_s = pace_s
+        self._pause_s = 0.0
         self._lock = threading.Lock()
         self._queue: collections.deque[_Read] = collections.deque()
         self._busy = False
@@ -177,6 +183,8 @@ class BatchedPages:
             me.done.wait()
             if not me.lead:
                 return me.result()
+            if self._pause_s:
+                time.sleep(self._pause_s)  # its turn, after the pause the last one left
         self._read_batch()
         return me.result()
 
@@ -188,14 +196,16 @@ class BatchedPages:
             while self._queue and spent + self._queue[0].count <= self._budget:
                 spent += self._queue[0].count
                 batch.append(self._queue.popleft())
+        read_entries = 0
         try:
-            self._execute(batch)
+            read_entries = self._execute(batch)
         except Exception as exc:
             for read in batch:
                 read.error = exc
         finally:
             with self._lock:
                 if self._queue:
+                    self._pause_s = self._pace_s * read_entries
                     self._queue[0].lead = True
                     self._queue[0].done.set()
                 else:
@@ -204,16 +214,19 @@ class BatchedPages:
                 read.done.set()
 
     @backend_errors
-    def _execute(self, batch: list[_Read]) -> None:
+    def _execute(self, batch: list[_Read]) -> int:
+        """Read the batch's pages; returns how many entries they hold."""
         pipe = self._redis.pipeline(transaction=True)
         for read in batch:
             queue_page(pipe, read.run_id, read.start, read.count)
         replies = pipe.execute()
-        i = 0
+        i = entries = 0
         for read in batch:
             n = 4 if read.start is not None else 3
             read.page = page_of(replies[i : i + n], read.count)
+            entries += len(read.page.events)
             i += n
+        return entries
 
 
 @dataclass(frozen=True)
@@ -232,18 +245,21 @@ class StreamBatch:
 class StreamReads:
     """Reads of run streams on a client of their own (the hub's)."""
 
-    def __init__(self, client: redis.Redis, page_budget: int = 0) -> None:
+    def __init__(self, client: redis.Redis, page_budget: int = 0, pace_s: float = 0.0) -> None:
         self._redis = client
         for command in RAW_REPLIES:
             client.set_response_callback(command, _as_is)
         #: Replay pages of many callers, pipelined (with a budget of entries per trip).
-        self._pages = BatchedPages(client, page_budget) if page_budget else None
+        self._pages = BatchedPages(client, page_budget, pace_s) if page_budget else None
 
     @classmethod
-    def connect(cls, redis_url: str, page_budget: int = 0, **options: Any) -> StreamReads:
+    def connect(
+        cls, redis_url: str, page_budget: int = 0, pace_s: float = 0.0, **options: Any
+    ) -> StreamReads:
         """On a new client from `redis_client.connect` (which takes `options`); with a
-        `page_budget`, replay pages of concurrent callers share round trips."""
-        return cls(redis_client.connect(redis_url, **options), page_budget)
+        `page_budget`, replay pages of concurrent callers share round trips (paced by
+        `pace_s` per entry while they queue, see `BatchedPages`)."""
+        return cls(redis_client.connect(redis_url, **options), page_budget, pace_s)
 
     def close(self) -> None:
         """Close the client's connections (those in use close as they come back)."""

@@ -64,7 +64,11 @@ FIRST_PAGE = 200
 #: queue and their pages are read many at a time, one batch after another (see
 #: `BatchedPages`), so a storm of reconnections replays in turn, in bounded bites,
 #: on one side connection, leaving the CPU to the hub's live deliveries in between.
-PAGE_BUDGET = 5000
+PAGE_BUDGET = 2000
+#: While replays queue, the next batch waits this long per entry the last one read: a
+#: storm drains at most about 1 / PACE_S events a second, leaving the CPU (the
+#: process's, and its clients') to live delivery; a lone replay is never paced.
+REPLAY_PACE_S = 10e-6
 #: After a read that brought events, the hub waits this long per stream it follows
 #: (up to `GATHER_MAX_S`) before reading again: one XREAD names every followed stream,
 #: and a thousand of them cost more to send and answer than the events they bring.
@@ -98,6 +102,7 @@ class Hub:
             max_connections=SIDE_CONNECTIONS,
             pool_wait_s=SIDE_TIMEOUT_S,
             page_budget=PAGE_BUDGET,
+            pace_s=REPLAY_PACE_S,
         )
         self._lock = threading.Lock()
         self._joining: list[Subscription] = []
