@@ -92,6 +92,10 @@ class StorePart:
         """Drop from the indexes a few runs that may have expired (see run_index)."""
         raise NotImplementedError
 
+    def forget_expired(self, run_ids: list[str]) -> None:
+        """Drop from the indexes those of `run_ids` whose keys have expired (run_index)."""
+        raise NotImplementedError
+
     def publish_all(self, events: list[Event]) -> None:
         """Copy events to the all-runs stream, best effort and off the caller's path."""
         self.feed.put(events)

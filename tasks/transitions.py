@@ -101,12 +101,15 @@ class Transitions(StorePart):
             replies = pipe.execute()
         made = [
             created(run_id, scenario, input_json, decode_events(emitted), ready_steps(ready))
-            for (run_id, scenario, _), (_, input_json), (_, emitted, ready) in zip(
+            for (run_id, scenario, _), (_, input_json), (_, emitted, ready, _) in zip(
                 runs, built, replies, strict=True
             )
         ]
-        if replies:
-            self._forget_older_than(int(replies[-1][0]))
+        # Runs of the index old enough to have expired, read by the script itself (no
+        # round trip of its own): the indexes shrink as fast as they grow.
+        old = sorted({run_id for reply in replies for run_id in reply[3]})
+        if old:
+            self.forget_expired(old)
         return made
 
     @backend_errors

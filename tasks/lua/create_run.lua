@@ -10,8 +10,10 @@
 -- ARGV[9] deadline grace (ms): how long past its time limit a running attempt may
 --         still be running before the sweeper ends it
 -- ARGV[10..] step hash fields and values, flat
--- Returns {created_at in microseconds, EMITTED, ready}: ready lists the roots to send,
--- {step, attempt, timeout_s, delay_s, ...}. Run ids are new for every request, so a run
+-- Returns {created_at in microseconds, EMITTED, ready, old}: ready lists the roots to
+-- send, {step, attempt, timeout_s, delay_s, ...}; old, a few runs of the index created
+-- longer ago than the TTL, which may have expired (the caller checks them: see
+-- tasks/run_index.py), read here to spare the request a round trip. Run ids are new for every request, so a run
 -- that exists already was made by this very call, retried after a lost reply: it is
 -- answered again as it was created, with the roots that are still owed.
 if redis.call('EXISTS', RUN) == 1 then
@@ -20,7 +22,7 @@ if redis.call('EXISTS', RUN) == 1 then
   if redis.call('HGET', RUN, 'status') == 'queued' then
     offer_ready_roots(ready)
   end
-  return {redis.call('HGET', RUN, 'created_us'), {first[1], first[2][2]}, ready}
+  return {redis.call('HGET', RUN, 'created_us'), {first[1], first[2][2]}, ready, {}}
 end
 local order = split_csv(ARGV[4])
 redis.call('HSET', RUN, 'run_id', ARGV[1], 'scenario_id', ARGV[2], 'status', 'queued',
@@ -44,4 +46,6 @@ redis.call('HSET', PREFIX .. 'runs:scenario_of', ARGV[1], ARGV[2])
 index_status(nil, 'queued')
 local ready = {}
 advance(ready, nil)
-return {string.format('%.0f', NOW_US), EMITTED, ready}
+local horizon = string.format('%.0f', NOW_US - tonumber(ARGV[6]) * 1000000)
+local old = redis.call('ZRANGEBYSCORE', PREFIX .. 'runs', '-inf', horizon, 'LIMIT', 0, 10)
+return {string.format('%.0f', NOW_US), EMITTED, ready, old}
