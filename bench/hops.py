@@ -1,8 +1,9 @@
 """celery_hop_latency: one bare task re-enqueuing itself, the floor under a run's latency.
 
 A hop is the time from one task starting to the next one starting: its apply_async,
-the broker, and the worker picking the message up. run_latency_3 is four such hops
-(run_scenario, then three steps) plus what stepstream does in each.
+the broker, and the worker picking the message up. run_latency_3 is three such hops
+(the web sends the first step's task, each step the next one's) plus what stepstream
+does in each.
 """
 
 from __future__ import annotations
@@ -43,5 +44,5 @@ def celery_hop_latency(
         f"{len(samples)} hops: {chains} chains of a bare task re-enqueuing itself {hops} "
         f"times, task start to next task start; 1 prefork worker x{bare.concurrency}, "
         f"stepstream's Celery settings, Redis broker on loopback, {host()} "
-        "(run_latency_3 is 4 hops)",
+        "(run_latency_3 is 3 hops)",
     )

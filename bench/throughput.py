@@ -5,7 +5,7 @@ figures keep their `_in_process` names so that the two are never confused.
 Both sides submit N items as fast as they can and stop the clock when the last one is
 done, on the same Redis server and the same worker shape (prefork, same concurrency);
 only the Redis database differs. stepstream's runs go through the HTTP API; the bare
-tasks are sent straight to the broker, as the API itself sends `run_scenario`.
+tasks are sent straight to the broker, as the API itself sends a run's first steps.
 """
 
 from __future__ import annotations
