@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 #: A worker is `ok` while heard from within this many heartbeat intervals.
 STALE_AFTER_INTERVALS = 3
@@ -219,19 +219,36 @@ def _ready(step: Mapping[str, Any]) -> bool:
     return not any(isinstance(a, Mapping) and a.get("attempt") == attempt for a in attempts)
 
 
+#: The latest heartbeat a row may carry (the year 5138): past it, no date holds it.
+MAX_HEARTBEAT = 1e11
+
+
 def _parse(name: str, raw: str) -> dict[str, Any] | None:
+    """A worker's heartbeat row, or None for anything our workers never write (a
+    foreign key, bad JSON, a heartbeat that is not a time, counts that are not
+    counts): such rows are forgotten, never listed, and never break the listing."""
     if "@" not in name or not NODE_NAME.fullmatch(name):
         return None
     try:
         row = json.loads(raw)
-        float(row["last_heartbeat"])
-        int(row.get("active_runs", 0))
-        int(row.get("processed", 0))
-    except (ValueError, TypeError, KeyError):
+    except ValueError:
         return None
     if not isinstance(row, dict) or row.get("name", name) != name:
         return None
+    beat = row.get("last_heartbeat")
+    if not _number(beat) or not 0 <= beat < MAX_HEARTBEAT:  # NaN fails both
+        return None
+    if not all(_count(row.get(key, 0)) for key in ("active_runs", "processed")):
+        return None
     return row
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def tool_states(python: list[dict[str, Any]], registry: Registry) -> list[dict[str, Any]]:
@@ -253,7 +270,8 @@ def tool_states(python: list[dict[str, Any]], registry: Registry) -> list[dict[s
     for worker, report in sorted(reports.items()):
         for name in _strings(report.get("loaded")):
             loaded_by.setdefault(name, []).append(worker)
-        for module in report.get("changed") or ():
+        changed = report.get("changed")
+        for module in changed if isinstance(changed, list) else ():
             if isinstance(module, dict):
                 for name in _strings(module.get("tools")):
                     changed_on.setdefault(name, []).append(worker)

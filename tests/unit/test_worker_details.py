@@ -159,3 +159,14 @@ def test_loaded_tools_notice_an_edited_module_not_a_touched_one(tmp_path: Path) 
     assert loaded.report()["changed"] == []
     source.write_text(source.read_text() + "# edited\n")
     assert loaded.report()["changed"] == [{"path": str(source), "tools": ["fp_probe"]}]
+
+
+def test_tool_reports_our_workers_never_write_are_read_as_saying_nothing() -> None:
+    """A row's `tools` with fields of the wrong shape (a hand-edited or foreign row)
+    gives no restart reason from them, and never a 500."""
+    odd = {"loaded": "echo", "changed": 7, "added": {"path": "/x.py"}}
+    reg = registry({"name": "a@h", "tools": odd})
+    web = [{"name": "echo", "description": "", "source": "python"}]
+    [echo] = tool_states(web, reg)
+    assert echo["loaded"] is False
+    assert echo["reason"] == "loaded by no live worker (a@h)"

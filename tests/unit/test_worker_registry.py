@@ -54,3 +54,25 @@ def test_long_silent_and_foreign_rows_are_forgotten_not_listed() -> None:
     registry = read_registry(rows, now=NOW, heartbeat_s=10)
     assert [w["name"] for w in registry.workers] == ["ok@h"]
     assert sorted(registry.forget) == ["bad@json", "late@h", "liar@h", "no-at-sign", "old@h"]
+
+
+def test_rows_no_worker_writes_are_forgotten_rather_than_break_the_listing() -> None:
+    """Rows our workers never write (a heartbeat as a string, NaN, beyond any date, a
+    count of Infinity or a string): refused like any foreign row, never a 500."""
+    odd = {
+        "string@h": {"last_heartbeat": str(NOW)},
+        "nan@h": {"last_heartbeat": float("nan")},
+        "future@h": {"last_heartbeat": 1e300},
+        "negative@h": {"last_heartbeat": -1e300},
+        "bool@h": {"last_heartbeat": True},
+        "inf@h": {"last_heartbeat": NOW, "active_runs": float("inf")},
+        "text@h": {"last_heartbeat": NOW, "processed": "7"},
+        "list@h": [NOW],
+    }
+    rows = dict([row("ok@h", 0)])
+    for name, fields in odd.items():
+        body = {"name": name, **fields} if isinstance(fields, dict) else fields
+        rows[name] = json.dumps(body)
+    registry = read_registry(rows, now=NOW, heartbeat_s=10)
+    assert [w["name"] for w in registry.workers] == ["ok@h"]
+    assert sorted(registry.forget) == sorted(odd)
