@@ -249,3 +249,27 @@ def browser() -> Iterator[Any]:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield browser
         browser.close()
+
+
+#: How long a browser test waits for anything on a page.
+BROWSER_TIMEOUT_MS = 20_000
+
+
+def new_page(browser: Any, **options: Any) -> Iterator[Any]:
+    """A page in a context of its own (1280 by 900 unless `options` say otherwise); the
+    test fails if a script on it raised."""
+    options.setdefault("viewport", {"width": 1280, "height": 900})
+    context = browser.new_context(**options)
+    context.set_default_timeout(BROWSER_TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A desktop-sized page of the browser tests, failing the test on script errors."""
+    yield from new_page(browser)

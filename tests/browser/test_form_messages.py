@@ -4,30 +4,16 @@ shows; a required field of only spaces is refused, an optional one is not."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from conftest import LiveServer
 
-TIMEOUT_MS = 20_000
 SCENARIO = "test_input_messages"
 
 #: A real Chromium: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 @pytest.fixture

@@ -8,30 +8,16 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import LiveServer
+from conftest import BROWSER_TIMEOUT_MS, LiveServer
 
-TIMEOUT_MS = 20_000
 T0 = 1_700_000_000_000
 
 #: A real Chromium: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def iso(ms: int) -> str:
@@ -110,7 +96,7 @@ def fan_out(width: int, ticks: int) -> FakeRun:
     return run
 
 
-def applied(page: Any, run: FakeRun, timeout_ms: int = TIMEOUT_MS) -> None:
+def applied(page: Any, run: FakeRun, timeout_ms: int = BROWSER_TIMEOUT_MS) -> None:
     page.wait_for_function(
         "n => window.stepstreamRun && window.stepstreamRun.lastSeq >= n",
         arg=len(run.events),

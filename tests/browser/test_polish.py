@@ -12,33 +12,15 @@ from typing import Any
 import httpx
 import pytest
 from clients import submit
-from conftest import LiveServer, Stack, WebProcess, WorkerProcess, start_web, wait_for
+from conftest import LiveServer, Stack, WebProcess, WorkerProcess, new_page, start_web, wait_for
 
 from devtools.redis_server import free_port
 
-TIMEOUT_MS = 20_000
 LONG_NAME = "a_step_whose_name_is_far_too_long_to_fit_in_the_box_of_the_graph"
 STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "skipped")
 
 #: A real Chromium: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
-
-
-def new_page(browser: Any, **options: Any) -> Iterator[Any]:
-    options.setdefault("viewport", {"width": 1280, "height": 900})
-    context = browser.new_context(**options)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    yield from new_page(browser)
 
 
 @pytest.fixture

@@ -7,32 +7,18 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from clients import submit
-from conftest import LiveServer, Stack, WorkerProcess, serve, start_worker
+from conftest import BROWSER_TIMEOUT_MS, LiveServer, Stack, WorkerProcess, serve, start_worker
 
 from client.follow import Follower
 
-TIMEOUT_MS = 20_000
-
 #: A real Chromium: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def finished(server: LiveServer, run_id: str) -> dict[str, Any]:
@@ -79,7 +65,7 @@ def test_copy_buttons_put_the_id_and_the_link_on_the_clipboard(
 ) -> None:
     run = submit(live_server.url, "hello_sequence", {"name": "Ada"})
     context = browser.new_context()
-    context.set_default_timeout(TIMEOUT_MS)
+    context.set_default_timeout(BROWSER_TIMEOUT_MS)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
     page = context.new_page()
     try:

@@ -23,7 +23,6 @@ from web.services import services
 pytestmark = pytest.mark.slow
 
 expect = pytest.importorskip("playwright.sync_api").expect
-TIMEOUT_MS = 20_000
 EN_DASH = "\N{EN DASH}"
 
 
@@ -31,18 +30,6 @@ EN_DASH = "\N{EN DASH}"
 def server(app_factory: Callable[..., Any], quiet_db: str) -> Iterator[LiveServer]:
     with serve(app_factory(redis_url=quiet_db)) as server:
         yield server
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def create(server: LiveServer, count: int, scenario_id: str = "hello_sequence") -> list[str]:

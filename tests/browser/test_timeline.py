@@ -5,7 +5,6 @@ lost worker, fed the module events by hand)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,22 +15,8 @@ import redis
 from clients import submit
 from conftest import LiveServer, WorkerProcess, events_until_finished
 
-TIMEOUT_MS = 20_000
-
 #: A real Chromium: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def run_status(page: Any, status: str) -> None:

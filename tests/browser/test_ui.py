@@ -4,7 +4,7 @@ a real server and worker."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -12,22 +12,8 @@ import pytest
 from clients import submit
 from conftest import LiveServer, WorkerProcess, serve, wait_for
 
-TIMEOUT_MS = 20_000
-
 #: A real Chromium: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def box(page: Any, step: str) -> Any:

@@ -4,7 +4,7 @@ against a real server and real workers."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,24 +13,10 @@ import redis
 from clients import submit
 from conftest import LiveServer, Stack, WorkerProcess, serve, start_worker, wait_for_event
 
-TIMEOUT_MS = 20_000
-
 #: A real Chromium: left out of `make test-fast`.
 pytestmark = pytest.mark.slow
 
 BANNER = "No worker is running: runs will wait. Start one with make up or celery -A worker worker"
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def test_the_workers_page_shows_queues_slots_and_the_steps_running(
