@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
+from collections import deque
 
 import redis
 
@@ -24,8 +24,16 @@ log = logging.getLogger(__name__)
 
 #: Events held for the feed before new ones are dropped.
 QUEUE_SIZE = 10_000
-#: Events appended per pipeline.
+#: Events appended per call.
 BATCH = 500
+
+#: Many XADDs in one call: a pipeline of single XADDs costs the client more per event
+#: than the step that wrote them.
+APPEND_ALL = """
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[i])
+end
+"""
 
 
 class AllEventsFeed:
@@ -36,30 +44,35 @@ class AllEventsFeed:
         self.maxlen = maxlen
         #: Events given up on (queue full or Redis error), for metrics and tests.
         self.dropped = 0
+        self._append_all = client.register_script(APPEND_ALL)
         self._pid = -1
-        self._queue: queue.Queue[Event] = queue.Queue(QUEUE_SIZE)
         self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pending: deque[Event] = deque()
+        self._changed = threading.Condition()
+        #: Events taken in and events handled (appended or dropped), for `flush`.
+        self._queued = self._handled = 0
 
     def put(self, events: list[Event]) -> None:
         if not events:
             return
         self._ensure_thread()
-        for event in events:
-            try:
-                self._queue.put_nowait(event)
-            except queue.Full:
-                self.dropped += 1
+        with self._changed:
+            room = max(0, QUEUE_SIZE - len(self._pending))
+            if room < len(events):
+                self.dropped += len(events) - room
+                events = events[:room]
+            self._pending.extend(events)
+            self._queued += len(events)
+            self._changed.notify_all()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything queued so far was handled; False on timeout."""
-        done = threading.Event()
-
-        def waiter() -> None:
-            self._queue.join()
-            done.set()
-
-        threading.Thread(target=waiter, daemon=True).start()
-        return done.wait(timeout)
+        with self._changed:
+            target = self._queued
+            return self._changed.wait_for(lambda: self._handled >= target, timeout)
 
     def _ensure_thread(self) -> None:
         if self._pid == os.getpid():
@@ -68,32 +81,24 @@ class AllEventsFeed:
             if self._pid == os.getpid():
                 return
             # A forked child inherits the queue but not the thread: start afresh.
-            self._queue = queue.Queue(QUEUE_SIZE)
+            self._reset()
             threading.Thread(target=self._run, name="stepstream-feed", daemon=True).start()
             self._pid = os.getpid()
 
     def _run(self) -> None:
-        q = self._queue
+        pending, changed = self._pending, self._changed
         while True:
-            batch = [q.get()]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(q.get_nowait())
-                except queue.Empty:
-                    break
+            with changed:
+                changed.wait_for(lambda: bool(pending))
+                batch = [pending.popleft() for _ in range(min(BATCH, len(pending)))]
             try:
-                pipe = self.client.pipeline(transaction=False)
-                for event in batch:
-                    pipe.xadd(
-                        keys.all_events(),
-                        {"data": event.encode()},
-                        maxlen=self.maxlen,
-                        approximate=True,
-                    )
-                pipe.execute()
+                self._append_all(
+                    keys=[keys.all_events()], args=[self.maxlen, *(e.encode() for e in batch)]
+                )
             except UNAVAILABLE as exc:
                 self.dropped += len(batch)
                 log.warning("all-runs stream: dropped %d events: %s", len(batch), exc)
             finally:
-                for _ in batch:
-                    q.task_done()
+                with changed:
+                    self._handled += len(batch)
+                    changed.notify_all()

@@ -2,10 +2,12 @@
 -- finish_step). One call carries a batch, so a chatty step costs one round trip per
 -- batch rather than per event.
 -- ARGV[1] step   ARGV[2] attempt
--- then five values per event:
---   event type, fields fragment, progress fraction ("" for a log line), progress
---   message, and the event's number within the attempt (1, 2, ...): a number already
---   recorded is this call retried after a lost reply, and is not appended twice
+-- ARGV[3] the number of the batch's first event within the attempt (1, 2, ...; the
+--         others follow it one by one): a number already recorded is this call retried
+--         after a lost reply, and its event is not appended twice
+-- ARGV[4] the batch's last progress fraction and ARGV[5] its message ("" and "": the
+--         batch holds no step_progress), recorded on the step
+-- then two values per event: its type and its fields fragment
 -- Returns EMITTED, empty when the attempt is no longer running.
 local step, attempt = ARGV[1], ARGV[2]
 if redis.call('HGET', RUN, 'status') ~= 'running' or step_get(step, 'status') ~= 'running'
@@ -13,19 +15,23 @@ if redis.call('HGET', RUN, 'status') ~= 'running' or step_get(step, 'status') ~=
   return {}
 end
 local emitted = tonumber(step_get(step, 'emitted') or '0')
-local progress, message
-for i = 3, #ARGV, 5 do
-  local number = tonumber(ARGV[i + 4])
+local number = tonumber(ARGV[3]) - 1
+local events = {}
+for i = 6, #ARGV, 2 do
+  number = number + 1
   if number > emitted then
-    emitted = number
-    if ARGV[i + 2] ~= '' then
-      progress, message = ARGV[i + 2], ARGV[i + 3]
-    end
-    emit(ARGV[i], ARGV[i + 1])
+    events[#events + 1] = ARGV[i]
+    events[#events + 1] = ARGV[i + 1]
   end
 end
-step_set(step, 'emitted', tostring(emitted))
-if progress then
-  step_set(step, 'progress', progress, 'message', message)
+if #events == 0 then
+  return EMITTED
+end
+emit_all(events)
+-- The last event is new whenever any is (a retried call repeats a prefix of a batch),
+-- so the batch's last progress is the newest.
+step_set(step, 'emitted', string.format('%.0f', number))
+if ARGV[4] ~= '' then
+  step_set(step, 'progress', ARGV[4], 'message', ARGV[5])
 end
 return EMITTED

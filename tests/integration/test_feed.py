@@ -14,7 +14,7 @@ from conftest import LiveServer, WorkerProcess, wait_for
 from devtools.redis_server import free_port
 from tasks import keys
 from tasks.events import Event
-from tasks.feed import AllEventsFeed
+from tasks.feed import QUEUE_SIZE, AllEventsFeed
 
 
 def test_every_event_of_a_run_reaches_the_all_runs_stream(
@@ -54,3 +54,13 @@ def test_a_forked_child_gets_its_own_feed_thread(r: redis.Redis) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     runs = [json.loads(f["data"])["run_id"] for _, f in r.xrange(keys.all_events())]
     assert runs == ["parent", "child"]
+
+
+def test_past_its_queue_the_feed_drops_the_newest_events_and_counts_them(r: redis.Redis) -> None:
+    feed = AllEventsFeed(r, maxlen=100_000)
+    events = [Event.from_data(f"1-{i}", {"seq": i}) for i in range(1, QUEUE_SIZE + 6)]
+    feed.put(events)  # more than the queue holds, in one call
+    assert feed.flush(timeout=30)
+    assert feed.dropped == 5
+    copied = [json.loads(f["data"])["seq"] for _, f in r.xrange(keys.all_events())]
+    assert copied == list(range(1, QUEUE_SIZE + 1))

@@ -420,6 +420,40 @@ def test_a_chatty_steps_events_are_batched_in_order(settings: Settings, r: redis
     assert store.snapshot(run_id)["steps"][0]["progress"] == 4999 / 5000
 
 
+def test_a_batch_retried_in_part_appends_only_its_new_events(store: RunStore) -> None:
+    """A batch repeated after a lost reply, with more events behind it: the events
+    already appended are not appended again, the rest are, seq stays gapless, and the
+    step's progress is the newest."""
+    run_id = new_run(store, scenario({"name": "chatty", "tool": "echo"}))
+    store.start_run(run_id, "w@test")
+    store.start_step(run_id, "chatty", 1, "w@test")
+
+    def item(n: int) -> Any:
+        if n % 3 == 0:
+            return ("step_log", {"message": f"log {n}"}, None, n)
+        return ("step_progress", {"progress": n / 10, "message": f"at {n}"}, n / 10, n)
+
+    assert len(store.step_events(run_id, "chatty", 1, [item(n) for n in range(1, 6)])) == 5
+    again = store.step_events(run_id, "chatty", 1, [item(n) for n in range(3, 10)])
+    assert [e.data["seq"] for e in again] == [9, 10, 11, 12]  # events 6 to 9 only
+    assert store.step_events(run_id, "chatty", 1, [item(n) for n in range(1, 10)]) == []
+    events = stream(store, run_id)[3:]
+    assert [e["message"] for e in events] == [item(n)[1]["message"] for n in range(1, 10)]
+    assert [e["seq"] for e in events] == list(range(4, 13))
+    step = store.snapshot(run_id)["steps"][0]
+    assert (step["progress"], step["message"]) == (0.8, "at 8")  # 9 is a log line
+
+
+def test_a_batch_whose_events_are_not_numbered_one_by_one_is_refused(store: RunStore) -> None:
+    run_id = new_run(store, scenario({"name": "chatty", "tool": "echo"}))
+    store.start_run(run_id, "w@test")
+    store.start_step(run_id, "chatty", 1, "w@test")
+    batch = [("step_log", {"message": str(n)}, None, n) for n in (1, 2, 4)]
+    with pytest.raises(ValueError, match="one by one"):
+        store.step_events(run_id, "chatty", 1, batch)  # type: ignore[arg-type]
+    assert len(stream(store, run_id)) == 3  # nothing appended
+
+
 def test_line_separators_in_messages_are_escaped_in_every_event(
     store: RunStore, r: redis.Redis
 ) -> None:
