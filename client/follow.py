@@ -15,7 +15,6 @@ One connection at a time comes from `client.streams` (`SSEStream`, `WSStream`).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,15 +38,16 @@ from .streams import (
     ws_url,
 )
 
-_STREAM_ID = re.compile(r"(\d+)-(\d+)")
 #: The shortest pause between reconnections, whatever a server's `retry:` asks.
 MIN_PAUSE_S = 0.01
 
 
 def stream_id_key(event_id: str) -> tuple[int, int] | None:
     """A Redis stream id (`<ms>-<seq>`) as a pair that sorts as the stream does."""
-    match = _STREAM_ID.fullmatch(event_id)
-    return (int(match[1]), int(match[2])) if match else None
+    # `isdecimal` is what `\d` matches: the same test as a regex, at a fraction of the
+    # cost (a replay checks a hundred thousand ids a second).
+    ms, _, seq = event_id.partition("-")
+    return (int(ms), int(seq)) if ms.isdecimal() and seq.isdecimal() else None
 
 
 # -- the resume bookkeeping ----------------------------------------------------------
@@ -72,12 +72,16 @@ class Cursor:
     #: Followed from the start, the events the stream no longer holds before its first
     #: (trimmed by `STEPSTREAM_EVENT_MAXLEN`): the first delivered has this seq + 1.
     trimmed: int = 0
+    #: `last_id` as a key, and the id it was made from: each event's id is parsed once.
+    _last_key: tuple[str | None, tuple[int, int] | None] = field(
+        default=(None, None), init=False, repr=False, compare=False
+    )
 
     def accept(self, event_id: str, seq: object, event_type: str) -> bool:
         """Whether an event read from the stream is new, to be delivered."""
         number = seq if type(seq) is int else None
         key = stream_id_key(event_id)
-        last = stream_id_key(self.last_id) if self.last_id else None
+        last = self._key_of_last()
         if key is not None and last is not None:
             repeat = key <= last
         else:  # ids that do not compare: the seqs may
@@ -92,11 +96,19 @@ class Cursor:
             )
         if number is not None and self.last_id is None and self.delivered == 0 and number > 1:
             self.trimmed = number - 1
-        self.last_id = event_id or self.last_id
+        if event_id:
+            self.last_id, self._last_key = event_id, (event_id, key)
         self.last_seq = number
         self.delivered += 1
         self.finished = self.finished or event_type == EventType.RUN_FINISHED
         return True
+
+    def _key_of_last(self) -> tuple[int, int] | None:
+        made_from, key = self._last_key
+        if made_from != self.last_id:  # set from outside, or not yet parsed
+            key = stream_id_key(self.last_id) if self.last_id else None
+            self._last_key = (self.last_id, key)
+        return key
 
     def skip(self, event_id: str, event_type: str = "") -> None:
         """An event that could not be read: passed (never asked for again), not
