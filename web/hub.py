@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Iterator
 
 from tasks.errors import BackendUnavailable
-from tasks.events import Event, Retained, first_id_after, id_key
+from tasks.events import TERMINAL_TYPE, WRITTEN_PREFIX, Event, Retained, first_id_after, id_key
 from tasks.statuses import TERMINAL_RUN
 from tasks.stream_reads import ReplayPage, StreamReads
 
@@ -393,9 +393,18 @@ def _cursor(after: str) -> str:
     return after if after not in ("", "0") else "0-0"
 
 
+#: How `run_finished` begins when the run scripts wrote it.
+_FINAL_WRITTEN = f'{WRITTEN_PREFIX}{TERMINAL_TYPE}"'
+
+
 def _until_final(events: list[Event]) -> tuple[list[Event], bool]:
     """The events up to and including `run_finished`, and whether it was among them."""
     for i, event in enumerate(events):
-        if event.is_final:
+        # Every event of a replay passes here: what the scripts wrote is told by its
+        # first bytes (as `Event.type` reads it, without slicing the type out).
+        raw = event.raw
+        if raw.startswith(_FINAL_WRITTEN) or (
+            not raw.startswith(WRITTEN_PREFIX) and event.is_final
+        ):
             return events[: i + 1], True
     return events, False
