@@ -243,13 +243,12 @@ def flask_sse_latency(stack: StreamingStack) -> dict[str, Any]:
     try:
 
         async def subscriber(channel: int) -> None:
-            async for sse, received in raw_sse(web.url, f"/stream?channel=c{channel}"):
-                if sse is None:
-                    continue
-                message = json.loads(sse.data)
-                if message.get("end"):
-                    return
-                samples.append((received - message["ts"]) * 1000)
+            async for messages, received in raw_sse(web.url, f"/stream?channel=c{channel}"):
+                for sse in messages or ():
+                    message = json.loads(sse.data)
+                    if message.get("end"):
+                        return
+                    samples.append((received - message["ts"]) * 1000)
 
         def publisher() -> None:
             connected.wait()
