@@ -22,6 +22,7 @@ from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
+import pydantic_core
 import websockets
 
 from client.follow import Cursor
@@ -278,6 +279,17 @@ async def _follow_all(base_url: str, jobs: list[Job], pipe: Connection) -> list[
     return outcomes
 
 
+def parse(text: str | bytes) -> Any:
+    """An event's JSON, read by pydantic-core's parser (a dependency of the project):
+    a third of the CPU of `json.loads`, which was half of what a replaying client
+    spent. The little it refuses that `json.loads` reads (lone surrogates, nesting
+    deeper than 200) goes to `json.loads`."""
+    try:
+        return pydantic_core.from_json(text)
+    except ValueError:
+        return json.loads(text)
+
+
 async def ws_events(base_url: str, path: str) -> Any:
     """A run's events over one WebSocket (asyncio), each checked by the client's
     resume bookkeeping (no repeat, no gap); `(None, t)` when connected."""
@@ -287,7 +299,7 @@ async def ws_events(base_url: str, path: str) -> Any:
     ) as ws:
         yield None, time.time()  # connected
         async for message in ws:
-            event, received = json.loads(message), time.time()
+            event, received = parse(message), time.time()
             if cursor.accept(event["id"], event.get("seq"), event["type"]):
                 yield event, received
 
@@ -300,7 +312,7 @@ async def sse_events(base_url: str, path: str) -> Any:
             yield None, received
             continue
         for message in messages:
-            event = json.loads(message.data)
+            event = parse(message.data)
             if cursor.accept(message.id, event.get("seq"), event["type"]):
                 yield event, received
 
