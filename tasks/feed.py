@@ -1,10 +1,12 @@
-"""The all-runs stream `stepstream:events`, fed from a background thread.
+"""The web's copies of new runs' `run_queued` to the all-runs stream `stepstream:events`.
 
-SPEC makes this stream best effort: it is for dashboards, the per-run streams are the
-record. So it stays off the path of a step: events are queued here and appended in
-pipelined batches by a daemon thread. When the queue is full, or Redis refuses, events
-are dropped (and counted) rather than slowing a run; the few still queued when a
-process exits are lost.
+Every other event is copied there by the script that appends it (`lua/prelude.lua`); a
+new run's is copied only once the web has sent the run's roots, so that a run undone
+because the broker refused them never shows up there. SPEC makes this stream best
+effort (the per-run streams are the record), so these copies stay off the request's
+path: they are queued here and appended in batches by a daemon thread. When the queue
+is full, or Redis refuses, they are dropped (and counted) rather than slowing a request;
+the few still queued when a process exits are lost.
 """
 
 from __future__ import annotations

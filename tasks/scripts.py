@@ -81,7 +81,7 @@ class StorePart:
     _redis: redis.Redis
     _scripts: dict[str, Script]
     settings: Settings
-    #: The all-runs stream, fed in the background.
+    #: The all-runs stream's copies of new runs' `run_queued`, fed in the background.
     feed: AllEventsFeed
 
     def _run(self, script: str, run_id: str, *args: Any) -> Any:
@@ -97,5 +97,6 @@ class StorePart:
         raise NotImplementedError
 
     def publish_all(self, events: list[Event]) -> None:
-        """Copy events to the all-runs stream, best effort and off the caller's path."""
+        """Copy events to the all-runs stream, best effort and off the caller's path: a
+        new run's `run_queued` (the scripts copy every other event themselves)."""
         self.feed.put(events)

@@ -31,7 +31,9 @@ class EventWriter:
         self.step = step
         self.attempt = attempt
         self._pending: list[Item] = []
-        self._ready = threading.Condition()
+        # On a plain lock: under gevent, an RLock is pure Python and costs a chatty tool
+        # more per call than everything else `put` does.
+        self._ready = threading.Condition(threading.Lock())
         self._writing = False
         self._closed = False
         self._error: BaseException | None = None

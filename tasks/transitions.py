@@ -2,8 +2,9 @@
 
 Each script changes the state and appends the event that reports it in one call, so a
 snapshot and the stream never disagree, and each recognises its own earlier effect, so
-a call repeated after a lost reply changes nothing. The events a script appended are
-copied to the all-runs stream here (best effort, off the caller's path).
+a call repeated after a lost reply changes nothing. The script copies its events to the
+all-runs stream too, but for a new run's `run_queued`: its creator copies that one with
+`publish_all` once the run's roots were sent (see `create_runs`).
 """
 
 from __future__ import annotations
@@ -134,7 +135,6 @@ class Transitions(StorePart):
         """Start a run created by an earlier version (its `run_scenario` task)."""
         outcome, emitted, ready = self._run("start_run", run_id, worker)
         events = decode_events(emitted)
-        self.publish_all(events)
         return Transition(outcome, events, ready_steps(ready))
 
     @backend_errors
@@ -198,7 +198,6 @@ class Transitions(StorePart):
         if reply[0] != ScriptOutcome.STARTED:
             return None
         events = decode_events(reply[1])
-        self.publish_all(events)
         return StepStart(events=events)
 
     def step_event(
@@ -211,9 +210,12 @@ class Transitions(StorePart):
         progress: float | None = None,
         *,
         number: int,
-    ) -> list[Event]:
-        """Append one step_progress or step_log (see `step_events`)."""
-        return self.step_events(run_id, step, attempt, [(event_type, fields, progress, number)])
+    ) -> bool:
+        """Append one step_progress or step_log (see `step_events`); False if it was not
+        (the attempt is no longer running, or the event was appended before)."""
+        return (
+            self.step_events(run_id, step, attempt, [(event_type, fields, progress, number)]) == 1
+        )
 
     @backend_errors
     def step_events(
@@ -222,16 +224,16 @@ class Transitions(StorePart):
         step: str,
         attempt: int,
         batch: list[tuple[str, Mapping[str, Any], float | None, int]],
-    ) -> list[Event]:
-        """Append step_progress and step_log events, in order, in one call; nothing if
-        the attempt is no longer running.
+    ) -> int:
+        """Append step_progress and step_log events, in order, in one call, and return
+        how many were appended: none if the attempt is no longer running.
 
         Each item is (type, fields, progress fraction or None, number): `number` counts
         the attempt's events from 1, one by one through the batch, and a number already
         recorded is a repeat of a call whose reply was lost, not appended again.
         """
         if not batch:
-            return []
+            return 0
         first = batch[0][3]
         if [item[3] for item in batch] != list(range(first, first + len(batch))):
             raise ValueError("a batch's events are numbered one by one")
@@ -245,11 +247,7 @@ class Transitions(StorePart):
         args: list[Any] = [first, progress, message]
         for event_type, fields, _, _ in batch:
             args += [event_type, f"{head},{_encode(fields)[1:-1]}" if fields else head]
-        emitted = self._run("step_event", run_id, step, attempt, *args)
-        # Written just now from the fragments above: well formed, no need to re-check.
-        events = [Event(emitted[i], emitted[i + 1]) for i in range(0, len(emitted), 2)]
-        self.publish_all(events)
-        return events
+        return int(self._run("step_event", run_id, step, attempt, *args))
 
     @backend_errors
     def finish_step(
@@ -321,7 +319,6 @@ class Transitions(StorePart):
         self, outcome: str, emitted: list[str], ready: list[str], run_status: str
     ) -> Transition:
         events = decode_events(emitted)
-        self.publish_all(events)
         return Transition(outcome, events, ready_steps(ready), run_status)
 
     @backend_errors
@@ -352,7 +349,6 @@ class Transitions(StorePart):
             "sweep_check", run_id, index, entry, step, "" if attempt is None else attempt
         )
         events = decode_events(emitted)
-        self.publish_all(events)
         return SweepVerdict(verdict, events, int(current or 0), float(timeout or 0))
 
     @backend_errors

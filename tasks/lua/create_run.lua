@@ -16,6 +16,8 @@
 -- tasks/run_index.py), read here to spare the request a round trip. Run ids are new for every request, so a run
 -- that exists already was made by this very call, retried after a lost reply: it is
 -- answered again as it was created, with the roots that are still owed.
+-- Its caller copies run_queued to the all-runs stream once the roots were sent.
+COPY_TO_ALL = false
 if redis.call('EXISTS', RUN) == 1 then
   local first = redis.call('XRANGE', EVENTS, '-', '+', 'COUNT', 1)[1]
   local ready = {}

@@ -55,6 +55,13 @@ local MAX_RETRY_DELAY_S = 3600
 
 --- Events appended by this call, as {id, json, id, json, ...}, returned to the caller.
 local EMITTED = {}
+--- The all-runs stream (SPEC §5), and whether this call copies its events there. The
+--- copy is made here, in the call that appends the event: an XADD costs Redis a few
+--- microseconds, while a copy made by the caller afterwards costs it a round trip and
+--- a thread. create_run.lua alone leaves it to its caller, who copies `run_queued`
+--- once the run's roots were sent, so that a run undone never shows up there.
+local ALL_EVENTS = PREFIX .. 'events'
+local COPY_TO_ALL = true
 
 --- A JSON string. Besides what cjson escapes, U+2028, U+2029 and U+0085 are escaped:
 --- legal in JSON, they end a line for JavaScript and some SSE and line readers.
@@ -82,6 +89,11 @@ end
 --- XADD one event's JSON to the run's stream and return its id.
 local function append_event(body)
   local id = redis.call('XADD', EVENTS, 'MAXLEN', '~', EMIT_MAXLEN, '*', 'data', body)
+  if COPY_TO_ALL then
+    -- As delivered to clients: the event's `id` is its id in the run's stream.
+    redis.call('XADD', ALL_EVENTS, 'MAXLEN', '~', EMIT_MAXLEN, '*', 'data',
+      body:sub(1, -2) .. ',"id":"' .. id .. '"}')
+  end
   EMITTED[#EMITTED + 1] = id
   EMITTED[#EMITTED + 1] = body
   return id
