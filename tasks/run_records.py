@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .config import HARD_LIMIT_GRACE_S, Settings
@@ -53,12 +54,50 @@ def create_args(
     run_id: str, scenario: Scenario, run_input: Any, settings: Settings
 ) -> tuple[list[Any], str]:
     """The arguments of create_run.lua for one run, and the run's input as JSON."""
+    order, fields = _scenario_fields(_Same(scenario), settings.step_timeout_s)
+    input_json = json.dumps(run_input, allow_nan=False)
+    queued = f'"scenario_id":{json.dumps(scenario.scenario_id)},"input":{input_json}'
+    args = [
+        run_id,
+        scenario.scenario_id,
+        input_json,
+        order,
+        settings.event_maxlen,
+        settings.run_ttl_s,
+        queued,
+        int(settings.redeliver_s * 1000),
+        int((HARD_LIMIT_GRACE_S + settings.attempt_grace_s) * 1000),
+        *fields,
+    ]
+    return args, input_json
+
+
+@dataclass(frozen=True, eq=False)
+class _Same:
+    """A scenario as a cache key: the same object, not an equal one (a scenario is
+    immutable, and its dict members make it unhashable)."""
+
+    scenario: Scenario
+
+    def __hash__(self) -> int:
+        return id(self.scenario)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.scenario is self.scenario
+
+
+@lru_cache(maxsize=256)
+def _scenario_fields(same: _Same, step_timeout_s: float) -> tuple[str, tuple[Any, ...]]:
+    """The step order and every step's stored fields: the same for every run of a
+    scenario, so built once per scenario loaded rather than once per run (each holds
+    the step's definition as JSON). The cache holds the scenario, so its id stays its."""
+    scenario = same.scenario
     needs = {step.name: step.needs for step in scenario.steps}
     nexts = dependants(needs)
     fields: list[Any] = []
     for step in scenario.steps:
         kind = kind_of(step)
-        timeout = step.timeout_s or settings.step_timeout_s
+        timeout = step.timeout_s or step_timeout_s
         for field, value in (
             ("status", StepStatus.PENDING),
             ("attempt", 0),
@@ -78,21 +117,7 @@ def create_args(
             ("root", 1 if not step.needs else 0),
         ):
             fields += [f"{step.name}.{field}", value]
-    input_json = json.dumps(run_input, allow_nan=False)
-    queued = f'"scenario_id":{json.dumps(scenario.scenario_id)},"input":{input_json}'
-    args = [
-        run_id,
-        scenario.scenario_id,
-        input_json,
-        ",".join(step.name for step in scenario.steps),
-        settings.event_maxlen,
-        settings.run_ttl_s,
-        queued,
-        int(settings.redeliver_s * 1000),
-        int((HARD_LIMIT_GRACE_S + settings.attempt_grace_s) * 1000),
-        *fields,
-    ]
-    return args, input_json
+    return ",".join(step.name for step in scenario.steps), tuple(fields)
 
 
 def created(
