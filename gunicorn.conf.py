@@ -22,6 +22,7 @@ from typing import Any
 
 import gevent
 from gunicorn.glogging import Logger
+from gunicorn.http import wsgi
 
 bind = os.environ.get("STEPSTREAM_BIND", "127.0.0.1:8000")
 worker_class = "gevent"
@@ -50,6 +51,63 @@ class RedactingLogger(Logger):
 
 
 logger_class = RedactingLogger
+
+
+class _Captured:
+    """Stands in for the socket while gunicorn writes a response's headers."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+class OneSendResponse(wsgi.Response):
+    """gunicorn's response, with its headers sent together with the first body bytes
+    rather than in a send of their own: a JSON answer (a POST's 202, a snapshot) is one
+    system call instead of two, a tenth of what a POST costs the web. Headers are held
+    only until the first body bytes, a file sent whole, or the end of the response."""
+
+    _held = b""
+
+    def send_headers(self) -> None:
+        if self.headers_sent:
+            return
+        sock, self.sock = self.sock, _Captured()
+        try:
+            super().send_headers()
+        finally:
+            self._held, self.sock = self.sock.data, sock
+
+    def _send_held(self) -> None:
+        held, self._held = self._held, b""
+        if held:
+            self.sock.sendall(held)
+
+    def _emit_body(self, data: bytes) -> None:
+        if self._held and not self.chunked:
+            held, self._held = self._held, b""
+            self.sock.sendall(held + data)
+            return
+        self._send_held()
+        super()._emit_body(data)
+
+    def sendfile(self, respiter: Any) -> bool:
+        # gunicorn writes a file's bytes to the socket itself, after the headers.
+        self.send_headers()
+        self._send_held()
+        return bool(super().sendfile(respiter))
+
+    def close(self) -> None:
+        self.send_headers()  # a response without body bytes (a HEAD, a 204) still has them
+        self._send_held()
+        super().close()
+
+
+# `wsgi.create`, which gunicorn's workers call for each request, makes its response by
+# this module-level name.
+wsgi.Response = OneSendResponse  # type: ignore[misc]
 
 
 def post_worker_init(worker: Any) -> None:
