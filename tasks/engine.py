@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from .errors import BackendUnavailable, StepCancelled, StepstreamError
-from .kinds import StepBase, kind_of, step_from_definition
+from .kinds import StepBase, kind_of, step_from_definition, step_from_json
 from .messages import clean
 from .step_events import EventWriter
 from .store import RunStore
@@ -68,17 +69,23 @@ class Prepared:
     failure: Outcome | None = None
 
 
-def prepare(definition: dict[str, Any], run_input: Any, outputs: dict[str, Any]) -> Prepared:
-    """Resolve what an attempt receives; a failure to resolve it is its outcome."""
+def prepare(
+    definition: Mapping[str, Any] | str, run_input: Any, outputs: dict[str, Any]
+) -> Prepared:
+    """Resolve what an attempt receives (its step's definition, or the definition's
+    stored JSON); a failure to resolve it is its outcome."""
     try:
-        step = step_from_definition(definition)
+        if isinstance(definition, str):
+            step = step_from_json(definition)
+        else:
+            step = step_from_definition(definition)
         resolved = kind_of(step).resolve(step, run_input, outputs)
         # Encoded now, before the tool runs: a tool may change the object it was given.
         input_json = None if resolved is None else json.dumps(resolved, allow_nan=False)
     except StepstreamError as exc:  # a bad reference
         return Prepared(failure=failed(exc.message))
     except Exception as exc:
-        log.exception("step %s: its input could not be resolved", definition.get("name"))
+        log.exception("a step's input could not be resolved: %.200s", definition)
         return Prepared(failure=failed(clean(f"{type(exc).__name__}: {exc}")))
     return Prepared(step, resolved, input_json)
 

@@ -50,10 +50,15 @@ class AttemptInputs:
     """What an attempt runs on: its step's definition, the run's input, the outputs of
     the steps it references, and the run's scenario (see attempt_inputs.lua)."""
 
-    definition: dict[str, Any]
+    definition_json: str
     run_input: Any
     outputs: dict[str, Any]
     scenario_id: str
+
+    @property
+    def definition(self) -> dict[str, Any]:
+        definition: dict[str, Any] = json.loads(self.definition_json)
+        return definition
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ class Transitions(StorePart):
             return None
         definition, run_input, outputs, scenario_id = reply
         return AttemptInputs(
-            definition=json.loads(definition),
+            definition_json=definition,
             run_input=json.loads(run_input),
             outputs={outputs[i]: json.loads(outputs[i + 1]) for i in range(0, len(outputs), 2)},
             scenario_id=scenario_id,

@@ -186,7 +186,7 @@ def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
     if inputs is None:  # the run is gone, or its state was lost: the start says which
         prepared = Prepared(failure=Outcome("failed", "the step's definition is missing"))
     else:
-        prepared = prepare(inputs.definition, inputs.run_input, inputs.outputs)
+        prepared = prepare(inputs.definition_json, inputs.run_input, inputs.outputs)
     # Names this execution, so that a start retried after a lost reply is not refused.
     # Unique, not secret: `random` (reseeded in each forked child) spares the step the
     # system call of uuid4.

@@ -6,7 +6,9 @@ To add a kind, write its module (a `StepBase` model and a `StepKind`) and list i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Discriminator, Tag
@@ -70,6 +72,14 @@ def step_from_definition(definition: Mapping[str, Any]) -> StepBase:
     return kind_named(tag).model.model_validate(dict(definition))
 
 
+@lru_cache(maxsize=1024)
+def step_from_json(text: str) -> StepBase:
+    """`step_from_definition` of a stored definition's JSON, once per process for each:
+    the steps of a scenario run many times are the same (a step is immutable, and what
+    a tool receives is a copy of its input: see `references.resolve`)."""
+    return step_from_definition(json.loads(text))
+
+
 __all__ = [
     "KINDS",
     "STEP_NAME_PATTERN",
@@ -83,5 +93,6 @@ __all__ = [
     "kind_of",
     "require_json",
     "step_from_definition",
+    "step_from_json",
     "without_kind_tag",
 ]

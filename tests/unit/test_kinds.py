@@ -69,3 +69,26 @@ def test_the_tool_kind_checks_its_tool_and_stores_it() -> None:
     assert (
         kind.public_status("ready", 1) == "pending" and kind.public_status("ready", 2) == "running"
     )
+
+
+def test_a_stored_definition_is_read_once_and_a_tool_cannot_change_it() -> None:
+    """Steps read from their stored JSON are shared by every attempt in a process: what
+    a tool receives is a copy, so a tool that changes its input changes nothing after."""
+    from tasks.engine import prepare
+    from tasks.kinds import step_from_json
+
+    text = json.dumps({"name": "a", "tool": "echo", "input": {"items": [1, 2], "x": {"y": 1}}})
+    first = prepare(text, {}, {})
+    assert step_from_json(text) is step_from_json(text)
+    first.resolved["items"].append(3)
+    first.resolved["x"]["y"] = 2
+    again = prepare(text, {}, {})
+    assert again.resolved == {"items": [1, 2], "x": {"y": 1}}
+    assert again.input_json == '{"items": [1, 2], "x": {"y": 1}}'
+
+
+def test_a_stored_definition_that_is_not_json_fails_the_attempt_with_the_reason() -> None:
+    from tasks.engine import prepare
+
+    prepared = prepare("{not json", {}, {})
+    assert prepared.failure is not None and "JSONDecodeError" in prepared.failure.message
