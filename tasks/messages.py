@@ -17,6 +17,8 @@ def clean(text: object, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
     Lone surrogates become `\\udxxx` escapes, visible rather than lost; a longer text is
     cut on a character boundary and says how much was left out.
     """
+    if type(text) is str and text.isascii() and len(text) <= max_bytes:
+        return text  # the common case, checked without encoding: a progress message
     raw = str(text).encode("utf-8", "backslashreplace")
     if len(raw) <= max_bytes:
         return raw.decode("utf-8")

@@ -10,8 +10,10 @@ all-runs stream too, but for a new run's `run_queued`: its creator copies that o
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _string
 from typing import Any
 
 from . import keys
@@ -24,6 +26,17 @@ from .statuses import RunStatus, ScriptOutcome, StepStatus
 
 #: Strict JSON (no NaN or Infinity), one encoder for every call rather than one per call.
 _encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
+def _members(fields: Mapping[str, Any]) -> str:
+    """`fields` as JSON object members, as `_encode` writes them. A progress event's
+    (a finite fraction, a message) is written directly: a chatty tool makes thousands a
+    second, and the encoder's own setup is most of what each would cost."""
+    if len(fields) == 2:
+        fraction, message = fields.get("progress"), fields.get("message")
+        if type(fraction) is float and math.isfinite(fraction) and type(message) is str:
+            return f'"progress":{fraction!r},"message":{_string(message)}'
+    return _encode(fields)[1:-1]
 
 
 @dataclass(frozen=True)
@@ -251,7 +264,7 @@ class Transitions(StorePart):
         head = _encode({"step": step, "attempt": attempt})[1:-1]
         args: list[Any] = [first, progress, message]
         for event_type, fields, _, _ in batch:
-            args += [event_type, f"{head},{_encode(fields)[1:-1]}" if fields else head]
+            args += [event_type, f"{head},{_members(fields)}" if fields else head]
         return int(self._run("step_event", run_id, step, attempt, *args))
 
     @backend_errors
