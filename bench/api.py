@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 import httpx
@@ -44,3 +45,24 @@ def stream_tip(client: redis.Redis, stream: str) -> str:
     """The id of the stream's last entry ("0-0" when empty): read after it for new ones."""
     last = cast("list[tuple[str, Any]]", client.xrevrange(stream, count=1))
     return last[0][0] if last else "0-0"
+
+
+def read_finished(
+    client: redis.Redis, stream: str, cursor: str, block_ms: int
+) -> tuple[str, list[str]]:
+    """One read of `stream` after `cursor`, many events at once: the new cursor, and the
+    runs whose `run_finished` it brought."""
+    reply = cast(
+        "list[tuple[str, list[tuple[str, dict[str, str]]]]]",
+        client.xread({stream: cursor}, count=1000, block=block_ms) or [],
+    )
+    finished = []
+    for _, entries in reply:
+        for entry_id, fields in entries:
+            cursor = entry_id
+            data = fields["data"]
+            if "run_finished" in data:  # a cheap test first; most events are not
+                event = json.loads(data)
+                if event["type"] == "run_finished":
+                    finished.append(event["run_id"])
+    return cursor, finished

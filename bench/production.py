@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import redis
@@ -33,7 +33,7 @@ from devtools.redis_server import RedisServer
 from devtools.web_server import WebProcess, start_web
 from tasks import keys
 
-from .api import stream_tip, wait_finished
+from .api import read_finished, stream_tip, wait_finished
 from .bare_worker import BareWorker
 from .hops import celery_hop_latency
 from .load import Load, post_all
@@ -150,18 +150,8 @@ def run_rate(stack: ProductionStack, web: WebProcess, path: str, bodies: list[by
     submitted: set[str] | None = None
     deadline = time.monotonic() + TIMEOUT_S
     while submitted is None or not submitted <= finished.keys():
-        reply = cast(
-            "list[tuple[str, list[tuple[str, dict[str, str]]]]]",
-            reader.xread({stream: cursor}, count=1000, block=200) or [],
-        )
-        for _, entries in reply:
-            for entry_id, fields in entries:
-                cursor = entry_id
-                data = fields["data"]
-                if "run_finished" in data:  # a cheap test first; most events are not
-                    event = json.loads(data)
-                    if event["type"] == "run_finished":
-                        finished[event["run_id"]] = time.monotonic()
+        cursor, done = read_finished(reader, stream, cursor, block_ms=200)
+        finished |= dict.fromkeys(done, time.monotonic())
         if submitted is None and posted.done():
             submitted = set(posted.result().run_ids)  # raises what the client raised
         if time.monotonic() > deadline:

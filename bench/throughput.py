@@ -10,19 +10,18 @@ tasks are sent straight to the broker, as the API itself sends a run's first ste
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import redis
 
 from tasks import keys
 
-from .api import stream_tip, submit
+from .api import read_finished, stream_tip, submit
 from .bare_app import NOOP
 from .bare_worker import BareWorker, wait_done
 from .report import figure
@@ -63,18 +62,8 @@ def run_rate(stack: Stack, n: int, clients: list[httpx.Client]) -> float:
         posters = [pool.submit(post, http, k) for http, k in zip(clients, shares, strict=True)]
         deadline = started + TIMEOUT_S
         while len(finished) < n:
-            reply = cast(
-                "list[tuple[str, list[tuple[str, dict[str, str]]]]]",
-                reader.xread({stream: cursor}, count=1000, block=1000) or [],
-            )
-            for _, entries in reply:
-                for entry_id, fields in entries:
-                    cursor = entry_id
-                    data = fields["data"]
-                    if "run_finished" in data:  # a cheap test first; most events are not
-                        event = json.loads(data)
-                        if event["type"] == "run_finished":
-                            finished.add(event["run_id"])
+            cursor, ended = read_finished(reader, stream, cursor, block_ms=1000)
+            finished.update(ended)
             _raise_failed(posters)
             # Let events pile up between reads: the reader shares the process (and its
             # GIL) with the web server, and a read per event would slow the server down.
