@@ -13,9 +13,9 @@ import pytest
 import redis
 from blackhole import BlackHoleProxy
 from conftest import WorkerProcess, serve, wait_for
+from stacks import BROKER_DB
 
 from devtools.redis_server import RedisServer
-from stacks import BROKER_DB
 from tasks import keys
 
 pytestmark = pytest.mark.slow
