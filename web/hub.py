@@ -163,12 +163,18 @@ class Hub:
                 if page.status is None or page.status in TERMINAL_RUN:
                     return  # finished (run_finished was replayed already) or expired
                 break
-            cursor = page.last_id
+            cursor, more = page.last_id, page.full
             events, final = _until_final(page.events)
+            # Nothing read is held while the next read waits its turn behind a storm of
+            # joiners (nor for the life of the subscription, after the last page): a
+            # thousand such frames would keep hundreds of thousands of events alive
+            # for the cyclic collector to walk, in pauses of tens of milliseconds.
+            del page
             yield events
+            del events
             if final:
                 return
-            if not page.full:
+            if not more:
                 break  # it read what the stream held: the hub hands over the rest
         sub = self.subscribe(run_id, cursor)
         try:

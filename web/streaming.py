@@ -77,12 +77,20 @@ def sse_frames(run_id: str, after: str, first: ReplayPage | None = None) -> Iter
     try:
         # A first byte lets proxies and clients know the stream is open.
         yield ": stream open\n\n"
-        for batch in svc.hub.follow(run_id, after, SSE_KEEPALIVE_S, first):
+        # Events are held only until they are written, here as in the hub (see
+        # `Hub.follow`): not the first page for the life of the stream, nor a batch
+        # while the next one is awaited.
+        batches = svc.hub.follow(run_id, after, SSE_KEEPALIVE_S, first)
+        first = None
+        for batch in batches:
             if not batch:
                 yield ": keepalive\n\n"
                 continue
-            yield "".join([f"id: {e.id}\nevent: {e.type}\ndata: {e.encode()}\n\n" for e in batch])
-            sent.inc(len(batch))
+            count = len(batch)
+            text = "".join([f"id: {e.id}\nevent: {e.type}\ndata: {e.encode()}\n\n" for e in batch])
+            del batch
+            yield text
+            sent.inc(count)
     except (Gone, BackendUnreachable) as exc:
         # Ending the response lets the client reconnect with Last-Event-ID.
         log.warning("SSE stream of run %s ended: %s", run_id, exc)
@@ -234,8 +242,9 @@ def run_ws(ws: Server, run_id: str) -> None:
     # What the close says unless the stream ends as it should or is dropped.
     code, text = WS_INTERNAL_ERROR, "internal error"
     try:
-        first = g.pop("stream_opening", None)
-        for batch in svc.hub.follow(run_id, after, WS_WAIT_S, first):
+        # Handed over, not kept: the first events must not live as long as the stream.
+        batches = svc.hub.follow(run_id, after, WS_WAIT_S, g.pop("stream_opening", None))
+        for batch in batches:
             # Messages from the client mean nothing here; drop them so they cannot pile up
             # (looked for only when some arrived: asking costs a wait per delivery).
             if getattr(ws, "input_buffer", True):
@@ -246,6 +255,7 @@ def run_ws(ws: Server, run_id: str) -> None:
             if batch:
                 send_frames(ws, batch)
                 sent.inc(len(batch))
+            del batch  # not held while the next one is awaited (see `sse_frames`)
         code, text = WS_NORMAL, "run finished"
     except ConnectionClosed:
         code, text = WS_NORMAL, ""  # the client closed first; its Close was answered
