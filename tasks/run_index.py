@@ -69,6 +69,17 @@ class RunIndex(StorePart):
         pipe.execute()
 
     @backend_errors
+    def withdraw_runs(self, run_ids: list[str]) -> bool:
+        """Delete runs whose roots may or may not have reached the broker, all or none:
+        True when none had started (a root that arrived finds no run), False when one
+        had (their roots arrived: the runs go on). See withdraw_runs.lua."""
+        run_keys = [key for run_id in run_ids for key in keys.run_keys(run_id)]
+        withdrawn = int(self._scripts["withdraw_runs"](keys=run_keys, args=run_ids)) == 1
+        if withdrawn:
+            self._unindex(run_ids)
+        return withdrawn
+
+    @backend_errors
     def delete_run(self, run_id: str) -> None:
         """Undo a run that could not be enqueued, so nothing is left half-created."""
         self._redis.delete(*keys.run_keys(run_id))

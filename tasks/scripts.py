@@ -26,6 +26,7 @@ SCRIPTS = (
     "start_run",
     "queued_roots",
     "forget_dispatches",
+    "withdraw_runs",
     "attempt_inputs",
     "start_step",
     "step_event",

@@ -186,15 +186,34 @@ def record_and_send(
         if holder is None:
             send_roots(created)
     except BackendUnavailable as exc:
-        undo_runs(run_ids, idem)
-        noun = "run" if len(runs) == 1 else "runs"
-        raise BackendUnavailable(f"could not enqueue the {noun}: {exc.cause or exc}") from None
+        if not went_on(run_ids, idem):
+            noun = "run" if len(runs) == 1 else "runs"
+            raise BackendUnavailable(f"could not enqueue the {noun}: {exc.cause or exc}") from None
+        log.warning("runs %s: the broker's answer was lost, but they started", run_ids)
+        holder = None
     if holder is not None:
         undo_runs(run_ids, None)
         return holder
     # Only runs that exist are announced to the all-runs stream.
     svc.store.publish_all([event for run in created for event in run.events])
     return tuple(created)
+
+
+def went_on(run_ids: list[str], idem: str | None) -> bool:
+    """After sending the runs' roots failed: whether they went on anyway (the broker
+    took the message, its answer was lost, and a worker started one), or else are
+    withdrawn, all of them, so that a root that did arrive starts nothing and the
+    request answers 503 with nothing half-created."""
+    svc = services()
+    try:
+        if not svc.store.withdraw_runs(run_ids):
+            return True
+    except BackendUnavailable:
+        # Redis is away too: delete them once it is back, unless one started meanwhile.
+        undo_later(svc.store, run_ids)
+        return False
+    undo_runs(run_ids, idem)  # their Idempotency-Key, and what the withdrawal left
+    return False
 
 
 def replay(previous: str) -> tuple[Response, int, dict[str, str]]:

@@ -14,6 +14,7 @@ message does nothing but complete a dispatch that a crash may have interrupted.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from typing import Any
@@ -174,6 +175,14 @@ class StepTask(Task):  # type: ignore[misc]
         finish(store, run_id, step, attempt, StepStatus.FAILED, message, "", reason=Reason.TIMEOUT)
 
 
+#: Execution tokens: unique, not secret. A generator of this module's own, seeded from
+#: the system and again in each forked child, spares every step uuid4's system call;
+#: no tool can make two processes draw the same tokens (a tool seeding `random`, as
+#: machine-learning code does, seeds the shared generator, not this one).
+_TOKENS = random.Random()
+os.register_at_fork(after_in_child=_TOKENS.seed)
+
+
 @shared_task(name=RUN_STEP, bind=True, ignore_result=True, base=StepTask, throws=(AttemptFailed,))
 def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
     runtime = get_runtime()
@@ -188,9 +197,7 @@ def run_step(self: Task, run_id: str, step: str, attempt: int) -> None:
     else:
         prepared = prepare(inputs.definition_json, inputs.run_input, inputs.outputs)
     # Names this execution, so that a start retried after a lost reply is not refused.
-    # Unique, not secret: `random` (reseeded in each forked child) spares the step the
-    # system call of uuid4.
-    token = f"{random.getrandbits(128):032x}"
+    token = f"{_TOKENS.getrandbits(128):032x}"
     start = store.start_step(
         run_id,
         step,

@@ -90,8 +90,9 @@ end
 local function append_event(body)
   local id = redis.call('XADD', EVENTS, 'MAXLEN', '~', EMIT_MAXLEN, '*', 'data', body)
   if COPY_TO_ALL then
-    -- As delivered to clients: the event's `id` is its id in the run's stream.
-    redis.call('XADD', ALL_EVENTS, 'MAXLEN', '~', EMIT_MAXLEN, '*', 'data',
+    -- As delivered to clients: the event's `id` is its id in the run's stream. Best
+    -- effort (pcall): a copy Redis refuses is lost, the call goes on.
+    redis.pcall('XADD', ALL_EVENTS, 'MAXLEN', '~', EMIT_MAXLEN, '*', 'data',
       body:sub(1, -2) .. ',"id":"' .. id .. '"}')
   end
   EMITTED[#EMITTED + 1] = id
