@@ -85,6 +85,11 @@ class OneSendResponse(wsgi.Response):
         if held:
             self.sock.sendall(held)
 
+    def write(self, arg: bytes) -> None:
+        super().write(arg)
+        if not arg:
+            self._send_held()  # an empty write sends the headers, as gunicorn's own does
+
     def _emit_body(self, data: bytes) -> None:
         if self._held and not self.chunked:
             held, self._held = self._held, b""

@@ -42,12 +42,12 @@ class Sock:
         return len(data)
 
 
-def serve(request: bytes, app: Callable[..., Iterable[bytes]]) -> Sock:
+def serve(request: bytes, app: Callable[..., Iterable[bytes]], sock: Sock | None = None) -> Sock:
     """One request through gunicorn's own parsing, response and writing, as its
     workers do (`wsgi.create`, then write each item the app returns, then close)."""
     cfg = Config()
     req = next(iter(RequestParser(cfg, iter([request]), ("127.0.0.1", 1))))
-    sock = Sock()
+    sock = sock or Sock()
     resp, environ = wsgi.create(req, sock, ("127.0.0.1", 1), ("127.0.0.1", 8000), cfg)
     body = app(environ, resp.start_response)
     if isinstance(body, wsgi.FileWrapper) and resp.sendfile(body):
@@ -118,3 +118,20 @@ def test_a_file_sent_whole_follows_its_headers(one_send: Any, tmp_path: Path) ->
     assert sock.files == [b"console.log(1)"]
     assert sock.sends[0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert sock.sends[-1] == b"console.log(1)"
+
+
+def test_an_empty_first_write_sends_the_headers_at_once(one_send: Any) -> None:
+    """A streaming app may yield b"" to have its headers sent before its first event."""
+    sock = Sock()
+    sent_before_next: list[int] = []
+
+    def stream(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        yield b""
+        sent_before_next.append(len(sock.sends))
+        yield b"data: 1\n\n"
+
+    serve(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n", stream, sock)
+    assert sent_before_next == [1]
+    assert sock.sends[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"".join(sock.sends).endswith(b"9\r\ndata: 1\n\n\r\n0\r\n\r\n")
