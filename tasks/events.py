@@ -84,7 +84,7 @@ class Event:
             isinstance(text, str)
             and text.startswith(WRITTEN_PREFIX)
             and text.endswith("}")
-            and not _MAYBE_NOT_FINITE.search(text)
+            and not _maybe_not_finite(text)
         ):
             return cls(eid, text)  # written by the run scripts: well formed by construction
         try:
@@ -98,10 +98,12 @@ class Event:
         return cls.from_data(eid, data)
 
 
-#: Words that, outside a string, are JSON only to Python: events stored before inputs
-#: were checked may hold them. Such an event is parsed and written again as strict JSON
-#: (`strict_json.sanitized`: null for those numbers, as JavaScript writes them).
-_MAYBE_NOT_FINITE = re.compile(r"Infinity|NaN")
+def _maybe_not_finite(text: str) -> bool:
+    """Whether `text` holds words that, outside a string, are JSON only to Python:
+    events stored before inputs were checked may. Such an event is parsed and written
+    again as strict JSON (`strict_json.sanitized`: null for those numbers, as
+    JavaScript writes them). Two substring searches, a third of what a regex costs."""
+    return "NaN" in text or "Infinity" in text
 
 
 #: Both halves of a Redis stream id are unsigned 64-bit integers.
