@@ -146,7 +146,7 @@ def page_of(replies: Sequence[Any], count: int) -> ReplayPage:
 class _Read:
     """One caller's page, waiting for a batch to carry it."""
 
-    __slots__ = ("count", "done", "error", "lead", "page", "run_id", "start")
+    __slots__ = ("count", "done", "error", "lead", "replies", "run_id", "start")
 
     def __init__(self, run_id: str, start: str | None, count: int) -> None:
         self.run_id = run_id
@@ -155,15 +155,21 @@ class _Read:
         self.done = threading.Event()
         #: Set when it is this caller's turn to read a batch for everyone waiting.
         self.lead = False
-        self.page: ReplayPage | None = None
+        #: The page's replies as Redis sent them: each caller makes its own page of
+        #: them (see `result`).
+        self.replies: Sequence[Any] | None = None
         self.error: BaseException | None = None
 
     def result(self) -> ReplayPage:
+        """The page, decoded here, by its caller: the one who read the batch does not
+        decode everyone's events in one stretch that nothing else can interrupt (under
+        gevent, 3-4 ms for a batch's 2,000 entries, ahead of every live delivery)."""
         if self.error is not None:
             raise self.error
-        if self.page is None:
+        if self.replies is None:
             raise BackendUnavailable("the read carrying this page was abandoned")
-        return self.page
+        replies, self.replies = self.replies, None
+        return page_of(replies, self.count)
 
 
 class BatchedPages:
@@ -240,8 +246,9 @@ class BatchedPages:
         i = entries = 0
         for read in batch:
             n = 4 if read.start is not None else 3
-            read.page = page_of(replies[i : i + n], read.count)
-            entries += len(read.page.events)
+            read.replies = replies[i : i + n]
+            if n == 4:
+                entries += len(replies[i + 3])
             i += n
         return entries
 

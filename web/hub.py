@@ -69,6 +69,10 @@ PAGE_BUDGET = 2000
 #: storm drains at most about 1 / PACE_S events a second, leaving the CPU (the
 #: process's, and its clients') to live delivery; a lone replay is never paced.
 REPLAY_PACE_S = 10e-6
+#: The pause a replay takes, one at a time, before it hands on a page: under gevent a
+#: timer, which fires only after the event loop has polled its sockets (the hub's read
+#: among them), so replays go out one page per turn of the loop, not hundreds in a row.
+REPLAY_TURN_S = 1e-6
 #: After a read that brought events, the hub waits this long per stream it follows
 #: (up to `GATHER_MAX_S`) before reading again: one XREAD names every followed stream,
 #: and a thousand of them cost more to send and answer than the events they bring.
@@ -118,6 +122,9 @@ class Hub:
         #: A wake-up was sent that the hub's thread has not acted on yet: joiners
         #: arriving meanwhile need none of their own.
         self._wake_pending = False
+        #: Taken by a replay, for a turn of the event loop, before it hands on a page
+        #: (see `follow`).
+        self._replay_turn = threading.Lock()
 
     # -- for request handlers ----------------------------------------------------------
 
@@ -164,6 +171,11 @@ class Hub:
                     return  # finished (run_finished was replayed already) or expired
                 break
             cursor, more = page.last_id, page.full
+            with self._replay_turn:
+                # One page a turn of the event loop: under gevent a storm of replays,
+                # each formatting and writing hundreds of events, would otherwise run
+                # back to back, ahead of the hub's next read and the deliveries it wakes.
+                time.sleep(REPLAY_TURN_S)
             events, final = _until_final(page.events)
             # Nothing read is held while the next read waits its turn behind a storm of
             # joiners (nor for the life of the subscription, after the last page): a
