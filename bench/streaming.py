@@ -445,8 +445,8 @@ def crowd_figures(
         runs.close()
         web.kill()
     samples = [latency for o in outcomes for _, latency in o.samples]
-    if os.environ.get("STEPSTREAM_BENCH_TIMELINE"):
-        print(timeline(outcomes), file=sys.stderr)
+    if step := timeline_step():
+        print(timeline(outcomes, step), file=sys.stderr)
     latency = percentiles(samples) | {"max": round(max(samples, default=0.0), 1)}
     versus = f"; flask-sse p99 at 1,000 in this run: {peer_p99} ms" if peer_p99 else ""
     setup = (
@@ -518,9 +518,9 @@ def storm_figure(stack: StreamingStack) -> dict[str, Any]:
         runs.close()
         web.kill()
     drained = all(o.caught_up for o in joined)
-    if os.environ.get("STEPSTREAM_BENCH_TIMELINE"):
+    if step := timeline_step():
         print(f"storm {storm_start:.1f} steady {steady_start:.1f}", file=sys.stderr)
-        print(timeline(followed), file=sys.stderr)
+        print(timeline(followed, step), file=sys.stderr)
     storm_end = max((o.caught_up for o in joined), default=storm_start)
     steady = percentiles(list(samples_between(followed, steady_start, storm_start)))
     during = list(samples_between(followed, storm_start, storm_end))
@@ -539,6 +539,12 @@ def storm_figure(stack: StreamingStack) -> dict[str, Any]:
         f"{everyone_once(followed, lengths)}; joiners: {everyone_once(joined, lengths)}; "
         f"one web process (gunicorn, gevent worker), {host()}",
     )
+
+
+def timeline_step() -> float:
+    """`STEPSTREAM_BENCH_TIMELINE`: print latency over time, by steps of that many
+    seconds ("1": by second; unset: no timeline)."""
+    return float(os.environ.get("STEPSTREAM_BENCH_TIMELINE") or 0)
 
 
 def last_id(stack: StreamingStack, url: str, run_id: str) -> str:
