@@ -63,12 +63,18 @@ class _Captured:
         self.data += data
 
 
-class OneSendResponse(wsgi.Response):
+#: gunicorn's own response class. gunicorn runs this file again when it reloads (SIGHUP):
+#: the class below must extend gunicorn's, never the one the previous run installed.
+_GunicornResponse: Any = getattr(wsgi.Response, "gunicorn_response", wsgi.Response)
+
+
+class OneSendResponse(_GunicornResponse):  # type: ignore[misc]
     """gunicorn's response, with its headers sent together with the first body bytes
     rather than in a send of their own: a JSON answer (a POST's 202, a snapshot) is one
     system call instead of two, a tenth of what a POST costs the web. Headers are held
     only until the first body bytes, a file sent whole, or the end of the response."""
 
+    gunicorn_response = _GunicornResponse
     _held = b""
 
     def send_headers(self) -> None:

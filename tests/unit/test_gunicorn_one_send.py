@@ -135,3 +135,17 @@ def test_an_empty_first_write_sends_the_headers_at_once(one_send: Any) -> None:
     assert sent_before_next == [1]
     assert sock.sends[0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"".join(sock.sends).endswith(b"9\r\ndata: 1\n\n\r\n0\r\n\r\n")
+
+
+def test_a_reloaded_configuration_still_sends_its_headers(one_send: Any) -> None:
+    """gunicorn runs its configuration file again on SIGHUP: the response class it
+    installs then must still be gunicorn's own plus one layer, or headers get lost."""
+    spec = importlib.util.spec_from_file_location("gunicorn_conf_again", CONF)
+    assert spec is not None and spec.loader is not None
+    again = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(again)
+    assert again.OneSendResponse.__mro__[1] is one_send.gunicorn_response
+    sock = serve(b"POST /api/runs HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", json_app)
+    assert len(sock.sends) == 1
+    assert sock.sends[0].startswith(b"HTTP/1.1 202 ACCEPTED\r\n")
+    assert sock.sends[0].endswith(b'\r\n\r\n{"run_id":"x"}')
