@@ -35,6 +35,7 @@ from .idempotency import (
     check_idempotency_key,
     claim_idempotency_key,
     confirm_idempotency_key,
+    release_claim,
     undo_later,
     undo_run,
     undo_runs,
@@ -212,7 +213,7 @@ def went_on(run_ids: list[str], idem: str | None) -> bool:
         # Redis is away too: delete them once it is back, unless one started meanwhile.
         undo_later(svc.store, run_ids)
         return False
-    undo_runs(run_ids, idem)  # their Idempotency-Key, and what the withdrawal left
+    release_claim(run_ids, idem)
     return False
 
 

@@ -8,6 +8,7 @@ the request, and runs that could not be sent are undone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -84,10 +85,18 @@ def undo_runs(run_ids: Sequence[str], idem: str | None) -> None:
         for run_id in run_ids:
             store.forget_dispatches(run_id)
             store.delete_run(run_id)
-        if idem is not None:
-            store.idempotency.release(idem, batch_claim(run_ids))
     except BackendUnavailable:
-        pass  # Redis itself is away: a claim left pending is taken over in time.
+        return  # Redis itself is away: a claim left pending is taken over in time.
+    release_claim(run_ids, idem)
+
+
+def release_claim(run_ids: Sequence[str], idem: str | None) -> None:
+    """Release the Idempotency-Key `idem` (if any) that runs no longer existing hold."""
+    if idem is None:
+        return
+    # Redis itself may be away: a claim left pending is taken over in time.
+    with contextlib.suppress(BackendUnavailable):
+        services().store.idempotency.release(idem, batch_claim(run_ids))
 
 
 def undo_run(run_id: str, idem: str | None) -> None:

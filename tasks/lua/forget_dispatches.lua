@@ -2,11 +2,6 @@
 -- before a run that was never sent is deleted (the API undoing a request it answered
 -- 503), so that nothing of it is left for the sweeper to find.
 -- No ARGV. Returns how many entries were dropped.
-local dropped = 0
 local run_id = this_run_id()
 if not run_id then return 0 end
-dropped = dropped + redis.call('ZREM', DISPATCHES, run_id)
-for _, step in ipairs(split_csv(redis.call('HGET', RUN, 'order'))) do
-  dropped = dropped + redis.call('ZREM', DISPATCHES, run_id .. '\t' .. step)
-end
-return dropped
+return forget_owed(RUN, run_id)

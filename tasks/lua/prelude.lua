@@ -202,6 +202,16 @@ local function split_csv(s)
   return out
 end
 
+--- Drop run `run_id`'s owed dispatches (its own start and its steps', by the step
+--- order of its hash `run`) from the watch index; returns how many were dropped.
+local function forget_owed(run, run_id)
+  local dropped = redis.call('ZREM', DISPATCHES, run_id)
+  for _, step in ipairs(split_csv(redis.call('HGET', run, 'order'))) do
+    dropped = dropped + redis.call('ZREM', DISPATCHES, run_id .. '\t' .. step)
+  end
+  return dropped
+end
+
 local function is_terminal(status)
   return status == 'succeeded' or status == 'failed' or status == 'cancelled'
 end

@@ -14,10 +14,7 @@ for i = 1, #KEYS, 3 do
 end
 for n, run_id in ipairs(ARGV) do
   local run, steps, events = KEYS[3 * n - 2], KEYS[3 * n - 1], KEYS[3 * n]
-  redis.call('ZREM', DISPATCHES, run_id)
-  for _, step in ipairs(split_csv(redis.call('HGET', run, 'order'))) do
-    redis.call('ZREM', DISPATCHES, run_id .. '\t' .. step)
-  end
+  forget_owed(run, run_id)
   redis.call('DEL', run, steps, events)
 end
 return 1

@@ -9,14 +9,13 @@ from typing import Any
 import pytest
 import redis
 from clients import submit, ws_events
-from conftest import LiveServer, WorkerProcess, wait_for
+from conftest import ONE_STEP, LiveServer, WorkerProcess, wait_for
 
 from devtools.redis_server import free_port
 from tasks import keys
 from tasks.config import Settings
 from tasks.events import Event
 from tasks.feed import QUEUE_SIZE, AllEventsFeed
-from tasks.scenario import parse_scenario
 from tasks.store import RunStore
 
 
@@ -74,25 +73,16 @@ def test_a_scripts_events_are_in_the_all_runs_stream_when_it_returns_in_order(
 ) -> None:
     """Every event but a new run's run_queued is copied by the script that appends it:
     present as soon as the call returns, in the run's own order, with its id."""
-    sc = parse_scenario(
-        {
-            "schema_version": "1",
-            "scenario_id": "s",
-            "name": "S",
-            "steps": [{"name": "a", "tool": "echo"}],
-        },
-        {"echo"},
-    )
     store = RunStore.from_settings(settings)
     run_id = "all-runs-order"
-    store.create_run(run_id, sc, {})
+    store.create_run(run_id, ONE_STEP, {})
     assert r.xlen(keys.all_events()) == 0  # run_queued: the web copies it after sending
-    store.start_step(run_id, "a", 1, "w@test")
+    store.start_step(run_id, "only", 1, "w@test")
     batch = [
         ("step_progress", {"progress": n / 5, "message": str(n)}, n / 5, n) for n in range(1, 6)
     ]
-    store.step_events(run_id, "a", 1, batch)  # type: ignore[arg-type]
-    store.finish_step(run_id, "a", 1, "succeeded", "", "1")
+    store.step_events(run_id, "only", 1, batch)  # type: ignore[arg-type]
+    store.finish_step(run_id, "only", 1, "succeeded", "", "1")
     copies = [json.loads(f["data"]) for _, f in r.xrange(keys.all_events())]
     own = [{**json.loads(f["data"]), "id": i} for i, f in r.xrange(keys.run_events(run_id))]
     assert copies == own[1:]
