@@ -20,7 +20,7 @@ import redis
 
 from . import keys, redis_client
 from .errors import BackendUnavailable
-from .events import WRITTEN_PREFIX, Event, Retained, first_id_after, id_key, retained_of
+from .events import Event, Retained, first_id_after, id_key, retained_of
 from .redis_client import backend_errors
 
 #: Stream replies `StreamReads` takes as Redis sends them: an entry's fields stay the
@@ -32,25 +32,8 @@ RAW_REPLIES = ("XRANGE", "XREVRANGE", "XREAD")
 def decode_entries(entries: list[Any]) -> list[Event]:
     """The events of stream entries as XRANGE and XREAD return them (unreadable ones
     left out, and logged); fields as a dict or as Redis' flat list."""
-    events = [_decode(entry_id, _data(fields)) for entry_id, fields in entries]
+    events = [Event.decode(entry_id, _data(fields)) for entry_id, fields in entries]
     return [e for e in events if e is not None]
-
-
-def _decode(entry_id: Any, raw: Any) -> Event | None:
-    """`Event.decode`, with its test of what the run scripts wrote done here with
-    substring searches instead of its regex (which costs more than the rest of a
-    replay's work on an event): what passes is an event `Event.decode` would also
-    make as it is (tests/unit/test_stream_reads.py holds the two to that)."""
-    if (
-        type(raw) is str
-        and type(entry_id) is str
-        and raw.startswith(WRITTEN_PREFIX)
-        and raw.endswith("}")
-        and "NaN" not in raw
-        and "Infinity" not in raw
-    ):
-        return Event(entry_id, raw)
-    return Event.decode(entry_id, raw)
 
 
 def _data(fields: Any) -> Any:
